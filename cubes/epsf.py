@@ -1,0 +1,147 @@
+"""The effective PSF (ePSF) shared by the simulator, the classical fitter and the Cramér–Rao code.
+
+An ePSF (Anderson & King 2000) is the PSF already integrated over a pixel and convolved with the
+detector's charge diffusion: its value at offset (dx, dy) is the fraction of a star's flux that
+lands in the detector pixel whose centre lies at (dx, dy) pixels from the star. It is stored on a
+grid supersampled ``oversampling`` times, centred on the middle sample, and interpolated with a
+bicubic spline (the same interpolant photutils' ``ImagePSF`` uses, so conversions are exact).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+from scipy.interpolate import RectBivariateSpline
+
+from .errors import BadArgumentError
+
+
+class EffectivePSF:
+    """An effective PSF on a supersampled grid.
+
+    Parameters
+    ----------
+    data : array (ny, nx)
+        ePSF samples; sample ``data[j, i]`` is the fraction of flux in a pixel centred at
+        ``dx = (i - (nx - 1) / 2) / oversampling``, ``dy = (j - (ny - 1) / 2) / oversampling``
+        detector pixels from the star. ``ny`` and ``nx`` must be odd (centre on a sample).
+    oversampling : int
+        Samples per detector pixel (4 for WFPC2 ePSFs).
+    """
+
+    def __init__(self, data, oversampling: int = 4):
+        data = np.asarray(data, dtype=float)
+        if data.ndim != 2 or data.shape[0] % 2 == 0 or data.shape[1] % 2 == 0:
+            raise BadArgumentError(f"ePSF grid must be 2-d with odd sides, got {data.shape}")
+        if not np.all(np.isfinite(data)):
+            raise BadArgumentError("ePSF grid contains NaN or infinite values")
+        if int(oversampling) < 1:
+            raise BadArgumentError(f"oversampling must be >= 1, got {oversampling}")
+        self.data = data
+        self.oversampling = int(oversampling)
+
+    # -- geometry ---------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.data.shape
+
+    @property
+    def radius(self) -> float:
+        """Half-width of the grid in detector pixels (values beyond are zero)."""
+        return (min(self.data.shape) - 1) / 2 / self.oversampling
+
+    @cached_property
+    def _spline(self) -> RectBivariateSpline:
+        ny, nx = self.data.shape
+        gy = (np.arange(ny) - (ny - 1) / 2) / self.oversampling
+        gx = (np.arange(nx) - (nx - 1) / 2) / self.oversampling
+        return RectBivariateSpline(gy, gx, self.data, kx=3, ky=3, s=0)
+
+    # -- evaluation -------------------------------------------------------------------------
+    def _inside(self, dx, dy):
+        r = self.radius
+        return (np.abs(dx) <= r) & (np.abs(dy) <= r)
+
+    def evaluate(self, dx, dy) -> np.ndarray:
+        """Flux fraction in the pixel centred at offset (dx, dy) px from the star (0 outside)."""
+        dx, dy = np.broadcast_arrays(np.asarray(dx, float), np.asarray(dy, float))
+        out = self._spline.ev(dy.ravel(), dx.ravel()).reshape(dx.shape)
+        return np.where(self._inside(dx, dy), out, 0.0)
+
+    def gradient(self, dx, dy) -> tuple[np.ndarray, np.ndarray]:
+        """Partial derivatives (d/d dx, d/d dy) of :meth:`evaluate`, per pixel of offset.
+
+        The derivative with respect to the star's own position is the negative of these.
+        """
+        dx, dy = np.broadcast_arrays(np.asarray(dx, float), np.asarray(dy, float))
+        inside = self._inside(dx, dy)
+        gx = self._spline.ev(dy.ravel(), dx.ravel(), dx=0, dy=1).reshape(dx.shape)
+        gy = self._spline.ev(dy.ravel(), dx.ravel(), dx=1, dy=0).reshape(dx.shape)
+        return np.where(inside, gx, 0.0), np.where(inside, gy, 0.0)
+
+    def pixel_stamp(self, phase_x: float = 0.0, phase_y: float = 0.0, half: int | None = None):
+        """Detector-sampled image of a unit-flux star at sub-pixel phase (phase_x, phase_y).
+
+        Returns an array (2*half+1, 2*half+1) whose centre pixel is the one nearest the star.
+        """
+        half = int(np.floor(self.radius)) if half is None else int(half)
+        k = np.arange(-half, half + 1)
+        return self.evaluate(k[None, :] - phase_x, k[:, None] - phase_y)
+
+    # -- derived ePSFs ----------------------------------------------------------------------
+    def normalized(self) -> EffectivePSF:
+        """A copy whose every sub-pixel lattice sums to 1 (flux = flux within the grid)."""
+        os = self.oversampling
+        data = self.data.copy()
+        ny, nx = data.shape
+        cy, cx = (ny - 1) // 2, (nx - 1) // 2
+        for py in range(os):
+            for px in range(os):
+                sl = (slice((cy + py) % os, None, os), slice((cx + px) % os, None, os))
+                s = data[sl].sum()
+                if s <= 0:
+                    raise BadArgumentError("ePSF lattice with non-positive sum cannot be normalized")
+                data[sl] /= s
+        return EffectivePSF(data, os)
+
+    @staticmethod
+    def interpolate(psfs, weights) -> EffectivePSF:
+        """Weighted sum of ePSFs on the same grid (focus or field interpolation)."""
+        psfs = list(psfs)
+        w = np.asarray(weights, float)
+        data = np.tensordot(w, np.stack([p.data for p in psfs]), axes=1)
+        return EffectivePSF(data, psfs[0].oversampling)
+
+    # -- photutils interoperability ----------------------------------------------------------
+    def to_imagepsf(self, flux: float = 1.0, x_0: float = 0.0, y_0: float = 0.0):
+        """This ePSF as a photutils ``ImagePSF`` model (same grid, same bicubic interpolant)."""
+        from photutils.psf import ImagePSF
+
+        # photutils multiplies the interpolated data by flux and expects each sub-lattice of
+        # an oversampled ePSF to sum to 1, exactly as starcenter's grid.
+        return ImagePSF(self.data, flux=flux, x_0=x_0, y_0=y_0, oversampling=self.oversampling)
+
+    @classmethod
+    def from_imagepsf(cls, model, size_px: int | None = None) -> EffectivePSF:
+        """Build from a photutils ``ImagePSF`` by sampling it on a centred odd grid.
+
+        The model is evaluated (unit flux, centred at its origin) at the offsets of a
+        ``size_px``-pixel grid with the model's oversampling, so an even-sided photutils grid
+        or a non-central ``origin`` is handled exactly.
+        """
+        os = np.atleast_1d(model.oversampling)
+        if os.size == 2 and os[0] != os[1]:
+            raise BadArgumentError(f"anisotropic oversampling {tuple(os)} is not supported")
+        os = int(os[0])
+        if size_px is None:
+            size_px = int(np.ceil(max(model.data.shape) / os)) | 1
+        n = size_px * os + 1
+        off = (np.arange(n) - (n - 1) / 2) / os
+        dx, dy = np.meshgrid(off, off)
+        x0, y0 = float(model.x_0.value), float(model.y_0.value)
+        data = model.evaluate(dx + x0, dy + y0, 1.0, x0, y0)
+        return cls(np.nan_to_num(np.asarray(data, float), nan=0.0), os)
+
+    def __repr__(self) -> str:
+        return f"EffectivePSF(shape={self.shape}, oversampling={self.oversampling})"

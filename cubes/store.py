@@ -1,0 +1,153 @@
+"""Store helpers shared by every stage: open, check provenance, write templates, run chunks.
+
+A store is one Zarr (v3) hierarchy per data set; the groups are named in :mod:`cubes.schema`.
+Stages write a group in two steps: :func:`write_template` lays down all metadata and the small
+coordinate arrays (nothing large), then per-chunk tasks fill the big arrays with zarr and set
+the group's ``done`` marker for that chunk last, so an interrupted run resumes where it was.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from . import schema
+from .errors import StoreMismatchError
+
+
+def store_path(store) -> str:
+    return str(store)
+
+
+def open_root(store, mode: str = "r"):
+    """The store's root zarr group (``mode`` 'r', 'r+' or 'a')."""
+    return zarr.open_group(store_path(store), mode=mode)
+
+
+def exists(store) -> bool:
+    """True if ``store`` holds a starcenter root group."""
+    p = Path(store_path(store))
+    return (p / "zarr.json").exists()
+
+
+def has_group(store, group: str) -> bool:
+    return (Path(store_path(store)) / group / "zarr.json").exists()
+
+
+def read_attrs(store) -> dict:
+    return dict(open_root(store).attrs)
+
+
+def init_store(store, provenance_key: str, provenance: str) -> bool:
+    """Create the store, or check that an existing one was made with the same parameters.
+
+    Returns True if the store already existed (a resume). Raises StoreMismatchError if it
+    holds something else; nothing is modified in that case.
+    """
+    path = store_path(store)
+    if exists(store):
+        attrs = read_attrs(store)
+        if attrs.get(provenance_key) != provenance:
+            old = attrs.get(provenance_key)
+            if old is None:
+                raise StoreMismatchError(path, f"exists but was not written by this stage "
+                                               f"(no {provenance_key!r} record); refusing to touch it")
+            raise StoreMismatchError(path, "exists with other parameters: "
+                                           f"{_diff(json.loads(old), json.loads(provenance))}; "
+                                           "use another path or the same parameters")
+        return True
+    if Path(path).exists() and any(Path(path).iterdir()):
+        raise StoreMismatchError(path, "exists and is not a starcenter store; refusing to write there")
+    root = zarr.open_group(path, mode="w-") if not Path(path).exists() else zarr.open_group(path, mode="a")
+    root.attrs.update({"schema_version": schema.SCHEMA_VERSION, provenance_key: provenance,
+                       "pixel_convention": schema.PIXEL_CONVENTION})
+    return False
+
+
+def _diff(old: dict, new: dict) -> str:
+    keys = sorted(set(old) | set(new))
+    return ", ".join(f"{k} {old.get(k)!r} != {new.get(k)!r}" for k in keys if old.get(k) != new.get(k))
+
+
+@contextmanager
+def _quiet_consolidation():
+    with warnings.catch_warnings():
+        # zarr warns that consolidated metadata is not (yet) part of the v3 spec; starcenter
+        # consolidates the root so that plain xarray.open_zarr opens any group without fallback.
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        yield
+
+
+def write_template(store, group: str, ds: xr.Dataset, encoding: dict | None = None):
+    """Write ``ds``'s metadata and in-memory (numpy) variables to ``group``; dask-backed
+    variables get their arrays created but no chunk written. Consolidates the root."""
+    with _quiet_consolidation():
+        ds.to_zarr(store_path(store), group=group, mode="w", compute=False,
+                   consolidated=False, encoding=encoding or {})
+    consolidate(store)
+
+
+def consolidate(store):
+    """Refresh the root's consolidated metadata (xarray.open_zarr reads it for every group)."""
+    with _quiet_consolidation():
+        zarr.consolidate_metadata(store_path(store))
+
+
+def write_dataset(store, group: str, ds: xr.Dataset, encoding: dict | None = None):
+    """Write a small, in-memory dataset to ``group`` in one go (psf, catalog tables)."""
+    with _quiet_consolidation():
+        ds.to_zarr(store_path(store), group=group, mode="w", consolidated=False,
+                   encoding=encoding or {})
+    consolidate(store)
+
+
+def open_group(store, group: str) -> xr.Dataset:
+    """Open a group lazily (dask-backed), exactly as a user would with xarray.open_zarr."""
+    if not has_group(store, group):
+        raise StoreMismatchError(store_path(store), f"has no {group!r} group")
+    return xr.open_zarr(store_path(store), group=group)
+
+
+def done_mask(store, group: str) -> np.ndarray:
+    """The group's per-chunk ``done`` marker array as numpy (small)."""
+    return np.asarray(open_root(store)[f"{group}/done"][...]).astype(bool)
+
+
+def set_attr(store, group: str, **attrs):
+    g = zarr.open_group(store_path(store), mode="r+", path=group)
+    g.attrs.update(attrs)
+    consolidate(store)
+
+
+def run_tasks(tasks, description: str, progress: bool = True):
+    """Compute dask delayed ``tasks`` with a progress bar (distributed if a client is active)."""
+    import dask
+
+    if not tasks:
+        return []
+    try:
+        from distributed import get_client, progress as dprogress
+
+        client = get_client()
+    except (ImportError, ValueError):
+        client = None
+    if client is not None:
+        futures = client.compute(tasks)
+        if progress:
+            print(f"{description}: {len(tasks)} chunks on {client.dashboard_link}")
+            dprogress(futures)
+            print()
+        return client.gather(futures)
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        print(f"{description}: {len(tasks)} chunks")
+        with ProgressBar(dt=1.0):
+            return dask.compute(*tasks)
+    return dask.compute(*tasks)

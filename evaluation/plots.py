@@ -1,0 +1,59 @@
+"""Figures that only read a store (no science computed here). Every figure says what it was
+made from: a simulation or real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cubes import schema
+from cubes.store import open_group
+
+
+def data_label(ds) -> str:
+    """'SIMULATION' or 'REAL DATA' plus filter, from a group's attributes."""
+    kind = "SIMULATION" if ds.attrs.get("source") == "simulation" else "REAL DATA"
+    return f"{kind} — WFPC2 {ds.attrs.get('filter', '?')}"
+
+
+def plot_exposure(store, exposure: int, path, zoom: int | None = 200) -> Path:
+    """PNG of one exposure, one panel per chip (arcsinh stretch); the central ``zoom`` px box
+    of each chip in an inset row when ``zoom`` is set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ex = open_group(store, schema.EXPOSURES)
+    chips = [str(c) for c in ex[schema.CHIP].values]
+    rows = 2 if zoom else 1
+    fig, axes = plt.subplots(rows, len(chips), figsize=(4.2 * len(chips), 4.4 * rows),
+                             squeeze=False)
+    for k, chip in enumerate(chips):
+        img = ex["image"].isel(exposure=exposure, chip=k).values
+        sky = float(np.median(img))
+        noise = float(1.4826 * np.median(np.abs(img - sky))) or 1.0
+        stretch = np.arcsinh((img - sky) / (3 * noise))
+        vmax = np.percentile(stretch, 99.7)
+        ax = axes[0, k]
+        ax.imshow(stretch, origin="lower", cmap="gray", vmin=-1, vmax=vmax)
+        ax.set_title(f"{chip} — exposure {exposure} ({ex['rootname'].values[exposure]})", fontsize=9)
+        ax.set_xlabel("x [px]")
+        ax.set_ylabel("y [px]")
+        if zoom:
+            c = img.shape[0] // 2
+            lo, hi = c - zoom // 2, c + zoom // 2
+            axz = axes[1, k]
+            axz.imshow(stretch[lo:hi, lo:hi], origin="lower", cmap="gray", vmin=-1, vmax=vmax,
+                       extent=(lo - 0.5, hi - 0.5, lo - 0.5, hi - 0.5))
+            axz.set_title(f"{chip} centre, {zoom}x{zoom} px", fontsize=9)
+            axz.set_xlabel("x [px]")
+    fig.suptitle(f"{data_label(ex)}, {float(ex['exptime'].values[exposure]):.0f} s, "
+                 "calibrated DN, arcsinh stretch", fontsize=11)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -1,0 +1,128 @@
+"""The ``starcenter`` command line: a thin layer that parses arguments and calls the packages.
+
+No science lives here; every subcommand calls one library function and prints its result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _chips(text: str) -> tuple[str, ...]:
+    return tuple(c.strip().upper() for c in text.split(",") if c.strip())
+
+
+def _cmd_simulate(args) -> int:
+    from cubes.simulate import make_config, simulate
+
+    cfg = make_config(args.preset, n_exposures=args.exposures, chips=args.chips,
+                      filter=args.filter, focus_um=args.focus_um, seed=args.seed,
+                      bright_enhanced=args.bright_enhanced or None,
+                      breathing_um=args.breathing_um,
+                      field_varying=args.field_varying or None,
+                      cosmic_rays=args.cosmic_rays or None, cti=args.cti or None)
+    with _cluster(args):
+        s = simulate(args.store, cfg, progress=not args.quiet)
+    print(f"{s.store}: {cfg.n_exposures} exposures x {len(cfg.chips)} chips "
+          f"({s.written} chunks written, {s.skipped} already done); "
+          f"stars per chip {s.stars_per_chip}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from evaluation.demo import run_demo
+
+    with _cluster(args):
+        report = run_demo(args.outdir, progress=not args.quiet)
+    print(report)
+    return 0
+
+
+class _cluster:
+    """Context: a dask LocalCluster (dashboard on 127.0.0.1) unless --scheduler synchronous."""
+
+    def __init__(self, args):
+        self.args = args
+        self.client = None
+
+    def __enter__(self):
+        sched = getattr(self.args, "scheduler", "local")
+        if sched in ("synchronous", "threads", "processes"):
+            import dask
+
+            self._cfg = dask.config.set(scheduler=sched)
+            self._cfg.__enter__()
+            return self
+        from distributed import Client, LocalCluster
+
+        if sched == "local":
+            cluster = LocalCluster(n_workers=self.args.workers, threads_per_worker=1,
+                                   dashboard_address="127.0.0.1:0", processes=True,
+                                   memory_limit=self.args.memory_limit)
+            self.client = Client(cluster)
+        else:
+            self.client = Client(sched)
+        print(f"dask dashboard: {self.client.dashboard_link}")
+        return self
+
+    def __exit__(self, *exc):
+        if self.client is not None:
+            cluster = self.client.cluster
+            self.client.close()
+            if cluster is not None:
+                cluster.close()
+        else:
+            self._cfg.__exit__(*exc)
+        return False
+
+
+def _add_cluster_args(p):
+    p.add_argument("--scheduler", default="local",
+                   help="'local' (a LocalCluster, default), 'synchronous', 'threads', "
+                        "'processes', or the address of a running dask scheduler")
+    p.add_argument("--workers", type=int, default=2, help="LocalCluster workers (default 2)")
+    p.add_argument("--memory-limit", default="4GiB", help="memory limit per worker")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="starcenter", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("simulate", help="simulate a dithered WFPC2 data set into a Zarr store")
+    p.add_argument("store", help="output store (OUT.zarr); rerun with the same arguments resumes")
+    p.add_argument("--preset", default="demo", help="demo (24 x PC1,WF3) or gilliland (636 x 4)")
+    p.add_argument("--exposures", type=int, help="number of exposures (>= 2)")
+    p.add_argument("--chips", type=_chips, help="comma-separated chips, e.g. PC1,WF3")
+    p.add_argument("--filter", help="F555W or F814W")
+    p.add_argument("--focus-um", type=float, help="true focus: SM despace vs the library, microns")
+    p.add_argument("--breathing-um", type=float, help="per-exposure focus breathing amplitude, microns")
+    p.add_argument("--field-varying", action="store_true", help="aberrations vary across the chip")
+    p.add_argument("--seed", type=int, help="random seed (default 1)")
+    p.add_argument("--bright-enhanced", action="store_true", help="over-represent bright stars")
+    p.add_argument("--cosmic-rays", action="store_true", help="add cosmic rays (off by default)")
+    p.add_argument("--cti", action="store_true", help="add charge-transfer inefficiency (off by default)")
+    _add_cluster_args(p)
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("demo", help="run the demo on the embedded default data set")
+    p.add_argument("outdir", nargs="?", default="demo-output", help="output directory")
+    _add_cluster_args(p)
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cubes.errors import StarcenterError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except StarcenterError as err:
+        print(f"starcenter {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
