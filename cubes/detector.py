@@ -46,7 +46,9 @@ def render_stars(shape, x, y, flux, epsf: EffectivePSF, out: np.ndarray | None =
             px = ix[:, None, None] + k[None, None, :]
             py = iy[:, None, None] + k[None, :, None]
             vals = epsf.evaluate(px - x[sel, None, None], py - y[sel, None, None])
-            vals *= flux[sel, None, None]
+            # the spline can undershoot slightly below 0 between grid samples far in the wings;
+            # a star never removes charge
+            vals = np.maximum(vals, 0.0) * flux[sel, None, None]
             px, py = np.broadcast_arrays(px, py)
             ok = (px >= 0) & (px < nx) & (py >= 0) & (py < ny)
             # bincount is ~10x faster than np.add.at for this scatter-add (measured 0.02 s vs
