@@ -1,0 +1,64 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import starcenter
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, str(REPO / "starcenter.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["--chips", "PC1,XX9"], "unknown chip"),
+    (["--filter", "F439W"], "unknown filter"),
+    (["--exposures", "1"], "at least 2"),
+])
+def test_bad_arguments_one_line_error_nothing_written(tmp_path, args, problem):
+    out = tmp_path / "bad.zarr"
+    r = run_cli("simulate", str(out), *args, "--scheduler", "synchronous")
+    assert r.returncode == 2
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and problem in err[0] and err[0].startswith("starcenter simulate: error:")
+    assert not out.exists()
+
+
+def test_simulate_then_resume_then_mismatch(tmp_path):
+    out = tmp_path / "s.zarr"
+    base = ["simulate", str(out), "--exposures", "2", "--chips", "WF3", "--scheduler",
+            "synchronous", "--quiet", "--seed", "5"]
+    r = run_cli(*base)
+    assert r.returncode == 0, r.stderr
+    assert "2 chunks written, 0 already done" in r.stdout
+    r = run_cli(*base)
+    assert "0 chunks written, 2 already done" in r.stdout
+    r = run_cli(*base, "--focus-um", "0")
+    assert r.returncode == 2 and "other parameters" in r.stderr and "focus_um" in r.stderr
+
+
+def test_parser_lists_subcommands():
+    text = starcenter.build_parser().format_help()
+    assert "simulate" in text and "demo" in text
+
+
+def test_demo_end_to_end(tmp_path):
+    """README's main command on the embedded default data (LocalCluster, ~30 s)."""
+    r = run_cli("demo", str(tmp_path / "demo"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "dask dashboard: http://127.0.0.1:" in r.stdout
+    assert "SIMULATED data" in r.stdout
+    png = tmp_path / "demo" / "exposure0.png"
+    assert png.exists() and png.stat().st_size > 50_000
+    summary = (tmp_path / "demo" / "summary.txt").read_text()
+    for chip in ("PC1", "WF3"):
+        line = next(line for line in summary.splitlines() if line.startswith(chip))
+        stars, central, isolated = (int(v) for v in line.split()[1:4])
+        assert stars > 5000 and 500 < central < 2000 and 200 < isolated < 450
+    again = run_cli("demo", str(tmp_path / "demo"), "--scheduler", "synchronous")
+    assert "chunks written 0, reused 48" in again.stdout
+
