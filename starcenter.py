@@ -30,6 +30,17 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
+def _cmd_detect(args) -> int:
+    from cubes.detections import DetectParams, detect
+
+    params = DetectParams(args.psf, args.threshold, args.min_separation)
+    with _cluster(args):
+        out = detect(args.store, params, progress=not args.quiet, overwrite=args.overwrite)
+    print(f"{args.store}: detections ({args.psf} ePSF): {out['written']} chunks written, "
+          f"{out['skipped']} already done; largest count {out['max_count']}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from evaluation.demo import run_demo
 
@@ -105,6 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cti", action="store_true", help="add charge-transfer inefficiency (off by default)")
     _add_cluster_args(p)
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("detect", help="detect and ePSF-fit stars in every exposure (classical centres)")
+    p.add_argument("store", help="store with an exposures group")
+    p.add_argument("--psf", default="library", choices=("library", "true", "empirical"),
+                   help="ePSF to fit with: library (nominal, as hst1pass), true (simulations), "
+                        "empirical (built from the data with photutils' EPSFBuilder)")
+    p.add_argument("--threshold", type=float, default=5.0, help="detection threshold, sigma")
+    p.add_argument("--min-separation", type=float, default=2.0, help="minimum peak separation, px")
+    p.add_argument("--overwrite", action="store_true", help="replace detections made with other parameters")
+    _add_cluster_args(p)
+    p.set_defaults(func=_cmd_detect)
 
     p = sub.add_parser("demo", help="run the demo on the embedded default data set")
     p.add_argument("outdir", nargs="?", default="demo-output", help="output directory")

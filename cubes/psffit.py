@@ -64,11 +64,14 @@ def cut_boxes(image: np.ndarray, ix: np.ndarray, iy: np.ndarray, half: int = HAL
 
 def fit_stars(image: np.ndarray, ix, iy, epsf: EffectivePSF, gain: float = 7.0,
               read_noise: float = 5.0, saturated=None, sky=None, fit_sky: bool = True,
-              half: int = HALF, max_iter: int = 20, tol: float = 1e-5) -> FitResult:
+              error: np.ndarray | None = None, half: int = HALF, max_iter: int = 20,
+              tol: float = 1e-5) -> FitResult:
     """Fit all stars with peak pixels (ix, iy) at once.
 
     image : calibrated DN. gain (e-/DN), read_noise (e-) set the weights.
     sky : initial (or, with fit_sky=False, fixed) sky per star in DN; default the box minimum.
+    error : optional fixed 1-sigma error image (DN); then weights are 1/error^2 instead of the
+        model variance (the objective photutils' PSFPhotometry minimises with ``error``).
     Returns positions in chip pixels; saturated stars keep their peak pixel and q = 0.
     """
     ix = np.asarray(ix, int)
@@ -83,6 +86,10 @@ def fit_stars(image: np.ndarray, ix, iy, epsf: EffectivePSF, gain: float = 7.0,
     flags[(~good & inside).any(axis=(1, 2))] |= FLAGS["bad_pixels"]
     d = np.where(good, data, 0.0)
     w_mask = good.astype(float)
+    fixed_var = None
+    if error is not None:
+        err_box = cut_boxes(np.asarray(error, float), ix, iy, half)[0]
+        fixed_var = np.where(np.isfinite(err_box) & (err_box > 0), err_box, np.inf) ** 2
 
     s = np.nanmin(np.where(good, data, np.nan), axis=(1, 2)) if sky is None else np.asarray(sky, float).copy()
     s = np.nan_to_num(s)
@@ -103,7 +110,10 @@ def fit_stars(image: np.ndarray, ix, iy, epsf: EffectivePSF, gain: float = 7.0,
         P = epsf.evaluate(dx, dy)
         gx, gy = epsf.gradient(dx, dy)
         model = f[a, None, None] * P + s[a, None, None]
-        var = (np.clip(model, 0, None) * gain + read_noise**2) / gain**2
+        if fixed_var is None:
+            var = (np.clip(model, 0, None) * gain + read_noise**2) / gain**2
+        else:
+            var = fixed_var[a]
         wgt = w_mask[a] / var
         r = (d[a] - model) * w_mask[a]
         cols = [-f[a, None, None] * gx, -f[a, None, None] * gy, P]

@@ -107,6 +107,23 @@ def write_dataset(store, group: str, ds: xr.Dataset, encoding: dict | None = Non
     consolidate(store)
 
 
+def add_variables(store, group: str, ds: xr.Dataset):
+    """Add (or replace) small in-memory variables of ``group`` without rewriting the others;
+    creates the group if missing. Coordinates shared with the group must match."""
+    with _quiet_consolidation():
+        if has_group(store, group):
+            existing = xr.open_zarr(store_path(store), group=group)
+            clash = [v for v in ds.data_vars if v in existing.data_vars]
+            if clash:
+                g = zarr.open_group(store_path(store), mode="r+", path=group)
+                for v in clash:
+                    del g[v]
+            ds.to_zarr(store_path(store), group=group, mode="a", consolidated=False)
+        else:
+            ds.to_zarr(store_path(store), group=group, mode="w", consolidated=False)
+    consolidate(store)
+
+
 def open_group(store, group: str) -> xr.Dataset:
     """Open a group lazily (dask-backed), exactly as a user would with xarray.open_zarr."""
     if not has_group(store, group):

@@ -62,3 +62,16 @@ def test_demo_end_to_end(tmp_path):
     again = run_cli("demo", str(tmp_path / "demo"), "--scheduler", "synchronous")
     assert "chunks written 0, reused 48" in again.stdout
 
+
+
+def test_detect_command(tmp_path):
+    out = tmp_path / "d.zarr"
+    base = ["--scheduler", "synchronous", "--quiet"]
+    assert run_cli("simulate", str(out), "--exposures", "2", "--chips", "WF3", *base).returncode == 0
+    r = run_cli("detect", str(out), "--psf", "library", *base)
+    assert r.returncode == 0, r.stderr
+    assert "2 chunks written" in r.stdout and "largest count" in r.stdout
+    r = run_cli("detect", str(out), "--psf", "true", *base)
+    assert r.returncode == 2 and "--overwrite" in r.stderr
+    r = run_cli("detect", str(out), "--psf", "true", "--overwrite", *base)
+    assert r.returncode == 0, r.stderr

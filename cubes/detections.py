@@ -1,0 +1,246 @@
+"""The detections stage: classical centring of every exposure (the hst1pass stand-in).
+
+Per (exposure, chip) chunk: detect peaks (:mod:`cubes.detect`), fit x, y, flux and sky on the
+inner 5x5 pixels with an ePSF (:mod:`cubes.psffit`), and write ``detections(exposure, chip, det)``
+padded with NaN to the largest count, with ``count(exposure, chip)``. The ePSF is ``library``
+(the nominal ePSF: the hst1pass situation), ``true`` (the simulator's, diagnostics only) or
+``empirical`` (built from the data set itself with photutils' EPSFBuilder).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import constants as C
+from . import schema
+from . import store as st
+from .detect import find_peaks
+from .epsf import EffectivePSF
+from .errors import BadArgumentError, StarcenterError, StoreMismatchError
+from .optics import PSFParams, get_epsf
+from .psffit import FLAGS, fit_stars
+
+PSF_KINDS = ("library", "true", "empirical")
+#: Slots per (exposure, chip) reserved while writing; the det dimension is shrunk to the
+#: largest count once every chunk is written.
+CAPACITY = 32768
+#: Variables of the detections group: (dtype, units, description).
+DET_VARS = {
+    "x": ("float64", "px", "fitted x, chip pixels (schema convention)"),
+    "y": ("float64", "px", "fitted y, chip pixels"),
+    "flux": ("float32", "DN", "fitted flux"),
+    "sky": ("float32", "DN", "fitted sky per pixel"),
+    "q": ("float32", "", "quality of fit: sum |residual| / flux over 5x5 (hst1pass-like); 0 = saturated"),
+    "mag": ("float32", "mag", "instrumental magnitude -2.5 log10(flux / DN)"),
+    "saturated": ("bool", "", "saturated star (not fitted; centre = peak pixel)"),
+    "flags": ("int32", "", "fit flag bits: " + ", ".join(f"{v} {k}" for k, v in FLAGS.items())),
+}
+
+
+@dataclass(frozen=True)
+class DetectParams:
+    psf: str = "library"
+    threshold: float = 5.0
+    min_separation: float = 2.0
+
+    def __post_init__(self):
+        if self.psf not in PSF_KINDS:
+            raise BadArgumentError(f"unknown --psf {self.psf!r}; expected one of {PSF_KINDS}")
+        if self.threshold <= 0 or self.min_separation < 0:
+            raise BadArgumentError("threshold must be > 0 and min_separation >= 0")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def detect_chunk(image, dq, epsf: EffectivePSF, gain: float, read_noise: float,
+                 params: DetectParams, saturation_dn: float | None = None) -> dict:
+    """Detections of one chip image as a dict of 1-d arrays (see DET_VARS)."""
+    image = np.asarray(image, float)
+    pk = find_peaks(image, dq, gain, read_noise, params.threshold, params.min_separation,
+                    saturation_dn=saturation_dn, epsf=epsf)
+    fit = fit_stars(image, pk.x, pk.y, epsf, gain, read_noise, pk.saturated, sky=pk.sky)
+    order = np.lexsort((pk.x, pk.y))  # row-major: deterministic
+    mag = fit.mag
+    out = {"x": fit.x, "y": fit.y, "flux": fit.flux, "sky": fit.sky, "q": fit.q, "mag": mag,
+           "saturated": pk.saturated, "flags": fit.flags}
+    return {k: np.asarray(v)[order] for k, v in out.items()}
+
+
+def _chip_epsfs(store, params: DetectParams, exposures):
+    """{chip: callable(exposure) -> EffectivePSF} for the chosen kind."""
+    import xarray as xr
+
+    ex = st.open_group(store, schema.EXPOSURES)
+    chips = [str(c) for c in ex[schema.CHIP].values]
+    filt = ex.attrs.get("filter", "F555W")
+    have_psf = st.has_group(store, schema.PSF)
+    psf = st.open_group(store, schema.PSF) if have_psf else None
+    os_ = int(psf.attrs["oversampling"]) if have_psf else schema.OVERSAMPLING
+    out = {}
+    for k, chip in enumerate(chips):
+        if params.psf == "library":
+            e = (EffectivePSF(psf["library"].sel(chip=chip).values, os_) if have_psf
+                 else get_epsf(PSFParams(chip, filt)))
+            out[chip] = lambda exp, e=e: e
+        elif params.psf == "true":
+            if not have_psf or "true" not in psf:
+                raise StoreMismatchError(st.store_path(store), "has no true ePSF (only simulations "
+                                         "do); use --psf library or empirical")
+            true = psf["true"].sel(chip=chip)
+            mid = true.sizes[schema.FIELD_Y] // 2
+            nodes = true.isel({schema.FIELD_Y: mid, schema.FIELD_X: mid}).values
+            focus = psf[schema.FOCUS].values
+            exp_focus = ex["focus"].values if "focus" in ex.coords else np.full(ex.sizes["exposure"], focus[0])
+
+            def true_for(exp, nodes=nodes, focus=focus, exp_focus=exp_focus):
+                if len(focus) == 1:
+                    return EffectivePSF(nodes[0], os_)
+                w = np.interp(exp_focus[exp], focus, np.arange(len(focus)))
+                i = min(int(w), len(focus) - 2)
+                t = w - i
+                return EffectivePSF((1 - t) * nodes[i] + t * nodes[i + 1], os_)
+
+            out[chip] = true_for
+        else:
+            if have_psf and "empirical" in psf and chip in psf["empirical"][schema.CHIP].values:
+                e = EffectivePSF(psf["empirical"].sel(chip=chip).values, os_)
+            else:
+                raise StarcenterError("empirical ePSF missing: build_empirical_psfs first")
+            out[chip] = lambda exp, e=e: e
+    return chips, out
+
+
+def build_empirical_psfs(store, n_exposures: int = 3, progress: bool = True):
+    """Build and store ``psf/empirical(chip, ey, ex)`` from the first ``n_exposures`` exposures."""
+    import xarray as xr
+
+    from .empirical import build_empirical_epsf
+
+    ex = st.open_group(store, schema.EXPOSURES)
+    chips, lib = _chip_epsfs(store, DetectParams("library"), None)
+    sat = _saturation_dn(ex)
+    data = {}
+    for k, chip in enumerate(chips):
+        sel = ex.isel(exposure=slice(0, n_exposures), chip=k)
+        if progress:
+            print(f"empirical ePSF {chip}: building from {sel.sizes['exposure']} exposures")
+        e = build_empirical_epsf(sel["image"].values, sel["dq"].values if "dq" in sel else
+                                 [None] * sel.sizes["exposure"], float(ex["gain"].values[k]),
+                                 float(ex["read_noise"].values[k]), lib[chip](0), saturation_dn=sat)
+        data[chip] = e.data
+    n = schema.EPSF_SAMPLES
+    off = (np.arange(n) - (n - 1) / 2) / schema.OVERSAMPLING
+    emp = xr.DataArray(np.stack([data[c] for c in chips]), dims=(schema.CHIP, schema.EY, schema.EX),
+                       coords={schema.CHIP: np.array(chips, dtype=object), schema.EY: off, schema.EX: off},
+                       attrs={"description": f"empirical ePSF (photutils EPSFBuilder) from the first "
+                                             f"{n_exposures} exposures"})
+    st.add_variables(store, schema.PSF, xr.Dataset({"empirical": emp}, attrs={
+        "oversampling": schema.OVERSAMPLING, "pixel_convention": schema.PIXEL_CONVENTION}))
+
+
+def _saturation_dn(ex) -> float | None:
+    """Calibrated-DN level above which a pixel is treated as saturated when no dq is stored."""
+    return None if "dq" in ex else float(ex.attrs.get("saturation_dn", C.AD_SATURATION_DN)) - C.BIAS_DN - 100
+
+
+def _template(store, ex, capacity: int, params: DetectParams):
+    import dask.array as da
+    import xarray as xr
+
+    ne, nc = ex.sizes[schema.EXPOSURE], ex.sizes[schema.CHIP]
+    data = {}
+    for name, (dtype, units, desc) in DET_VARS.items():
+        data[name] = ((schema.EXPOSURE, schema.CHIP, "det"),
+                      da.zeros((ne, nc, capacity), chunks=(1, 1, capacity), dtype=dtype),
+                      {"units": units, "description": desc})
+    data["count"] = ((schema.EXPOSURE, schema.CHIP), da.zeros((ne, nc), chunks=(1, 1), dtype="int32"),
+                     {"description": "number of detections (the rest of det is padding)"})
+    data["done"] = ((schema.EXPOSURE, schema.CHIP), da.zeros((ne, nc), chunks=(1, 1), dtype="uint8"), {})
+    ds = xr.Dataset(data, coords={schema.EXPOSURE: ex[schema.EXPOSURE].values,
+                                  schema.CHIP: np.array([str(c) for c in ex[schema.CHIP].values], dtype=object)},
+                    attrs={"params": params.to_json(), "complete": 0,
+                           "pixel_convention": schema.PIXEL_CONVENTION,
+                           "padding": "slots beyond count hold NaN (floats), False, 0"})
+    enc = {k: {"fill_value": np.nan} for k, (dt, *_ ) in DET_VARS.items() if dt.startswith("float")}
+    st.write_template(store, schema.DETECTIONS, ds, enc)
+
+
+def _write_detections(store: str, e: int, c: int, epsf_for, gain, rn, params, sat_dn, capacity):
+    import zarr
+
+    root = zarr.open_group(store, mode="r+")
+    image = root[f"{schema.EXPOSURES}/image"][e, c]
+    dq = root[f"{schema.EXPOSURES}/dq"][e, c] if "dq" in root[schema.EXPOSURES] else None
+    det = detect_chunk(image, dq, epsf_for(e), gain, rn, params, sat_dn)
+    n = det["x"].size
+    if n > capacity:  # keep the brightest; recorded through count == capacity
+        keep = np.sort(np.argsort(det["flux"])[::-1][:capacity])
+        det = {k: v[keep] for k, v in det.items()}
+        n = capacity
+    g = root[schema.DETECTIONS]
+    for name, (dtype, *_ ) in DET_VARS.items():
+        arr = g[name]
+        pad = np.zeros(arr.shape[2] - n, dtype) if not dtype.startswith("float") else np.full(arr.shape[2] - n, np.nan, dtype)
+        arr[e, c] = np.concatenate([det[name].astype(dtype), pad])
+    g["count"][e, c] = n
+    g["done"][e, c] = 1
+    return n
+
+
+def detect(store, params: DetectParams | None = None, progress: bool = True, overwrite: bool = False,
+           capacity: int = CAPACITY) -> dict:
+    """Run the detections stage on every (exposure, chip) of ``store`` not yet done.
+
+    Returns {'written', 'skipped', 'max_count'}. A detections group made with other parameters is
+    refused unless ``overwrite``.
+    """
+    import dask
+    import zarr
+
+    params = params or DetectParams()
+    path = st.store_path(store)
+    ex = st.open_group(path, schema.EXPOSURES)
+    if st.has_group(path, schema.DETECTIONS):
+        old = st.open_group(path, schema.DETECTIONS).attrs.get("params")
+        if old != params.to_json():
+            if not overwrite:
+                raise StoreMismatchError(path, f"detections exist with other parameters ({old}); "
+                                               "pass --overwrite to replace them")
+            _template(path, ex, capacity, params)
+    else:
+        _template(path, ex, capacity, params)
+    if params.psf == "empirical":
+        psf_ok = st.has_group(path, schema.PSF) and "empirical" in st.open_group(path, schema.PSF)
+        if not psf_ok:
+            build_empirical_psfs(path, progress=progress)
+    chips, epsfs = _chip_epsfs(path, params, None)
+    done = st.done_mask(path, schema.DETECTIONS)
+    ex_done = st.done_mask(path, schema.EXPOSURES) if "done" in ex else np.ones(done.shape, bool)
+    sat_dn = _saturation_dn(ex)
+    cap = zarr.open_group(path, mode="r")[f"{schema.DETECTIONS}/x"].shape[2]
+    tasks = []
+    for c, chip in enumerate(chips):
+        gain, rn = float(ex["gain"].values[c]), float(ex["read_noise"].values[c])
+        f = dask.delayed(epsfs[chip], traverse=False)
+        for e in range(done.shape[0]):
+            if not done[e, c] and ex_done[e, c]:
+                tasks.append(dask.delayed(_write_detections, pure=True)(path, e, c, f, gain, rn,
+                                                                        params, sat_dn, cap))
+    st.run_tasks(tasks, f"detect ({params.psf} ePSF) {path}", progress)
+    done = st.done_mask(path, schema.DETECTIONS)
+    root = zarr.open_group(path, mode="r+")
+    counts = root[f"{schema.DETECTIONS}/count"][...]
+    max_count = int(counts.max()) if counts.size else 0
+    if done.all():
+        # shrink the det dimension to the largest count (chunks stay as written)
+        g = root[schema.DETECTIONS]
+        for name in DET_VARS:
+            arr = g[name]
+            if arr.shape[2] != max(max_count, 1):
+                arr.resize(arr.shape[:2] + (max(max_count, 1),))
+        st.set_attr(path, schema.DETECTIONS, complete=1)
+    return {"written": len(tasks), "skipped": int(done.sum()) - len(tasks), "max_count": max_count}

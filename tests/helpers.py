@@ -1,0 +1,24 @@
+"""Small synthetic images with exact truth, for fitter tests (not a fixture: plain functions)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cubes.detector import render_stars
+
+GAIN, READ_NOISE, SKY_E = 7.0, 5.2, 10.0
+
+
+def star_grid(epsf, n: int = 20, spacing: int = 16, flux=(2e4, 8e4), seed: int = 0):
+    """An image (DN) of n x n isolated stars on a grid with uniformly random sub-pixel phases.
+
+    Returns (image DN, x true, y true, flux e-, expected e- image)."""
+    rng = np.random.default_rng(seed)
+    g = np.arange(n) * spacing + 10
+    X, Y = np.meshgrid(g, g)
+    x0 = X.ravel() + rng.uniform(-0.5, 0.5, n * n)
+    y0 = Y.ravel() + rng.uniform(-0.5, 0.5, n * n)
+    f = rng.uniform(*flux, n * n)
+    expected = render_stars((n * spacing + 10,) * 2, x0, y0, f, epsf) + SKY_E
+    img = (rng.poisson(expected) + rng.normal(0, READ_NOISE, expected.shape)) / GAIN
+    return img, x0, y0, f, expected

@@ -1,0 +1,79 @@
+"""Detection on awkward chips: empty, NaN, edges, blends, saturated stars with bleed trails."""
+
+import numpy as np
+import pytest
+
+from cubes import constants as C
+from cubes import detector
+from cubes.detect import find_peaks
+from cubes.optics import PSFParams, get_epsf
+
+SHAPE = (200, 200)
+
+
+@pytest.fixture(scope="module")
+def epsf():
+    return get_epsf(PSFParams("WF3", "F555W"))
+
+
+def observe(expected_e, seed=0, saturate=True):
+    rng = np.random.default_rng(seed)
+    e = rng.poisson(expected_e).astype(float)
+    e, bled = detector.bleed(e)
+    raw, sat = detector.readout(rng, e, 7.0, 5.0, np.ones(e.shape), 0.0)
+    dq = np.zeros(e.shape, np.uint16)
+    dq[sat] |= C.DQ_FLAGS["ad_saturation"]
+    dq[bled] |= C.DQ_FLAGS["bleeding"]
+    return detector.calibrate(raw, 7.0, np.ones(e.shape), 0.0), dq
+
+
+def test_empty_chip_gives_no_detection():
+    img, dq = observe(np.full(SHAPE, 10.0))
+    assert len(find_peaks(img, dq, 7.0, 5.0, epsf=epsf)) == 0
+
+
+def test_nan_chip_gives_no_detection_and_no_crash():
+    pk = find_peaks(np.full(SHAPE, np.nan), None, 7.0, 5.0)
+    assert len(pk) == 0
+
+
+def test_partly_nan_chip_never_detects_nan_pixels(epsf):
+    exp = detector.render_stars(SHAPE, [50.2, 150.0], [50.0, 150.3], [5e4, 5e4], epsf) + 10
+    img, dq = observe(exp)
+    img[100:, :] = np.nan
+    pk = find_peaks(img, dq, 7.0, 5.0, epsf=epsf)
+    assert len(pk) == 1 and pk.y[0] == 50 and np.isfinite(pk.sky).all()
+
+
+def test_stars_at_the_edge(epsf):
+    exp = detector.render_stars(SHAPE, [0.3, 100.0, 199.2], [100.0, 1.0, 120.0], [5e4] * 3, epsf) + 10
+    img, dq = observe(exp)
+    pk = find_peaks(img, dq, 7.0, 5.0, border=0, epsf=epsf)
+    assert len(pk) == 3
+    assert len(find_peaks(img, dq, 7.0, 5.0, border=2, epsf=epsf)) == 1  # the default border drops the 2
+
+
+def test_blended_pair_resolved_or_merged_by_min_separation(epsf):
+    exp = detector.render_stars(SHAPE, [100.0, 103.0], [100.0, 100.0], [5e4, 3e4], epsf) + 10
+    img, dq = observe(exp)
+    assert len(find_peaks(img, dq, 7.0, 5.0, min_separation=2.0, epsf=epsf)) == 2
+    assert len(find_peaks(img, dq, 7.0, 5.0, min_separation=4.0, epsf=epsf)) == 1
+
+
+def test_saturated_star_with_bleed_trail_is_one_flagged_detection(epsf):
+    exp = detector.render_stars(SHAPE, [100.0, 40.0], [100.0, 40.0], [5e7, 5e4], epsf) + 10
+    img, dq = observe(exp)
+    assert (dq & C.DQ_FLAGS["bleeding"]).any()
+    pk = find_peaks(img, dq, 7.0, 5.0, epsf=epsf)
+    sat = pk.saturated
+    assert sat.sum() == 1 and abs(pk.x[sat][0] - 100) <= 1
+    # the saturated star's halo may show a few spurious maxima but never on its bleed column
+    assert not np.any((np.abs(pk.x[~sat] - 100) <= 1) & (np.abs(pk.y[~sat] - 100) < 60))
+    assert np.any((pk.x == 40) & (pk.y == 40))
+
+
+def test_saturation_without_dq_uses_a_level(epsf):
+    exp = detector.render_stars(SHAPE, [100.0], [100.0], [5e6], epsf) + 10
+    img, _ = observe(exp)
+    pk = find_peaks(img, None, 7.0, 5.0, saturation_dn=3500, epsf=epsf)
+    assert pk.saturated.sum() == 1
