@@ -45,12 +45,13 @@ def local_sky(image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     diagonal bands, while a single clipping pass gives 2.0 DN; and the default bicubic
     interpolation rings around the garbage at real chip edges, so it is linear here."""
     from astropy.stats import SigmaClip
-    from photutils.background import Background2D, BkgZoomInterpolator, MedianBackground
+    from photutils.background import Background2D, MedianBackground
 
     bkg = Background2D(image, SKY_BOX, filter_size=SKY_FILTER, mask=mask,
-                       sigma_clip=SigmaClip(sigma=3.0, maxiters=1), bkg_estimator=MedianBackground(),
-                       interpolator=BkgZoomInterpolator(order=1))
-    return bkg.background
+                       sigma_clip=SigmaClip(sigma=3.0, maxiters=1), bkg_estimator=MedianBackground())
+    mesh = bkg.background_mesh
+    zoom = (image.shape[0] / mesh.shape[0], image.shape[1] / mesh.shape[1])
+    return ndimage.zoom(mesh, zoom, order=1, mode="nearest", grid_mode=True)[: image.shape[0], : image.shape[1]]
 
 
 def find_peaks(image: np.ndarray, dq: np.ndarray | None = None, gain: float = 7.0,
