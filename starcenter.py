@@ -41,6 +41,23 @@ def _cmd_detect(args) -> int:
     return 0
 
 
+def _cmd_catalog(args) -> int:
+    from cubes.pipeline import run_catalog
+
+    if args.from_centers:
+        from cubes.errors import StarcenterError
+
+        raise StarcenterError("--from-centers needs centers/NAME from `starcenter predict` "
+                              "(the model stage), which this version does not have yet")
+    with _cluster(args):
+        ras = run_catalog(args.store, reference=args.reference, raster_size=args.raster_size,
+                          progress=not args.quiet)
+    n = int(ras["mask"].sum())
+    print(f"{args.store}: transforms, catalog and {n} rasters of "
+          f"{args.raster_size}x{args.raster_size} px ({int(ras['selected'].sum())} stars)")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from evaluation.demo import run_demo
 
@@ -127,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace detections made with other parameters")
     _add_cluster_args(p)
     p.set_defaults(func=_cmd_detect)
+
+    p = sub.add_parser("catalog", help="transforms, average catalog (truth) and training rasters")
+    p.add_argument("store", help="store with a detections group")
+    p.add_argument("--reference", type=int, default=0, help="reference exposure index (default 0)")
+    p.add_argument("--raster-size", type=int, default=6, help="raster side in pixels (default 6)")
+    p.add_argument("--from-centers", metavar="NAME", help="build the catalog from centers/NAME")
+    _add_cluster_args(p)
+    p.set_defaults(func=_cmd_catalog)
 
     p = sub.add_parser("demo", help="run the demo on the embedded default data set")
     p.add_argument("outdir", nargs="?", default="demo-output", help="output directory")

@@ -75,3 +75,15 @@ def test_detect_command(tmp_path):
     assert r.returncode == 2 and "--overwrite" in r.stderr
     r = run_cli("detect", str(out), "--psf", "true", "--overwrite", *base)
     assert r.returncode == 0, r.stderr
+
+
+def test_catalog_command(tmp_path):
+    out = tmp_path / "c.zarr"
+    base = ["--scheduler", "synchronous", "--quiet"]
+    assert run_cli("simulate", str(out), "--exposures", "3", "--chips", "WF3", *base).returncode == 0
+    assert run_cli("detect", str(out), *base).returncode == 0
+    r = run_cli("catalog", str(out), "--raster-size", "5", *base)
+    assert r.returncode == 0, r.stderr
+    assert "rasters of 5x5 px" in r.stdout
+    r = run_cli("catalog", str(out), "--reference", "9", *base)
+    assert r.returncode == 2 and "reference exposure 9" in r.stderr

@@ -1,0 +1,112 @@
+"""Transforms, the average catalog and rasters on a tiny simulated store (stage level)."""
+
+import shutil
+
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from cubes.catalog import clipped_mean
+from cubes.detections import DetectParams, detect
+from cubes.errors import StoreMismatchError
+from cubes.pipeline import run_catalog
+from cubes.rasters import cut
+from cubes.transforms import STATUS, TransformParams, compute_transforms
+
+
+@pytest.fixture(scope="module")
+def store(tiny_store, tmp_path_factory):
+    path = tmp_path_factory.mktemp("cat") / "cat.zarr"
+    shutil.copytree(tiny_store, path)
+    with dask.config.set(scheduler="synchronous"):
+        detect(path, DetectParams("true"), progress=False)
+        run_catalog(path, progress=False)
+    return path
+
+
+def test_offsets_match_the_true_dithers(store):
+    tr = xr.open_zarr(store, group="transforms")
+    truth = xr.open_zarr(store, group="truth")
+    assert (tr["status"].values == STATUS["ok"]).all()
+    for k in range(tr.sizes["chip"]):
+        for e in range(1, tr.sizes["exposure"]):
+            tx = truth["x"].isel(chip=k).values
+            true_dx = np.nanmedian(tx[0] - tx[e])  # reference - target
+            assert float(tr["offset_x"][e, k]) == pytest.approx(true_dx, abs=0.01)
+    se = tr["std_err_x"].values[1:] * 1e3
+    assert np.all((se > 3) & (se < 60))  # mpix: true-ePSF centres of a crowded field
+    assert tr["n_stars"].values[1:].min() > 50
+
+
+def test_catalog_and_rasters(store):
+    cat = xr.open_zarr(store, group="catalog")
+    ras = xr.open_zarr(store, group="rasters")
+    assert cat["truth"].dims == ("exposure", "chip", "star", "axis")
+    m = ras["mask"].values
+    assert m.sum() > 300
+    r = ras["raster"].values[m]
+    assert r.shape[1:] == (6, 6)
+    np.testing.assert_allclose(r.sum(axis=(1, 2)), 1.0, rtol=1e-5)
+    t = ras["target"].values[m]
+    assert np.all((t >= 2.5 - 0.05) & (t < 3.5 + 0.05))  # the catalog truth sits near the peak pixel
+    assert np.isnan(ras["target"].values[~m]).all()
+    # catalog truth against the simulation's exact truth: median per-raster error (3 exposures)
+    d = (ras["target"] - ras["target_exact"]).values[m] * 1e3
+    d -= np.nanmean(d, axis=0)
+    assert np.nanmedian(np.abs(d)) < 15
+    assert ras["offset_phase"].dims == ("exposure", "chip", "axis")
+
+
+def test_raster_pixels_are_the_image_pixels(store):
+    ras = xr.open_zarr(store, group="rasters")
+    ex = xr.open_zarr(store, group="exposures")
+    e, c = 1, 1
+    m = ras["mask"].values[e, c]
+    s = int(np.flatnonzero(m)[0])
+    cx, cy = ras["corner"].values[e, c, s]
+    img = ex["image"].isel(exposure=e, chip=c).values[cy:cy + 6, cx:cx + 6]
+    np.testing.assert_allclose(ras["raster"].values[e, c, s], img / img.sum(), rtol=1e-5)
+
+
+def test_cut_masks_edges_and_nonpositive():
+    img = np.ones((20, 20))
+    img[10:, 10:] = -1
+    r, corner, ok = cut(img, [1.0, 10.0, 15.0, 5.2], [10.0, 10.0, 15.0, 5.7], 6)
+    assert ok.tolist() == [False, True, False, True]
+    assert corner[3].tolist() == [2, 3]
+    assert np.isfinite(r).all() and (r[~ok] == 0).all()
+
+
+def test_clipped_mean_rejects_outliers():
+    rng = np.random.default_rng(0)
+    m = rng.normal(0, 0.01, (200, 1, 3, 2))
+    m[0, 0, 0, 0] = 5.0
+    m[1:5, 0, 1, :] = np.nan
+    mean, rms, count = clipped_mean(m)
+    assert abs(mean[0, 0, 0]) < 0.005 and 194 <= count[0, 0, 0] <= 199  # the 5.0 outlier is gone
+    assert count[0, 1, 0] <= 196  # NaN measures do not count
+
+
+def test_no_detections_is_a_clear_error(tiny_store, tmp_path):
+    path = tmp_path / "nodet.zarr"
+    shutil.copytree(tiny_store, path)
+    with pytest.raises(StoreMismatchError, match="detect"):
+        compute_transforms(path, progress=False)
+
+
+def test_unmatched_and_missing_exposures_are_flagged_the_rest_completes(store, tmp_path, capsys):
+    path = tmp_path / "bad.zarr"
+    shutil.copytree(store, path)
+    g = zarr.open_group(str(path), mode="r+")
+    g["detections/x"][1, 0] = g["detections/x"][1, 0] + 300.0  # huge offset: matches nothing
+    g["detections/done"][2, 1] = 0  # a chip missing from one exposure
+    with dask.config.set(scheduler="synchronous"):
+        tr = compute_transforms(path, TransformParams(), progress=False)
+    st = tr["status"].values
+    assert st[1, 0] in (STATUS["no_match"], STATUS["no_detections"], STATUS["too_few_stars"])
+    assert st[2, 1] == STATUS["missing"]
+    assert st[0, 0] == st[2, 0] == st[1, 1] == STATUS["ok"]
+    out = capsys.readouterr().out
+    assert "exposure 1 chip PC1" in out and "flagged and skipped" in out
