@@ -99,9 +99,14 @@ def build_catalog(store, params: TransformParams | None = None, progress: bool =
     refs = [reference_stars(root, c, params) for c in range(nc)]
     nstar = max(1, max(len(r[0]) for r in refs))
 
-    # 1. measures, written per (exposure, chip) with done markers (resumable)
+    # 1. measures, written per (exposure, chip) with done markers (resumable); derived data made
+    # from other detections or transform parameters is rebuilt
     dims = (schema.EXPOSURE, schema.CHIP, schema.STAR, AXIS)
-    if not st.has_group(path, schema.CATALOG):
+    source = det.attrs.get("params", "")
+    stale = st.has_group(path, schema.CATALOG) and (
+        st.open_group(path, schema.CATALOG).attrs.get("params") != params.to_json()
+        or st.open_group(path, schema.CATALOG).attrs.get("detections_params") != source)
+    if not st.has_group(path, schema.CATALOG) or stale:
         tmpl = xr.Dataset(
             {"measures": (dims, da.full((ne, nc, nstar, 2), np.nan, chunks=(1, 1, nstar, 2)),
                           {"units": "px", "description": "positions in the reference exposure's system"}),
@@ -112,7 +117,8 @@ def build_catalog(store, params: TransformParams | None = None, progress: bool =
              "done": ((schema.EXPOSURE, schema.CHIP), da.zeros((ne, nc), chunks=(1, 1), dtype=np.uint8), {})},
             coords={schema.EXPOSURE: det[schema.EXPOSURE].values, schema.CHIP: det[schema.CHIP].values,
                     AXIS: np.array(["x", "y"], dtype=object)},
-            attrs={"params": params.to_json(), "complete": 0, "pixel_convention": schema.PIXEL_CONVENTION},
+            attrs={"params": params.to_json(), "detections_params": source, "complete": 0,
+                   "pixel_convention": schema.PIXEL_CONVENTION},
         )
         st.write_template(path, schema.CATALOG, tmpl, {"measures": {"fill_value": np.nan},
                                                          "native": {"fill_value": np.nan}})

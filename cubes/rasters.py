@@ -179,8 +179,10 @@ def make_rasters(store, params: RasterParams | None = None, progress: bool = Tru
     nblk = -(-ne // EXPOSURE_BLOCK)
     blk = (min(EXPOSURE_BLOCK, ne), 1, nstar)
     dims = (schema.EXPOSURE, schema.CHIP, schema.STAR)
-    stale = st.has_group(path, schema.RASTERS) and \
+    source = cat.attrs.get("detections_params", "") + cat.attrs.get("params", "")
+    stale = st.has_group(path, schema.RASTERS) and (
         st.open_group(path, schema.RASTERS).attrs.get("params") != params.to_json()
+        or st.open_group(path, schema.RASTERS).attrs.get("catalog_source") != source)
     if not st.has_group(path, schema.RASTERS) or stale:
         tmpl = xr.Dataset(
             {"raster": (dims + (RY, RX), da.zeros((ne, nc, nstar, params.size, params.size),
@@ -204,7 +206,8 @@ def make_rasters(store, params: RasterParams | None = None, progress: bool = Tru
                     "star_key": ((schema.CHIP, schema.STAR),
                                  (np.arange(nc)[:, None] * 1_000_000 + np.arange(nstar)[None]).astype(np.int64),
                                  {"description": "unique star id in this store (split key)"})},
-            attrs={"params": params.to_json(), "size": params.size, "normalization": "sum to 1",
+            attrs={"params": params.to_json(), "catalog_source": source, "size": params.size,
+                   "normalization": "sum to 1",
                    "convention": __doc__.split("Raster convention: ")[1].strip(), "complete": 0},
         )
         st.write_template(path, schema.RASTERS, tmpl,
