@@ -58,6 +58,28 @@ def _cmd_catalog(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from evaluation.plots import plot_loss
+    from model.train import train
+
+    meta = train(args.store, args.chip.upper(), args.arch, args.recipe, args.epochs, args.out,
+                 args.seed, args.target, verbose=0 if args.quiet else 2)
+    png = plot_loss(args.out)
+    h = meta["history"]
+    print(f"{args.out}: {meta['architecture']} on {meta['chip']} ({meta['n_train']} training rasters), "
+          f"{meta['epochs']} epochs, val MAE {min(h['val_loss']) * 1e3:.1f} mpix; loss plot {png}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from model.predict import predict
+
+    with _cluster(args):
+        c = predict(args.store, args.model, args.name, args.chip, args.force, progress=not args.quiet)
+    print(f"{args.store}: centers/{args.name} written ({int(c['xy'].notnull().all('axis').sum())} centres)")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from evaluation.demo import run_demo
 
@@ -152,6 +174,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-centers", metavar="NAME", help="build the catalog from centers/NAME")
     _add_cluster_args(p)
     p.set_defaults(func=_cmd_catalog)
+
+    p = sub.add_parser("train", help="train a centring network (VGG6) from a store's rasters")
+    p.add_argument("store")
+    p.add_argument("--chip", required=True, help="chip whose rasters to train on, e.g. PC1")
+    p.add_argument("--arch", default="v2", choices=("v1", "v2"), help="VGG6 version (paper Table 1)")
+    p.add_argument("--recipe", default="fast", choices=("paper", "fast"),
+                   help="paper: MAE, Adam 1e-5, up to 1000 epochs; fast: starcenter's schedule")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default: the recipe's)")
+    p.add_argument("--out", required=True, help="model file M.keras (metadata in M.keras.json)")
+    p.add_argument("--seed", type=int, default=0, help="split and initialization seed")
+    p.add_argument("--target", default="catalog", choices=("catalog", "exact"),
+                   help="catalog truth (the paper's real-data truth) or exact simulation truth")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("predict", help="centre every raster with a trained model -> centers/NAME")
+    p.add_argument("store")
+    p.add_argument("--model", required=True, help="a model written by `starcenter train`")
+    p.add_argument("--name", default="vgg6", help="centers group name (default vgg6)")
+    p.add_argument("--chip", help="chip to centre (default: the model's)")
+    p.add_argument("--force", action="store_true", help="ignore a chip/raster-size/filter mismatch")
+    _add_cluster_args(p)
+    p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("demo", help="run the demo on the embedded default data set")
     p.add_argument("outdir", nargs="?", default="demo-output", help="output directory")

@@ -113,6 +113,7 @@ def add_variables(store, group: str, ds: xr.Dataset):
     with _quiet_consolidation():
         if has_group(store, group):
             existing = xr.open_zarr(store_path(store), group=group)
+            ds = ds.assign_attrs({**existing.attrs, **ds.attrs})  # appending must not drop attrs
             clash = [v for v in ds.data_vars if v in existing.data_vars]
             if clash:
                 g = zarr.open_group(store_path(store), mode="r+", path=group)

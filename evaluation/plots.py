@@ -57,3 +57,31 @@ def plot_exposure(store, exposure: int, path, zoom: int | None = 200) -> Path:
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def plot_loss(model_path, path=None) -> Path:
+    """Training and validation loss (MAE, mpix) per epoch from a model's metadata file."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    meta = json.loads(Path(str(model_path) + ".json").read_text())
+    h = meta["history"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(np.arange(1, len(h["loss"]) + 1), np.asarray(h["loss"]) * 1e3, label="training")
+    ax.plot(np.arange(1, len(h["val_loss"]) + 1), np.asarray(h["val_loss"]) * 1e3, label="validation")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MAE [mpix]")
+    kind = "SIMULATION" if meta["dataset"].get("source") == "simulation" else "REAL DATA"
+    ax.set_title(f"{kind}: VGG6 {meta['architecture']} {meta['chip']} {meta.get('filter')}, "
+                 f"{meta['recipe']['name']} recipe, {meta['target']} targets", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path or str(model_path) + ".loss.png")
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

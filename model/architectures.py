@@ -1,0 +1,61 @@
+"""Centring networks behind one interface: ``build(arch, raster_size) -> keras.Model``.
+
+VGG6 V1 and V2 are the paper's Table 1 exactly: zero padding of the raster, four convolutions
+with ReLU, a max pool after every two, batch normalization after the fourth convolution, a
+512-unit dense ReLU layer and a linear 2-unit output (x, y in raster pixels). For a 6x6 raster:
+V1 34,418 parameters (34,354 trainable), V2 214,754 (214,626 trainable). More architectures
+(the paper's future work names ResNets) register in ARCHITECTURES.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cubes.errors import BadArgumentError
+
+
+def _vgg6(raster_size: int, filters: tuple[int, int], kernel: int, padded: int, first_pool: tuple,
+          name: str):
+    import keras
+    from keras import layers
+
+    pad = max(0, padded - raster_size)
+    lo, hi = pad // 2, pad - pad // 2
+    f1, f2 = filters
+    inp = keras.Input((raster_size, raster_size, 1), name="raster")
+    x = layers.ZeroPadding2D(((lo, hi), (lo, hi)), name="zero_pad")(inp)
+    x = layers.Conv2D(f1, kernel, activation="relu", name="conv1")(x)
+    x = layers.Conv2D(f1, kernel, activation="relu", name="conv2")(x)
+    x = layers.MaxPooling2D(pool_size=first_pool[0], strides=first_pool[1], name="max_pool2d")(x)
+    x = layers.Conv2D(f2, 3, activation="relu", name="conv3")(x)
+    x = layers.Conv2D(f2, 3, activation="relu", name="conv4")(x)
+    x = layers.BatchNormalization(name="bn2")(x)
+    x = layers.MaxPooling2D(pool_size=2, name="max_pool2d_1")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(512, activation="relu", name="fc_1")(x)
+    # the output bias starts at the raster's central pixel, where targets lie (no parameter
+    # added; without it the first epochs are spent learning a constant of ~3 px)
+    out = layers.Dense(2, activation="linear", name="fc_out",
+                       bias_initializer=keras.initializers.Constant(float(raster_size // 2)))(x)
+    return keras.Model(inp, out, name=name)
+
+
+def vgg6_v1(raster_size: int = 6):
+    """VGG6 V1: 3x3 kernels, 16/32 filters, 6x6 padded to 16x16, 2x2 pools (Table 1)."""
+    return _vgg6(raster_size, (16, 32), 3, 16, (2, 2), "vgg6_v1")
+
+
+def vgg6_v2(raster_size: int = 6):
+    """VGG6 V2: 5x5 then 3x3 kernels, 32/64 filters, 6x6 padded to 20x20; the first pool is
+    5x5 with stride 1 (12x12 -> 8x8, Table 1)."""
+    return _vgg6(raster_size, (32, 64), 5, 20, (5, 1), "vgg6_v2")
+
+
+ARCHITECTURES: dict[str, Callable] = {"v1": vgg6_v1, "v2": vgg6_v2}
+
+
+def build(arch: str, raster_size: int = 6):
+    """A fresh, uncompiled model of architecture ``arch`` for ``raster_size`` rasters."""
+    if arch not in ARCHITECTURES:
+        raise BadArgumentError(f"unknown architecture {arch!r}; expected one of {tuple(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](raster_size)

@@ -1,0 +1,129 @@
+"""The tf.data bridge: stream a rasters cube (Zarr) into Keras, chunk by chunk.
+
+Each element of the outer dataset is one Zarr chunk of the rasters group (EXPOSURE_BLOCK
+exposures of one chip, all stars); chunks are read with zarr in a generator, interleaved,
+masked (invalid rasters and stars of other subsets dropped), unbatched, shuffled in a bounded
+buffer, batched and prefetched. Memory is bounded by ``cycle_length`` chunks plus the shuffle
+buffer, whatever the cube's size.
+
+The train/validation/test split (70/10/20) is by star, from a hash of the star key and a seed,
+so no star appears in two subsets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cubes import schema
+from cubes.errors import BadArgumentError, StoreMismatchError
+from cubes.rasters import EXPOSURE_BLOCK
+
+SPLITS = {"train": (0.0, 0.7), "validation": (0.7, 0.8), "test": (0.8, 1.0)}
+TARGETS = {"catalog": "target", "exact": "target_exact"}
+
+
+def split_fraction(star_key, seed: int) -> np.ndarray:
+    """A deterministic pseudo-random number in [0, 1) per star (splitmix64 of key and seed)."""
+    z = (np.asarray(star_key, np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def star_subset(star_key, subset: str, seed: int) -> np.ndarray:
+    """Mask of stars belonging to ``subset`` ('train', 'validation', 'test' or 'all')."""
+    if subset == "all":
+        return np.ones(np.shape(star_key), bool)
+    if subset not in SPLITS:
+        raise BadArgumentError(f"unknown subset {subset!r}; expected one of {tuple(SPLITS)} or 'all'")
+    lo, hi = SPLITS[subset]
+    f = split_fraction(star_key, seed)
+    return (f >= lo) & (f < hi)
+
+
+@dataclass
+class RasterSource:
+    """Where and what to read: a store's rasters for one chip, a subset and a target."""
+
+    store: str
+    chip: str
+    subset: str = "train"
+    seed: int = 0
+    target: str = "catalog"
+
+    def __post_init__(self):
+        import zarr
+
+        self.store = str(self.store)
+        if self.target not in TARGETS:
+            raise BadArgumentError(f"unknown target {self.target!r}; expected one of {tuple(TARGETS)}")
+        root = zarr.open_group(self.store, mode="r")
+        if schema.RASTERS not in root:
+            raise StoreMismatchError(self.store, "has no rasters: run `starcenter catalog` first")
+        g = root[schema.RASTERS]
+        if TARGETS[self.target] not in g:
+            raise StoreMismatchError(self.store, f"rasters have no {TARGETS[self.target]!r} "
+                                     "(exact targets exist for simulations only)")
+        chips = [str(c) for c in root[f"{schema.RASTERS}/{schema.CHIP}"][...]]
+        if self.chip not in chips:
+            raise BadArgumentError(f"chip {self.chip!r} not in the rasters ({chips})")
+        self.chip_index = chips.index(self.chip)
+        self.size = int(g.attrs["size"])
+        self.n_exposures = g["raster"].shape[0]
+        keys = np.asarray(g["star_key"][self.chip_index])
+        sel = np.asarray(g["selected"][self.chip_index])
+        self.stars = star_subset(keys, self.subset, self.seed) & sel
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.n_exposures // EXPOSURE_BLOCK)
+
+    def read_chunk(self, i: int):
+        """(rasters (n, size, size, 1) float32, targets (n, 2) float32) of chunk ``i``."""
+        import zarr
+
+        g = zarr.open_group(self.store, mode="r")[schema.RASTERS]
+        e0, e1 = i * EXPOSURE_BLOCK, min(self.n_exposures, (i + 1) * EXPOSURE_BLOCK)
+        c = self.chip_index
+        ok = np.asarray(g["mask"][e0:e1, c]) & self.stars[None, :]
+        tgt = np.asarray(g[TARGETS[self.target]][e0:e1, c])
+        ok &= np.all(np.isfinite(tgt), axis=-1)
+        r = np.asarray(g["raster"][e0:e1, c])[ok][..., None].astype(np.float32)
+        return r, tgt[ok].astype(np.float32)
+
+    def count(self) -> int:
+        """Number of samples (reads only masks and targets)."""
+        return int(sum(self.read_chunk(i)[1].shape[0] for i in range(self.n_chunks)))
+
+    def to_numpy(self):
+        """All samples in memory (small sets, tests, the in-memory benchmark baseline)."""
+        parts = [self.read_chunk(i) for i in range(self.n_chunks)]
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+
+def dataset(source: RasterSource, batch_size: int = 256, shuffle_buffer: int = 20_000,
+            cycle_length: int = 2, shuffle: bool = True, epoch_seed: int = 0, repeat: bool = False):
+    """A tf.data.Dataset of (raster, target) batches streamed from the Zarr cube."""
+    import tensorflow as tf
+
+    n, size = source.n_chunks, source.size
+
+    def chunk_gen(i):
+        r, t = source.read_chunk(int(i))
+        yield r, t
+
+    sig = (tf.TensorSpec((None, size, size, 1), tf.float32), tf.TensorSpec((None, 2), tf.float32))
+    order = np.random.default_rng([source.seed, epoch_seed]).permutation(n) if shuffle else np.arange(n)
+    ds = tf.data.Dataset.from_tensor_slices(order.astype(np.int64))
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.interleave(lambda i: tf.data.Dataset.from_generator(chunk_gen, output_signature=sig, args=(i,)),
+                       cycle_length=cycle_length, num_parallel_calls=cycle_length, deterministic=True)
+    ds = ds.unbatch()
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=source.seed + epoch_seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

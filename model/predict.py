@@ -1,0 +1,112 @@
+"""Predict centres for every raster of a chip and write ``centers/NAME`` (chip pixels).
+
+centers/NAME(exposure, chip, star, axis) = raster corner + predicted raster position, in the
+schema pixel convention; NaN where there is no raster. Work is one dask task per rasters chunk
+(many exposures of one chip), the model loaded once per worker (cached) and run in large batches.
+Models load with Keras' safe mode: a model file never runs arbitrary code.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from cubes import schema
+from cubes import store as st
+from cubes.errors import BadArgumentError, StoreMismatchError
+from cubes.rasters import EXPOSURE_BLOCK
+
+from .train import load_metadata
+
+BATCH = 8192
+
+
+@lru_cache(maxsize=4)
+def load_model(path: str):
+    """The Keras model at ``path``, loaded once per process, in safe mode."""
+    import keras
+
+    return keras.models.load_model(path, compile=False, safe_mode=True)
+
+
+def check_compatible(meta: dict, chip: str, size: int, filt: str | None, force: bool, path):
+    problems = []
+    if meta.get("chip") != chip:
+        problems.append(f"model trained on {meta.get('chip')} but asked to centre {chip}")
+    if int(meta.get("raster_size", -1)) != size:
+        problems.append(f"model expects {meta.get('raster_size')}x{meta.get('raster_size')} rasters, "
+                        f"the store has {size}x{size}")
+    if filt and meta.get("filter") and meta["filter"] != filt:
+        problems.append(f"model trained in {meta['filter']}, the store is {filt}")
+    if problems and not force:
+        raise BadArgumentError(f"{path}: " + "; ".join(problems) + " (use --force to override)")
+    return problems
+
+
+def _predict_block(path: str, model_path: str, name: str, c: int, e0: int, e1: int):
+    import zarr
+
+    root = zarr.open_group(path, mode="r+")
+    g = root[schema.RASTERS]
+    mask = np.asarray(g["mask"][e0:e1, c])
+    out = np.full(mask.shape + (2,), np.nan)
+    if mask.any():
+        r = np.asarray(g["raster"][e0:e1, c])[mask][..., None]
+        pred = load_model(model_path).predict(r, batch_size=BATCH, verbose=0)
+        out[mask] = np.asarray(g["corner"][e0:e1, c])[mask] + pred
+    root[f"{schema.centers_group(name)}/xy"][e0:e1, c] = out
+    root[f"{schema.centers_group(name)}/done"][e0 // EXPOSURE_BLOCK, c] = 1
+
+
+def predict(store, model_path, name: str = "vgg6", chip: str | None = None, force: bool = False,
+            progress: bool = True):
+    """Write centers/NAME for the model's chip (or ``chip``) of every exposure of ``store``."""
+    import dask
+    import dask.array as da
+    import xarray as xr
+
+    path = st.store_path(store)
+    model_path = str(model_path)
+    meta = load_metadata(model_path)
+    if not st.has_group(path, schema.RASTERS):
+        raise StoreMismatchError(path, "has no rasters: run `starcenter catalog` first")
+    ras = st.open_group(path, schema.RASTERS)
+    chips = [str(c) for c in ras[schema.CHIP].values]
+    chip = chip or meta.get("chip")
+    if chip not in chips:
+        raise BadArgumentError(f"chip {chip!r} not in the store's rasters ({chips})")
+    check_compatible(meta, chip, int(ras.attrs["size"]), ras.attrs.get("filter") or
+                     st.open_group(path, schema.EXPOSURES).attrs.get("filter"), force, model_path)
+    c = chips.index(chip)
+    ne, nc, ns = ras.sizes[schema.EXPOSURE], ras.sizes[schema.CHIP], ras.sizes[schema.STAR]
+    nblk = -(-ne // EXPOSURE_BLOCK)
+    group = schema.centers_group(name)
+    if not st.has_group(path, group):
+        ds = xr.Dataset(
+            {"xy": ((schema.EXPOSURE, schema.CHIP, schema.STAR, "axis"),
+                    da.full((ne, nc, ns, 2), np.nan, chunks=(min(EXPOSURE_BLOCK, ne), 1, ns, 2)),
+                    {"units": "px", "description": "centre in chip pixels (schema convention)"}),
+             "done": (("block", schema.CHIP), da.zeros((nblk, nc), chunks=(1, 1), dtype=np.uint8), {})},
+            coords={schema.EXPOSURE: ras[schema.EXPOSURE].values, schema.CHIP: ras[schema.CHIP].values,
+                    "axis": np.array(["x", "y"], dtype=object)},
+            attrs={"method": name, "pixel_convention": schema.PIXEL_CONVENTION},
+        )
+        st.write_template(path, group, ds, {"xy": {"fill_value": np.nan}})
+    key = f"model_{chip}"
+    import hashlib
+    from pathlib import Path
+
+    ident = f"{model_path} sha256:{hashlib.sha256(Path(model_path).read_bytes()).hexdigest()[:16]}"
+    if st.open_group(path, group).attrs.get(key) not in (None, ident):
+        # another model wrote this chip before: redo it
+        import zarr
+
+        zarr.open_group(path, mode="r+")[f"{group}/done"][:, c] = 0
+    st.set_attr(path, group, **{key: ident})
+    done = st.done_mask(path, group)
+    tasks = [dask.delayed(_predict_block)(path, model_path, name, c, b * EXPOSURE_BLOCK,
+                                          min(ne, (b + 1) * EXPOSURE_BLOCK))
+             for b in range(nblk) if not done[b, c]]
+    st.run_tasks(tasks, f"predict {name} {chip} {path}", progress)
+    return st.open_group(path, group)

@@ -1,0 +1,140 @@
+"""VGG6 (paper Table 1), the tf.data bridge, training with resume, prediction with checks."""
+
+import json
+import os
+import shutil
+
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.mark.parametrize("arch, total, trainable", [("v1", 34_418, 34_354), ("v2", 214_754, 214_626)])
+def test_vgg6_parameter_counts_match_table_1(arch, total, trainable):
+    from model.architectures import build
+
+    m = build(arch, 6)
+    assert m.count_params() == total
+    assert sum(int(np.prod(w.shape)) for w in m.trainable_weights) == trainable
+    assert m.output_shape == (None, 2)
+
+
+def test_unknown_architecture():
+    from cubes.errors import BadArgumentError
+    from model.architectures import build
+
+    with pytest.raises(BadArgumentError, match="resnet"):
+        build("resnet")
+
+
+def test_split_is_by_star_deterministic_and_70_10_20():
+    from model.bridge import star_subset
+
+    keys = np.arange(200_000, dtype=np.int64)
+    parts = {s: star_subset(keys, s, seed=3) for s in ("train", "validation", "test")}
+    total = sum(p.astype(int) for p in parts.values())
+    assert np.all(total == 1)  # every star in exactly one subset
+    assert [round(p.mean(), 2) for p in parts.values()] == [0.7, 0.1, 0.2]
+    np.testing.assert_array_equal(star_subset(keys, "train", 3), parts["train"])
+    assert not np.array_equal(star_subset(keys, "train", 4), parts["train"])
+
+
+@pytest.fixture(scope="module")
+def store(tiny_store, tmp_path_factory):
+    from cubes.detections import DetectParams, detect
+    from cubes.pipeline import run_catalog
+
+    path = tmp_path_factory.mktemp("model") / "m.zarr"
+    shutil.copytree(tiny_store, path)
+    with dask.config.set(scheduler="synchronous"):
+        detect(path, DetectParams("library"), progress=False)
+        run_catalog(path, progress=False)
+    return path
+
+
+def test_bridge_streams_every_valid_raster_once_without_leaks(store):
+    from model.bridge import RasterSource, dataset
+
+    seen = {}
+    for subset in ("train", "validation", "test"):
+        src = RasterSource(store, "WF3", subset, seed=1)
+        x, y = src.to_numpy()
+        got = np.concatenate([b[1].numpy() for b in dataset(src, batch_size=64)])
+        assert got.shape == y.shape
+        np.testing.assert_allclose(np.sort(got[:, 0]), np.sort(y[:, 0]))
+        seen[subset] = set(np.flatnonzero(src.stars))
+    assert not (seen["train"] & seen["test"]) and not (seen["train"] & seen["validation"])
+    ras = xr.open_zarr(store, group="rasters")
+    k = list(ras.chip.values).index("WF3")
+    n_valid = int((ras["mask"].isel(chip=k) & ras["target"].isel(chip=k).notnull().all("axis")).sum())
+    assert sum(RasterSource(store, "WF3", s, seed=1).count() for s in seen) == n_valid
+
+
+def test_train_resume_and_predict(store, tmp_path):
+    from cubes.errors import BadArgumentError
+    from model.predict import predict
+    from model.train import train
+
+    out = tmp_path / "wf3.keras"
+    meta = train(store, "WF3", "v1", "fast", epochs=2, out=out, target="exact", verbose=0)
+    assert meta["epochs"] == 2 and meta["chip"] == "WF3" and meta["raster_size"] == 6
+    assert json.loads((tmp_path / "wf3.keras.json").read_text())["split_seed"] == 0
+    # a finished run leaves no checkpoint: training again starts afresh
+    assert not (tmp_path / "wf3.keras.backup").exists()
+    with dask.config.set(scheduler="synchronous"):
+        c = predict(store, out, "vgg6-v1", progress=False)
+        xy = c["xy"].sel(chip="WF3").values
+        m = xr.open_zarr(store, group="rasters")["mask"].sel(chip="WF3").values
+        assert np.isfinite(xy[m]).all() and np.isnan(xy[~m]).all()
+        ras = xr.open_zarr(store, group="rasters").sel(chip="WF3")
+        inside = (xy[m] >= ras["corner"].values[m]) & (xy[m] < ras["corner"].values[m] + 6)
+        assert inside.mean() > 0.99  # centres land inside their rasters
+        with pytest.raises(BadArgumentError, match="trained on WF3"):
+            predict(store, out, "wrong", chip="PC1", progress=False)
+        predict(store, out, "forced", chip="PC1", force=True, progress=False)
+
+
+def test_model_files_load_in_safe_mode(store, tmp_path):
+    import keras
+
+    from model.architectures import build
+
+    m = build("v2")
+    m.save(tmp_path / "x.keras")
+    keras.models.load_model(tmp_path / "x.keras", safe_mode=True)  # built-in layers only: loads
+    lam = keras.Sequential([keras.Input((2,)), keras.layers.Lambda(lambda t: t * 2)])
+    lam.save(tmp_path / "lambda.keras")
+    with pytest.raises(ValueError, match="(?i)unsafe|lambda"):
+        keras.models.load_model(tmp_path / "lambda.keras", safe_mode=True)
+
+
+def test_killed_training_resumes_from_its_last_epoch(store, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "k.keras"
+    cmd = [sys.executable, str(repo / "starcenter.py"), "train", str(store), "--chip", "WF3",
+           "--arch", "v1", "--epochs", "400", "--out", str(out), "--target", "exact", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    hist = tmp_path / "k.keras.history.csv"
+    t0 = time.time()
+    while time.time() - t0 < 240:
+        if hist.exists() and len(hist.read_text().splitlines()) >= 4:  # header + 3 epochs
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(hist.read_text().splitlines()) - 1
+    assert done_before >= 3 and (tmp_path / "k.keras.backup").exists()
+    cmd[cmd.index("400")] = str(done_before + 2)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    epochs = [int(line.split(",")[0]) for line in hist.read_text().splitlines()[1:]]
+    assert epochs == list(range(done_before + 2))  # continued, not restarted
