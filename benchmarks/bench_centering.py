@@ -26,7 +26,14 @@ def run(chip: str = "WF3", max_stars: int = 3000) -> dict:
     from cubes.detect import find_peaks
     from cubes.field import ClusterModel, gilliland_dithers, star_field
     from cubes.psffit import fit_stars
-    from cubes.simulate import ChipContext, chip_psfs, exposure_focus, make_config, simulate_chunk, star_flux
+    from cubes.simulate import (
+        ChipContext,
+        chip_psfs,
+        exposure_focus,
+        make_config,
+        simulate_chunk,
+        star_flux,
+    )
 
     cfg = make_config("demo", chips=(chip,), n_exposures=2)
     psfs = chip_psfs(chip, cfg)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 from astropy.io import fits
+from compare_real_profiles import real_exposure_path
 from scipy.stats import chisquare
 
 from cubes import constants as C
 from cubes.detections import DetectParams, detect_chunk
 from cubes.empirical import build_empirical_epsf
 from cubes.optics import PSFParams, get_epsf
-
-from compare_real_profiles import real_exposure_path
 
 NBINS = 10
 

@@ -72,7 +72,6 @@ def detect_chunk(image, dq, epsf: EffectivePSF, gain: float, read_noise: float,
 
 def _chip_epsfs(store, params: DetectParams, exposures):
     """{chip: callable(exposure) -> EffectivePSF} for the chosen kind."""
-    import xarray as xr
 
     ex = st.open_group(store, schema.EXPOSURES)
     chips = [str(c) for c in ex[schema.CHIP].values]

@@ -17,9 +17,9 @@ import numpy as np
 
 from . import constants as C
 from . import detector, schema
+from .epsf import EffectivePSF
 from .errors import BadArgumentError
 from .field import ClusterModel, Dithers, gilliland_dithers, global_to_chip, star_field
-from .epsf import EffectivePSF
 from .optics import FIELD_NODES, PSFEpoch, PSFParams, get_epsf
 
 #: HST orbital period (days), the period of focus breathing.

@@ -150,7 +150,8 @@ def run_tasks(tasks, description: str, progress: bool = True):
     if not tasks:
         return []
     try:
-        from distributed import get_client, progress as dprogress
+        from distributed import get_client
+        from distributed import progress as dprogress
 
         client = get_client()
     except (ImportError, ValueError):

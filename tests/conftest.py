@@ -48,3 +48,19 @@ def tiny_store(tmp_path_factory, tiny_config):
     with dask.config.set(scheduler="synchronous"):
         simulate(path, tiny_config, progress=False)
     return path
+
+
+def derive_store(tiny_store, directory, psf: str = "library", catalog: bool = True):
+    """A copy of the tiny store with detections (``psf`` ePSF) and, if asked, the catalog."""
+    import shutil
+
+    from cubes.detections import DetectParams, detect
+    from cubes.pipeline import run_catalog
+
+    path = directory / f"{psf}{'-cat' if catalog else ''}.zarr"
+    shutil.copytree(tiny_store, path)
+    with dask.config.set(scheduler="synchronous"):
+        detect(path, DetectParams(psf), progress=False)
+        if catalog:
+            run_catalog(path, progress=False)
+    return path

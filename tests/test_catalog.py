@@ -9,21 +9,16 @@ import xarray as xr
 import zarr
 
 from cubes.catalog import clipped_mean
-from cubes.detections import DetectParams, detect
 from cubes.errors import StoreMismatchError
-from cubes.pipeline import run_catalog
 from cubes.rasters import cut
 from cubes.transforms import STATUS, TransformParams, compute_transforms
+
+from .conftest import derive_store
 
 
 @pytest.fixture(scope="module")
 def store(tiny_store, tmp_path_factory):
-    path = tmp_path_factory.mktemp("cat") / "cat.zarr"
-    shutil.copytree(tiny_store, path)
-    with dask.config.set(scheduler="synchronous"):
-        detect(path, DetectParams("true"), progress=False)
-        run_catalog(path, progress=False)
-    return path
+    return derive_store(tiny_store, tmp_path_factory.mktemp("derived"), "true", catalog=True)
 
 
 def test_offsets_match_the_true_dithers(store):

@@ -12,14 +12,12 @@ from cubes.detections import DetectParams, detect
 from cubes.errors import BadArgumentError, StoreMismatchError
 from evaluation.truth import match_to_truth
 
+from .conftest import derive_store
+
 
 @pytest.fixture(scope="module")
 def store(tiny_store, tmp_path_factory):
-    path = tmp_path_factory.mktemp("det") / "det.zarr"
-    shutil.copytree(tiny_store, path)
-    with dask.config.set(scheduler="synchronous"):
-        detect(path, DetectParams("true"), progress=False)
-    return path
+    return derive_store(tiny_store, tmp_path_factory.mktemp("derived"), "true", catalog=False)
 
 
 def test_group_schema(store):

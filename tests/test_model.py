@@ -2,12 +2,13 @@
 
 import json
 import os
-import shutil
 
 import dask
 import numpy as np
 import pytest
 import xarray as xr
+
+from .conftest import derive_store
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -44,15 +45,7 @@ def test_split_is_by_star_deterministic_and_70_10_20():
 
 @pytest.fixture(scope="module")
 def store(tiny_store, tmp_path_factory):
-    from cubes.detections import DetectParams, detect
-    from cubes.pipeline import run_catalog
-
-    path = tmp_path_factory.mktemp("model") / "m.zarr"
-    shutil.copytree(tiny_store, path)
-    with dask.config.set(scheduler="synchronous"):
-        detect(path, DetectParams("library"), progress=False)
-        run_catalog(path, progress=False)
-    return path
+    return derive_store(tiny_store, tmp_path_factory.mktemp("derived"), "library", catalog=True)
 
 
 def test_bridge_streams_every_valid_raster_once_without_leaks(store):

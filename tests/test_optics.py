@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from cubes import constants as C
-from cubes.optics import PSFParams, band_sampling, cache_dir, get_epsf, zernike_coefficients
+from cubes.optics import (
+    PSFParams,
+    band_sampling,
+    cache_dir,
+    get_epsf,
+    zernike_coefficients,
+)
 
 from .conftest import shared_file
 

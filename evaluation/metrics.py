@@ -1,0 +1,91 @@
+"""The paper's diagnostics: standard error of exposure -> reference transformations against
+the offset phase (flat = no pixel-phase bias), and, for simulations, errors against truth."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from cubes import schema
+from cubes.store import open_group
+from cubes.transforms import fit_cubic, offset_phase
+
+
+def transforms_from_centers(store, name: str, reference: int | None = None):
+    """Standard errors (px) of every (exposure, chip) -> reference cubic transformation using
+    the centres of centers/NAME (stars already identified across exposures by the catalog).
+    Returns (std_err (exposure, chip, 2), offset (exposure, chip, 2), n_stars)."""
+    cen = open_group(store, schema.centers_group(name))
+    if reference is None:
+        reference = json.loads(open_group(store, schema.TRANSFORMS).attrs["params"])["reference"]
+    xy = cen["xy"].values  # (exposure, chip, star, 2): small (stars of the central region)
+    ne, nc = xy.shape[:2]
+    se = np.full((ne, nc, 2), np.nan)
+    off = np.full((ne, nc, 2), np.nan)
+    n = np.zeros((ne, nc), int)
+    c0 = (800 - 1) / 2
+    for c in range(nc):
+        ref = xy[reference, c]
+        for e in range(ne):
+            ok = np.all(np.isfinite(xy[e, c]), axis=1) & np.all(np.isfinite(ref), axis=1)
+            if ok.sum() < 20:
+                continue
+            cx, cy, used, sx, sy = fit_cubic(xy[e, c, ok, 0], xy[e, c, ok, 1], ref[ok, 0], ref[ok, 1])
+            se[e, c] = sx, sy
+            off[e, c] = cx[0] - 0, cy[0] - 0  # constant terms at the chip centre (u = v = 0)
+            off[e, c] -= c0
+            n[e, c] = used.sum()
+    return se, off, n
+
+
+def phase_curve(phase: np.ndarray, std_err: np.ndarray, nbins: int = 5):
+    """Median standard error in ``nbins`` bins of offset phase [0, 1); the bins at 0 and 1 are
+    one (the curve is periodic): bins centred on 0, 1/n, ... Returns (centres, medians, counts)."""
+    ph = np.mod(np.asarray(phase) + 0.5 / nbins, 1.0)
+    b = np.minimum((ph * nbins).astype(int), nbins - 1)
+    med = np.array([np.nanmedian(std_err[b == k]) if np.any((b == k) & np.isfinite(std_err)) else np.nan
+                    for k in range(nbins)])
+    cnt = np.array([(b == k).sum() for k in range(nbins)])
+    return np.arange(nbins) / nbins, med, cnt
+
+
+def flatness(phase, std_err, nbins: int = 5) -> float:
+    """max / min of the binned standard error over offset phase (1 = flat)."""
+    _, med, _ = phase_curve(phase, std_err, nbins)
+    return float(np.nanmax(med) / np.nanmin(med))
+
+
+def classical_curves(store, nbins: int = 5) -> dict:
+    """Per chip and axis: phase curve (mpix) and flatness of the classical transforms."""
+    tr = open_group(store, schema.TRANSFORMS)
+    out = {}
+    for k, chip in enumerate(str(c) for c in tr[schema.CHIP].values):
+        ok = tr["status"].values[:, k] == 0
+        res = {}
+        for ax in ("x", "y"):
+            se = tr[f"std_err_{ax}"].values[ok, k] * 1e3
+            ph = offset_phase(tr[f"offset_{ax}"].values[ok, k])
+            _, med, cnt = phase_curve(ph, se, nbins)
+            res[ax] = {"curve_mpix": np.round(med, 2).tolist(), "flatness": round(flatness(ph, se, nbins), 3),
+                       "single_measurement_mpix": round(float(np.nanmedian(se)) / np.sqrt(2), 2)}
+        out[chip] = res
+    return out
+
+
+def catalog_vs_exact(store) -> dict:
+    """Simulations: rms (mpix) per chip and axis of catalog truth minus exact truth over valid
+    rasters, after removing each (exposure, chip)'s mean difference (the catalog frame is the
+    reference exposure's measured frame, defined up to a transformation); also the median
+    absolute difference."""
+    ras = open_group(store, schema.RASTERS)
+    out = {}
+    for k, chip in enumerate(str(c) for c in ras[schema.CHIP].values):
+        d = (ras["target"].isel(chip=k) - ras["target_exact"].isel(chip=k)).values * 1e3
+        m = ras["mask"].isel(chip=k).values
+        d = np.where(m[..., None], d, np.nan)
+        d = d - np.nanmean(d, axis=1, keepdims=True)
+        out[chip] = {"rms_mpix": np.round(np.sqrt(np.nanmean(d**2, axis=(0, 1))), 2).tolist(),
+                     "median_abs_mpix": np.round(np.nanmedian(np.abs(d), axis=(0, 1)), 2).tolist(),
+                     "n_rasters": int(m.sum())}
+    return out
