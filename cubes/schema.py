@@ -24,7 +24,19 @@ Groups (one Zarr group per pipeline product)
 ``truth``      simulations only: star ids, magnitudes, fluxes per (chip, star) and the true
                positions x, y(exposure, chip, star) in each exposure's chip pixels. Chunks: one
                (exposure, chip) per chunk so they are written with their image.
-``detections``, ``transforms``, ``catalog``, ``rasters``, ``centers/NAME``: later stages.
+``detections`` x, y, flux, sky, q, mag, saturated, flags (exposure, chip, det), padded with NaN
+               beyond ``count(exposure, chip)``; one (exposure, chip) per chunk (cubes.detections).
+``transforms`` per (exposure, chip): cubic coefficients target -> reference and back (term), the
+               offset at the chip centre, standard errors, star counts, a status code (small,
+               one chunk; cubes.transforms).
+``catalog``    measures(exposure, chip, star, axis) in the reference system (one (exposure, chip)
+               per chunk, rechunked by star for the clipped mean), mean/rms/count(chip, star, axis)
+               and truth(exposure, chip, star, axis) projected back (cubes.catalog).
+``rasters``    raster(exposure, chip, star, ry, rx) float32 normalized to sum 1, target, prelim,
+               corner (exposure, chip, star, axis), mag, mask, offset_phase; chunks of 64 exposures
+               of one chip with every star, the unit the tf.data bridge streams (cubes.rasters).
+``centers/NAME`` xy(exposure, chip, star, axis): centres of method NAME in chip pixels, aligned
+               with the rasters' stars (model.predict).
 """
 
 from __future__ import annotations

@@ -29,7 +29,10 @@ def _vgg6(raster_size: int, filters: tuple[int, int], kernel: int, padded: int, 
     x = layers.MaxPooling2D(pool_size=first_pool[0], strides=first_pool[1], name="max_pool2d")(x)
     x = layers.Conv2D(f2, 3, activation="relu", name="conv3")(x)
     x = layers.Conv2D(f2, 3, activation="relu", name="conv4")(x)
-    x = layers.BatchNormalization(name="bn2")(x)
+    # momentum 0.9 (Keras default 0.99): the moving statistics used at inference must settle
+    # within a few epochs of a few hundred steps; with 0.99 the validation MAE lagged the
+    # training MAE by 3-10x for 15 epochs on the demo simulations
+    x = layers.BatchNormalization(momentum=0.9, name="bn2")(x)
     x = layers.MaxPooling2D(pool_size=2, name="max_pool2d_1")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(512, activation="relu", name="fc_1")(x)

@@ -96,8 +96,14 @@ class RasterSource:
         return r, tgt[ok].astype(np.float32)
 
     def count(self) -> int:
-        """Number of samples (reads only masks and targets)."""
-        return int(sum(self.read_chunk(i)[1].shape[0] for i in range(self.n_chunks)))
+        """Number of samples (reads only masks and targets, not the rasters)."""
+        import zarr
+
+        g = zarr.open_group(self.store, mode="r")[schema.RASTERS]
+        c = self.chip_index
+        ok = np.asarray(g["mask"][:, c]) & self.stars[None, :]
+        ok &= np.all(np.isfinite(np.asarray(g[TARGETS[self.target]][:, c])), axis=-1)
+        return int(ok.sum())
 
     def to_numpy(self):
         """All samples in memory (small sets, tests, the in-memory benchmark baseline)."""
@@ -126,4 +132,7 @@ def dataset(source: RasterSource, batch_size: int = 256, shuffle_buffer: int = 2
     ds = ds.unbatch()
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=source.seed + epoch_seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size)
+    if not repeat:  # tell Keras the epoch length (streamed data has no known cardinality)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-source.count() // batch_size)))
+    return ds.prefetch(tf.data.AUTOTUNE)

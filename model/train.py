@@ -86,7 +86,9 @@ def train(store, chip: str, arch: str = "v2", recipe: str = "fast", epochs: int 
     t0 = time.perf_counter()
     train_ds = dataset(train_src, rc.batch_size)
     val_ds = dataset(val_src, 4096, shuffle=False)
-    model.fit(train_ds, validation_data=val_ds, epochs=n_epochs, callbacks=callbacks, verbose=verbose)
+    # shuffling happens in the tf.data pipeline (bounded buffer), not in Keras
+    model.fit(train_ds, validation_data=val_ds, epochs=n_epochs, callbacks=callbacks, verbose=verbose,
+              shuffle=False)
     wall = time.perf_counter() - t0
     model.save(out)
     history = _read_history(str(out) + ".history.csv")
