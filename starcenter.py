@@ -30,6 +30,25 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
+def _cmd_ingest(args) -> int:
+    from cubes.ingest import ingest
+
+    out = ingest(args.store, args.inputs, args.separate_filters, progress=not args.quiet)
+    for line in out["errors"]:
+        print(f"starcenter ingest: {line}", file=sys.stderr)
+    print(f"{args.store}: {out['ingested']} exposures ingested, {out['skipped']} already there, "
+          f"{len(out['errors']) - out['skipped']} bad inputs")
+    return 2 if len(out["errors"]) > out["skipped"] else 0
+
+
+def _cmd_export(args) -> int:
+    from cubes.ingest import export_fits
+
+    files = export_fits(args.store, args.outdir)
+    print(f"{len(files)} exposures written to {args.outdir} as *_c0m.fits / *_c1m.fits")
+    return 0
+
+
 def _cmd_detect(args) -> int:
     from cubes.detections import DetectParams, detect
 
@@ -155,6 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cti", action="store_true", help="add charge-transfer inefficiency (off by default)")
     _add_cluster_args(p)
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("ingest", help="ingest calibrated WFPC2 files (c0m/c1m, c0f/c1f, GEIS) into a store")
+    p.add_argument("store")
+    p.add_argument("inputs", nargs="+", help="c0 files or directories")
+    p.add_argument("--separate-filters", action="store_true",
+                   help="route each filter to STORE_<FILTER>.zarr instead of refusing a mix")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("export-fits", help="write a store's exposures as archive-layout *_c0m.fits")
+    p.add_argument("store")
+    p.add_argument("outdir")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("detect", help="detect and ePSF-fit stars in every exposure (classical centres)")
     p.add_argument("store", help="store with an exposures group")

@@ -89,3 +89,24 @@ def catalog_vs_exact(store) -> dict:
                      "median_abs_mpix": np.round(np.nanmedian(np.abs(d), axis=(0, 1)), 2).tolist(),
                      "n_rasters": int(m.sum())}
     return out
+
+
+def phase_data(store, method: str = "classical") -> dict:
+    """{chip: {"x": (offset phase, std_err mpix), "y": ...}} for the classical transforms or for
+    centers/``method``; the reference exposure itself is left out."""
+    tr = open_group(store, schema.TRANSFORMS)
+    chips = [str(c) for c in tr[schema.CHIP].values]
+    ref = json.loads(tr.attrs["params"])["reference"]
+    out = {}
+    if method == "classical":
+        for k, chip in enumerate(chips):
+            ok = (tr["status"].values[:, k] == 0) & (np.arange(tr.sizes[schema.EXPOSURE]) != ref)
+            out[chip] = {ax: (offset_phase(tr[f"offset_{ax}"].values[ok, k]),
+                              tr[f"std_err_{ax}"].values[ok, k] * 1e3) for ax in ("x", "y")}
+        return out
+    se, off, _ = transforms_from_centers(store, method, ref)
+    for k, chip in enumerate(chips):
+        ok = np.all(np.isfinite(se[:, k]), axis=1) & (np.arange(se.shape[0]) != ref)
+        if ok.any():
+            out[chip] = {ax: (offset_phase(off[ok, k, a]), se[ok, k, a] * 1e3) for a, ax in enumerate("xy")}
+    return out

@@ -85,3 +85,44 @@ def plot_loss(model_path, path=None) -> Path:
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def plot_phase_curves(curves: dict, path, title: str) -> Path:
+    """Standard error of the transformations against offset phase (the paper's Fig. 10 style).
+
+    curves: {method: {chip: {"x": (phase, std_err_mpix), "y": (...)}}} as made by
+    :func:`evaluation.metrics.phase_data`; one row per chip, x and y columns, one colour per
+    method, binned medians drawn over the individual exposures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .metrics import phase_curve
+
+    chips = sorted({c for m in curves.values() for c in m})
+    fig, axes = plt.subplots(len(chips), 2, figsize=(9, 2.8 * len(chips)), squeeze=False, sharex=True)
+    for i, chip in enumerate(chips):
+        for j, ax_name in enumerate(("x", "y")):
+            ax = axes[i, j]
+            for k, (method, data) in enumerate(curves.items()):
+                if chip not in data:
+                    continue
+                ph, se = data[chip][ax_name]
+                colour = f"C{k}"
+                ax.plot(ph, se, ".", ms=2, alpha=0.3, color=colour)
+                centres, med, _ = phase_curve(ph, se, 10)
+                ax.plot(np.r_[centres, 1.0], np.r_[med, med[0]], "-o", ms=3, color=colour, label=method)
+            ax.set_title(f"{chip} {ax_name}", fontsize=9)
+            ax.set_ylabel("std. error [mpix]")
+            ax.set_ylim(0, None)
+    for ax in axes[-1]:
+        ax.set_xlabel("offset phase")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

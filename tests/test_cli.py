@@ -87,3 +87,13 @@ def test_catalog_command(tmp_path):
     assert "rasters of 5x5 px" in r.stdout
     r = run_cli("catalog", str(out), "--reference", "9", *base)
     assert r.returncode == 2 and "reference exposure 9" in r.stderr
+
+
+def test_ingest_command_reports_bad_files(tmp_path):
+    bad = tmp_path / "x_c0m.fits"
+    bad.write_bytes(b"garbage")
+    r = run_cli("ingest", str(tmp_path / "s.zarr"), str(bad))
+    assert r.returncode == 2
+    assert "x_c0m.fits: not a readable FITS/GEIS file" in r.stderr and "0 exposures ingested" in r.stdout
+    r = run_cli("ingest", str(tmp_path / "s.zarr"), str(tmp_path / "nothere"))
+    assert r.returncode == 2 and "no such file or directory" in r.stderr

@@ -1,0 +1,338 @@
+"""Real WFPC2 exposures into the exposures cube: readers for the archive layouts and ingest.
+
+Layouts read (astropy for FITS; stsci.tools' readgeis for GEIS):
+- multi-extension FITS ``*_c0m.fits`` (four SCI extensions) with the data-quality ``*_c1m.fits``;
+- "waivered" FITS ``*_c0f.fits`` (one 4 x 800 x 800 group image plus an ASCII table of group
+  parameters, DETECTOR among them) with ``*_c1f.fits``;
+- GEIS ``*.c0h``/``*.c0d`` pairs (with ``*.c1h``/``*.c1d``).
+Headers give INSTRUME (must be WFPC2), FILTNAM1/2, EXPTIME, EXPSTART (MJD), ATODGAIN, DETECTOR per
+chip and ROOTNAME. Every file is read and checked completely before anything is written; each
+exposure then fills one slot of the cube (resized along ``exposure``) and its ``done`` marker is
+set last, so an error met mid-run leaves the exposures already ingested intact and readable, and a
+rerun skips files whose checksum is already in the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import constants as C
+from . import schema
+from . import store as st
+from .errors import BadInputError, StarcenterError
+
+PATTERNS = ("*_c0m.fits", "*_c0f.fits", "*.c0h")
+PROVENANCE_KEY = "starcenter_ingest"
+
+
+@dataclass
+class RawExposure:
+    """One calibrated exposure as read: images (n_chip, ny, nx) DN, dq, and header facts."""
+
+    path: str
+    rootname: str
+    instrument: str
+    filter: str
+    exptime: float
+    mjd: float
+    atodgain: int
+    chips: list[str]
+    image: np.ndarray
+    dq: np.ndarray
+    checksum: str
+
+
+def _checksum(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _filter_name(h) -> str:
+    names = [str(h.get(k, "")).strip() for k in ("FILTNAM1", "FILTNAM2")]
+    names = [n for n in names if n and n.upper() != "CLEAR"]
+    return "+".join(names) if names else "CLEAR"
+
+
+def _companion(path: Path, kind: str) -> Path | None:
+    """The data-quality companion of a c0 file (c1m, c1f, c1h), if present."""
+    name = path.name
+    for a, b in (("_c0m.fits", "_c1m.fits"), ("_c0f.fits", "_c1f.fits"), (".c0h", ".c1h")):
+        if name.endswith(a):
+            p = path.with_name(name[: -len(a)] + b)
+            return p if p.exists() else None
+    return None
+
+
+def _open_hdul(path: Path):
+    """HDUList of a FITS file or GEIS pair; BadInputError naming the file if unreadable."""
+    from astropy.io import fits
+
+    try:
+        if path.suffix == ".c0h" or path.suffix == ".c1h":
+            from stsci.tools import readgeis
+
+            if not path.with_suffix(path.suffix[:-1] + "d").exists():
+                raise BadInputError(str(path), f"GEIS header without its data file "
+                                               f"{path.with_suffix(path.suffix[:-1] + 'd').name}")
+            return readgeis.readgeis(str(path))
+        hdul = fits.open(path, memmap=False)
+        for hdu in hdul:  # force reading: truncated files fail here, not later
+            _ = hdu.data
+        return hdul
+    except BadInputError:
+        raise
+    except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError) as err:
+        raise BadInputError(str(path), f"not a readable FITS/GEIS file ({type(err).__name__}: "
+                                       f"{str(err).splitlines()[0][:120]})") from None
+
+
+def _planes(hdul, path: Path):
+    """(list of DETECTOR numbers, list of 2-d arrays, primary header) from any layout."""
+    primary = hdul[0].header
+    if hdul[0].data is not None and hdul[0].data.ndim == 3:  # waivered FITS
+        table = hdul[1].data if len(hdul) > 1 else None
+        if table is None or "DETECTOR" not in table.columns.names:
+            raise BadInputError(str(path), "waivered FITS without a group-parameter table with DETECTOR")
+        dets = [int(d) for d in table["DETECTOR"]]
+        return dets, [np.asarray(p) for p in hdul[0].data], primary
+    dets, planes = [], []
+    for hdu in hdul[1:]:  # MEF (c0m) or GEIS converted by readgeis: one image extension per chip
+        if hdu.data is None or getattr(hdu.data, "ndim", 0) != 2:
+            continue
+        det = hdu.header.get("DETECTOR")
+        if det is None:
+            raise BadInputError(str(path), f"extension {hdu.name or len(planes) + 1} has no DETECTOR keyword")
+        dets.append(int(det))
+        planes.append(np.asarray(hdu.data))
+    return dets, planes, primary
+
+
+def read_exposure(path, shape=(C.CHIP_SIZE, C.CHIP_SIZE)) -> RawExposure:
+    """Read and validate one calibrated WFPC2 exposure (any layout) and its dq companion.
+
+    ``shape``: required chip shape (None accepts any, for cropped reader-test files)."""
+    path = Path(path)
+    hdul = _open_hdul(path)
+    h = hdul[0].header
+    inst = str(h.get("INSTRUME", "")).strip()
+    if inst != "WFPC2":
+        raise BadInputError(str(path), f"INSTRUME is {inst or 'missing'!r}, not WFPC2")
+    for key in ("EXPTIME", "EXPSTART"):
+        if key not in h:
+            raise BadInputError(str(path), f"header keyword {key} missing")
+    dets, planes, _ = _planes(hdul, path)
+    missing = sorted(set(C.DETECTOR_NUMBER.values()) - set(dets))
+    if missing:
+        names = [c for c, n in C.DETECTOR_NUMBER.items() if n in missing]
+        raise BadInputError(str(path), f"missing chip(s) {', '.join(names)} (found DETECTOR {dets})")
+    order = [dets.index(n) for n in (1, 2, 3, 4)]
+    shapes = [planes[i].shape for i in order]
+    want = tuple(shape) if shape is not None else shapes[0]
+    if any(s != want for s in shapes):
+        raise BadInputError(str(path), f"chip images are {shapes}, expected {want} for every chip")
+    image = np.stack([planes[i].astype(np.float32) for i in order])
+    for k, chip in enumerate(C.CHIPS):
+        if not np.isfinite(image[k]).any():
+            raise BadInputError(str(path), f"chip {chip} is entirely NaN/infinite")
+    dq = np.zeros(image.shape, np.uint16)
+    comp = _companion(path, "dq")
+    if comp is not None:
+        dq_dets, dq_planes, _ = _planes(_open_hdul(comp), comp)
+        if sorted(dq_dets) != [1, 2, 3, 4]:
+            raise BadInputError(str(comp), f"data-quality file has DETECTOR {dq_dets}")
+        dq = np.stack([dq_planes[dq_dets.index(n)].astype(np.uint16) for n in (1, 2, 3, 4)])
+        if dq.shape != image.shape:
+            raise BadInputError(str(comp), f"data-quality shape {dq.shape} != image shape {image.shape}")
+    # non-finite pixels are flagged, never left as silent NaN
+    bad = ~np.isfinite(image)
+    dq[bad] |= C.DQ_FLAGS["missing_data"]
+    image[bad] = 0.0
+    gain = int(round(float(h.get("ATODGAIN", 7))))
+    if gain not in C.GAIN:
+        raise BadInputError(str(path), f"ATODGAIN {h.get('ATODGAIN')} is neither 7 nor 15")
+    root = str(h.get("ROOTNAME", path.name.split("_")[0].split(".")[0])).strip().lower()
+    return RawExposure(str(path), root, inst, _filter_name(h), float(h["EXPTIME"]),
+                       float(h["EXPSTART"]), gain, list(C.CHIPS), image, dq, _checksum(path))
+
+
+def discover(inputs) -> list[Path]:
+    """c0 files named by ``inputs`` (files, or directories searched for PATTERNS)."""
+    out = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for pat in PATTERNS for f in p.glob(pat))
+            if not found:
+                raise BadInputError(str(p), "directory holds no *_c0m.fits, *_c0f.fits or *.c0h files")
+            out.extend(found)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise BadInputError(str(p), "no such file or directory")
+    return out
+
+
+def _exposures_template(store, filt: str, atodgain: int):
+    import xarray as xr
+
+    n = C.CHIP_SIZE
+    chips = list(C.CHIPS)
+    ds = xr.Dataset(
+        {"image": ((schema.EXPOSURE, schema.CHIP, schema.Y, schema.X), np.zeros((0, 4, n, n), np.float32),
+                   {"units": "DN", "description": schema.EXPOSURE_VARS["image"].description}),
+         "dq": ((schema.EXPOSURE, schema.CHIP, schema.Y, schema.X), np.zeros((0, 4, n, n), np.uint16),
+                {"flag_masks": list(C.DQ_FLAGS.values()), "flag_meanings": " ".join(C.DQ_FLAGS)}),
+         "done": ((schema.EXPOSURE, schema.CHIP), np.zeros((0, 4), np.uint8), {})},
+        coords={schema.EXPOSURE: np.zeros(0, np.int64), schema.CHIP: np.array(chips, dtype=object),
+                "rootname": (schema.EXPOSURE, np.array([], dtype=np.dtypes.StringDType())),
+                "exptime": (schema.EXPOSURE, np.zeros(0), {"units": "s"}),
+                "mjd": (schema.EXPOSURE, np.zeros(0), {"units": "d", "long_name": "EXPSTART"}),
+                "epoch": (schema.EXPOSURE, np.zeros(0), {"units": "yr"}),
+                "source_path": (schema.EXPOSURE, np.array([], dtype=np.dtypes.StringDType())),
+                "checksum": (schema.EXPOSURE, np.array([], dtype=np.dtypes.StringDType()),
+                             {"description": "sha256 of the c0 file"}),
+                "gain": (schema.CHIP, np.array([C.GAIN[atodgain][c] for c in chips]), {"units": "e-/DN"}),
+                "read_noise": (schema.CHIP, np.array([C.READ_NOISE[atodgain][c] for c in chips]), {"units": "e-"}),
+                "pixel_scale": (schema.CHIP, np.array([C.PIXEL_SCALE[c] for c in chips]), {"units": "arcsec/px"})},
+        attrs={"filter": filt, "atodgain": atodgain, "source": "archive", "instrument": "WFPC2",
+               "pixel_convention": schema.PIXEL_CONVENTION, "saturation_dn": C.AD_SATURATION_DN},
+    )
+    enc = {"image": {"chunks": (1, 1, n, n)}, "dq": {"chunks": (1, 1, n, n)}, "done": {"chunks": (1, 1)}}
+    st.write_dataset(store, schema.EXPOSURES, ds, enc)
+
+
+def _append(store, raw: RawExposure) -> int:
+    """Append one validated exposure: resize, write its data, mark it done last."""
+    import zarr
+    from astropy.time import Time
+
+    # not through the consolidated metadata: it would still show the shapes before the resize
+    root = zarr.open_group(st.store_path(store), mode="r+", use_consolidated=False)
+    g = root[schema.EXPOSURES]
+    n = g["image"].shape[0]
+    for name in g.array_keys():
+        arr = g[name]
+        if arr.metadata.dimension_names and arr.metadata.dimension_names[0] == schema.EXPOSURE:
+            arr.resize((n + 1,) + arr.shape[1:])
+    g["image"][n] = raw.image
+    g["dq"][n] = raw.dq
+    g[schema.EXPOSURE][n] = n
+    g["rootname"][n] = raw.rootname
+    g["exptime"][n] = raw.exptime
+    g["mjd"][n] = raw.mjd
+    g["epoch"][n] = Time(raw.mjd, format="mjd").decimalyear
+    g["source_path"][n] = raw.path
+    g["checksum"][n] = raw.checksum
+    g["done"][n] = np.ones(4, np.uint8)
+    st.consolidate(store)
+    return n
+
+
+def ingest(store, inputs, separate_filters: bool = False, progress: bool = True) -> dict:
+    """Ingest calibrated WFPC2 files into ``store``'s exposures cube.
+
+    Every input is read and validated first; bad files are reported (one line each, naming the
+    file) and skipped, the good ones appended. Returns {'ingested', 'skipped', 'errors'}.
+    Mixing filters in one store is refused (BadInputError) unless ``separate_filters``, which
+    routes each filter to ``STORE_<FILTER>.zarr``.
+    """
+    files = discover(inputs)
+    errors, good = [], []
+    for f in files:
+        try:
+            good.append(read_exposure(f))
+        except BadInputError as err:
+            errors.append(str(err))
+    by_filter: dict[str, list[RawExposure]] = {}
+    for raw in good:
+        by_filter.setdefault(raw.filter, []).append(raw)
+    path = st.store_path(store)
+    if len(by_filter) > 1 and not separate_filters:
+        raise BadInputError(path, f"inputs mix filters {sorted(by_filter)}; one store holds one "
+                                  "filter (use --separate-filters)")
+    done = {"ingested": 0, "skipped": 0, "errors": errors}
+    for filt, raws in by_filter.items():
+        target = path if not separate_filters else str(Path(path).with_name(
+            f"{Path(path).stem}_{filt}{Path(path).suffix}"))
+        if st.exists(target) and st.has_group(target, schema.EXPOSURES):
+            ex = st.open_group(target, schema.EXPOSURES)
+            if ex.attrs.get("filter") != filt:
+                raise BadInputError(raws[0].path, f"filter {filt} but {target} holds {ex.attrs.get('filter')}")
+            known = set(ex["checksum"].values.tolist()) if "checksum" in ex.coords else set()
+        else:
+            st.init_store(target, PROVENANCE_KEY, json.dumps({"instrument": "WFPC2"}))
+            _exposures_template(target, filt, raws[0].atodgain)
+            known = set()
+        for raw in raws:
+            if raw.checksum in known:
+                errors.append(f"{raw.path}: already in the store (same checksum); skipped")
+                done["skipped"] += 1
+                continue
+            _append(target, raw)
+            known.add(raw.checksum)
+            done["ingested"] += 1
+            if progress:
+                print(f"ingested {raw.rootname} ({raw.filter}, {raw.exptime:.0f} s) from {raw.path}")
+    return done
+
+
+def real_omega_cen_path() -> Path:
+    """The REAL ω Cen exposure u40x010hm_c0f.fits shipped in the stsci.tools 4.3.1 wheel."""
+    try:
+        import stsci.tools
+    except ImportError as err:
+        raise StarcenterError("stsci.tools (pinned test dependency) is needed for the sample "
+                              "exposure: pip install 'stsci.tools==4.3.1'") from err
+    return Path(stsci.tools.__file__).parent / "tests" / "data" / "u40x010hm_c0f.fits"
+
+
+def export_fits(store, outdir, exposures=None) -> list[Path]:
+    """Write exposures as archive-layout ``<rootname>_c0m.fits`` (primary header + four SCI
+    extensions with DETECTOR) and ``<rootname>_c1m.fits`` (data quality), so classical tools
+    (hst1pass, DOLPHOT) can run on simulations. Pixels are written exactly (float32 DN)."""
+    from astropy.io import fits
+
+    ex = st.open_group(store, schema.EXPOSURES)
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    chips = [str(c) for c in ex[schema.CHIP].values]
+    if sorted(chips) != sorted(C.CHIPS):
+        raise StarcenterError(f"{st.store_path(store)}: export needs all four chips in the archive "
+                              f"layout, the store has {chips}")
+    written = []
+    for e in (range(ex.sizes[schema.EXPOSURE]) if exposures is None else exposures):
+        root = str(ex["rootname"].values[e])
+        prim = fits.Header()
+        prim["INSTRUME"] = "WFPC2"
+        prim["ROOTNAME"] = root
+        prim["FILTNAM1"] = ex.attrs["filter"]
+        prim["FILTNAM2"] = ""
+        prim["EXPTIME"] = float(ex["exptime"].values[e])
+        prim["EXPSTART"] = float(ex["mjd"].values[e])
+        prim["ATODGAIN"] = float(ex.attrs.get("atodgain", 7))
+        prim["NEXTEND"] = 4
+        prim["ORIGIN"] = "starcenter export-fits"
+        prim["STARSIM"] = (ex.attrs.get("source") == "simulation", "simulated exposure")
+        for suffix, var in (("_c0m.fits", "image"), ("_c1m.fits", "dq")):
+            hdus = [fits.PrimaryHDU(header=prim)]
+            for chip in C.CHIPS:
+                k = chips.index(chip)
+                h = fits.Header()
+                h["DETECTOR"] = C.DETECTOR_NUMBER[chip]
+                data = ex[var].isel(exposure=e, chip=k).values
+                hdus.append(fits.ImageHDU(data, header=h, name="SCI", ver=C.DETECTOR_NUMBER[chip]))
+            path = outdir / f"{root}{suffix}"
+            tmp = path.with_suffix(".fits.tmp")
+            fits.HDUList(hdus).writeto(tmp, overwrite=True)
+            tmp.replace(path)  # never a half-written file under the final name
+            if var == "image":
+                written.append(path)
+    return written

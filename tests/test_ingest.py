@@ -1,0 +1,155 @@
+"""Real WFPC2 files in: the real ω Cen exposure, a cropped real c0f, the MEF layout written from
+simulations (round trip pixel for pixel), and the bad-input suite."""
+
+import shutil
+
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+from astropy.io import fits
+
+from cubes.errors import BadInputError
+from cubes.ingest import export_fits, ingest, read_exposure
+
+from .conftest import shared_file
+
+
+@pytest.fixture(scope="module")
+def omega_cen():
+    pytest.importorskip("stsci.tools")
+    from cubes.ingest import real_omega_cen_path
+
+    p = real_omega_cen_path()
+    if not p.exists():
+        pytest.skip("stsci.tools wheel without its test data")
+    return p
+
+
+def test_real_omega_cen_exposure(omega_cen, tmp_path):
+    out = ingest(tmp_path / "real.zarr", [omega_cen], progress=False)
+    assert out == {"ingested": 1, "skipped": 0, "errors": []}
+    ex = xr.open_zarr(tmp_path / "real.zarr", group="exposures")
+    assert ex["image"].shape == (1, 4, 800, 800) and list(ex.chip.values) == ["PC1", "WF2", "WF3", "WF4"]
+    assert ex.attrs["filter"] == "F555W" and ex.attrs["source"] == "archive"
+    assert float(ex.exptime[0]) == 100.0 and float(ex.epoch[0]) == pytest.approx(1997.448, abs=1e-3)
+    assert ex.attrs["atodgain"] == 7 and float(ex.gain[2]) == 6.90
+    assert str(ex.rootname.values[0]) == "u40x010hm"
+    # the WF3 chip holds a crowded star field: many pixels far above the sky
+    assert np.percentile(ex["image"].isel(exposure=0, chip=2).values, 99) > 100
+    again = ingest(tmp_path / "real.zarr", [omega_cen], progress=False)
+    assert again["skipped"] == 1 and "already in the store" in again["errors"][0]
+
+
+def test_cropped_real_c0f_reader():
+    path = shared_file("data", "real", "WFPC2u5780205r_c0fx.fits")
+    raw = read_exposure(path, shape=None)
+    assert raw.image.shape == (4, 200, 200) and raw.filter == "FR533P15" and raw.exptime == 300.0
+    with pytest.raises(BadInputError, match="expected \\(800, 800\\) for every chip"):
+        read_exposure(path)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Two simulated 4-chip exposures exported in the MEF archive layout."""
+    from cubes.simulate import make_config, simulate
+
+    d = tmp_path_factory.mktemp("mef")
+    store = d / "sim.zarr"
+    with dask.config.set(scheduler="synchronous"):
+        simulate(store, make_config("demo", n_exposures=2, chips=("PC1", "WF2", "WF3", "WF4"), seed=11),
+                 progress=False)
+    files = export_fits(store, d / "fits")
+    return store, files
+
+
+def test_mef_round_trip_is_lossless(exported, tmp_path):
+    store, files = exported
+    assert [f.name for f in files] == ["sim00000_c0m.fits", "sim00001_c0m.fits"]
+    with fits.open(files[0]) as h:
+        assert [x.name for x in h[1:]] == ["SCI"] * 4 and [x.header["DETECTOR"] for x in h[1:]] == [1, 2, 3, 4]
+    out = ingest(tmp_path / "back.zarr", [files[0].parent], progress=False)
+    assert out["ingested"] == 2
+    a = xr.open_zarr(store, group="exposures")
+    b = xr.open_zarr(tmp_path / "back.zarr", group="exposures")
+    np.testing.assert_array_equal(a["image"].values, b["image"].values)
+    np.testing.assert_array_equal(a["dq"].values, b["dq"].values)
+    np.testing.assert_allclose(a["mjd"].values, b["mjd"].values)
+
+
+def _write_variant(src, dst, edit):
+    with fits.open(src) as h:
+        h = fits.HDUList([x.copy() for x in h])
+        edit(h)
+        h.writeto(dst)
+    return dst
+
+
+@pytest.mark.parametrize("name, edit, problem", [
+    ("acs", lambda h: h[0].header.__setitem__("INSTRUME", "ACS"), "not WFPC2"),
+    ("nochip", lambda h: h.pop(3), "missing chip"),
+    ("shape", lambda h: h.__setitem__(2, fits.ImageHDU(np.zeros((400, 400), np.float32),
+                                                        header=h[2].header)), "expected (800, 800)"),
+    ("nan", lambda h: h[4].data.__setitem__(slice(None), np.nan), "entirely NaN"),
+    ("noexp", lambda h: h[0].header.remove("EXPTIME"), "EXPTIME missing"),
+])
+def test_bad_files_one_line_error_naming_the_file(exported, tmp_path, name, edit, problem):
+    _, files = exported
+    bad = _write_variant(files[0], tmp_path / f"{name}_c0m.fits", edit)
+    with pytest.raises(BadInputError) as err:
+        read_exposure(bad)
+    msg = str(err.value)
+    assert str(bad) in msg and problem in msg and "\n" not in msg
+
+
+def test_truncated_and_corrupt_files(exported, tmp_path):
+    _, files = exported
+    data = files[0].read_bytes()
+    (tmp_path / "trunc_c0m.fits").write_bytes(data[: len(data) // 3])
+    (tmp_path / "junk_c0m.fits").write_bytes(b"SIMPLE  = this is not fits" * 100)
+    for f in ("trunc_c0m.fits", "junk_c0m.fits"):
+        with pytest.raises(BadInputError, match="not a readable FITS"):
+            read_exposure(tmp_path / f)
+
+
+def test_unreadable_geis_pair_and_empty_directory(tmp_path):
+    (tmp_path / "u1234567r.c0h").write_text("SIMPLE  =                    T\nEND\n")
+    with pytest.raises(BadInputError, match="without its data file"):
+        read_exposure(tmp_path / "u1234567r.c0h")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BadInputError, match="no \\*_c0m.fits"):
+        ingest(tmp_path / "s.zarr", [empty], progress=False)
+
+
+def test_other_filter_refused_and_mid_run_error_keeps_what_was_ingested(exported, tmp_path):
+    _, files = exported
+    store = tmp_path / "s.zarr"
+    good, second = files
+    other = _write_variant(second, tmp_path / "f814_c0m.fits",
+                           lambda h: h[0].header.__setitem__("FILTNAM1", "F814W"))
+    with pytest.raises(BadInputError, match="mix filters"):
+        ingest(store, [good, other], progress=False)
+    assert not store.exists()  # refused before writing anything
+    broken = tmp_path / "broken_c0m.fits"
+    broken.write_bytes(second.read_bytes()[:5000])
+    out = ingest(store, [good, broken], progress=False)
+    assert out["ingested"] == 1 and len(out["errors"]) == 1 and "broken_c0m.fits" in out["errors"][0]
+    assert xr.open_zarr(store, group="exposures")["done"].values.all()
+    shutil.copy(second, broken)  # the user fixes the file; the rerun completes the store
+    out = ingest(store, [good, broken], progress=False)
+    assert out["ingested"] == 1 and out["skipped"] == 1
+    assert xr.open_zarr(store, group="exposures").sizes["exposure"] == 2
+    out = ingest(tmp_path / "sep.zarr", [good, other], separate_filters=True, progress=False)
+    assert (tmp_path / "sep_F555W.zarr").exists() and (tmp_path / "sep_F814W.zarr").exists()
+
+
+def test_detect_runs_on_an_ingested_real_store(omega_cen, tmp_path):
+    from cubes.detections import DetectParams, detect
+
+    store = tmp_path / "real.zarr"
+    ingest(store, [omega_cen], progress=False)
+    with dask.config.set(scheduler="synchronous"):
+        out = detect(store, DetectParams("library"), progress=False)
+    counts = xr.open_zarr(store, group="detections")["count"].values[0]
+    assert out["written"] == 4 and np.all(counts > 1000)
