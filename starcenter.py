@@ -103,8 +103,17 @@ def _cmd_demo(args) -> int:
     from evaluation.demo import run_demo
 
     with _cluster(args):
-        report = run_demo(args.outdir, progress=not args.quiet)
+        report = run_demo(args.outdir, progress=not args.quiet, exposures=args.exposures,
+                          epochs=args.epochs, real=not args.no_real)
     print(report)
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from evaluation.report import evaluate
+
+    evaluate(args.store, args.report)
+    print(f"report: {args.report}/report.md (metrics.json, figures beside it)")
     return 0
 
 
@@ -232,8 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the demo on the embedded default data set")
     p.add_argument("outdir", nargs="?", default="demo-output", help="output directory")
+    p.add_argument("--exposures", type=int, default=48, help="exposures of the demo set (default 48)")
+    p.add_argument("--epochs", type=int, help="cap on training epochs (default: the fast recipe's)")
+    p.add_argument("--no-real", action="store_true", help="skip the real ω Cen section")
     _add_cluster_args(p)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("evaluate", help="figures, metrics.json and report.md for a store")
+    p.add_argument("store")
+    p.add_argument("--report", required=True, help="output directory")
+    p.set_defaults(func=_cmd_evaluate)
     return parser
 
 

@@ -128,7 +128,9 @@ def _write_block(path, c, e0, e1, selected, params: RasterParams):
     for i, e in enumerate(range(e0, e1)):
         if has_done and not root[f"{schema.EXPOSURES}/done"][e, c]:
             continue
-        sel = selected & (det_index[i] >= 0) & np.all(np.isfinite(truth[i]), axis=1)
+        # rasters need a detection; a target needs the catalog truth too (a single real
+        # exposure has rasters to centre but no truth: its targets stay NaN)
+        sel = selected & (det_index[i] >= 0)
         idx = np.flatnonzero(sel)
         if idx.size == 0:
             continue
@@ -138,7 +140,7 @@ def _write_block(path, c, e0, e1, selected, params: RasterParams):
         ras[i, idx] = r
         corner[i, idx] = cn
         prelim[i, idx] = native[i, idx]
-        target[i, idx] = truth[i, idx] - cn
+        target[i, idx] = truth[i, idx] - cn  # NaN where the catalog has no truth
         dmag = root[f"{schema.DETECTIONS}/mag"][e, c]
         mag[i, idx] = dmag[det_index[i, idx]]
         mask[i, idx] = True

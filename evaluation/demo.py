@@ -1,7 +1,14 @@
 """``starcenter demo``: the whole chain on the embedded default (simulated) data set.
 
-Today it simulates the ``demo`` preset, draws one exposure per chip and writes a short summary;
-later stages (detection, catalog, VGG6, evaluation) append themselves to :data:`STAGES`.
+1. SIMULATION, the demo set: a Gilliland-like dithered set on PC1 and WF3 whose true focus is
+   5 um off the library ePSF; classical centring with the library ePSF; transforms, average
+   catalog and rasters; VGG6 V1 and V2 trained (fast recipe, exact simulation truth) per chip;
+   predictions; the report (standard error vs offset phase, errors against truth).
+2. SIMULATION, another epoch: a second set at another focus (the paper's "other clusters"),
+   centred with the models of step 1.
+3. REAL DATA: the ω Cen exposure from the stsci.tools wheel, centred classically and with the
+   simulation-trained models; its fractional-pixel histograms are the only truth-free check.
+Re-running reuses what is done (every stage resumes).
 """
 
 from __future__ import annotations
@@ -9,44 +16,116 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cubes import constants as C
+from cubes import schema
+from cubes import store as st
+from cubes.detections import DetectParams, detect
+from cubes.pipeline import run_catalog
 from cubes.simulate import make_config, simulate
 
-from .plots import plot_exposure
-from .summary import isolated_stars, psf_mismatch
+from .plots import plot_exposure, plot_loss
+from .report import evaluate
+from .summary import isolated_stars
+
+ARCHS = ("v1", "v2")
 
 
-def run_demo(outdir="demo-output", progress: bool = True) -> str:
+def _say(progress, text):
+    if progress:
+        print(f"== {text}", flush=True)
+
+
+def _classical(store, progress):
+    if not (st.has_group(store, schema.DETECTIONS)
+            and st.open_group(store, schema.DETECTIONS).attrs.get("complete")):
+        detect(store, DetectParams("library"), progress=progress)
+    run_catalog(store, progress=progress)
+
+
+def run_demo(outdir="demo-output", progress: bool = True, exposures: int = 48,
+             epochs: int | None = None, real: bool = True) -> str:
     """Run the demo into ``outdir``; returns the text summary (also written to summary.txt)."""
+    from model.predict import predict
+    from model.train import train
+
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     store = out / "demo.zarr"
-    cfg = make_config("demo")
+    cfg = make_config("demo", n_exposures=exposures)
+    _say(progress, f"1/3 SIMULATION: {cfg.n_exposures} exposures x {cfg.chips}, true focus "
+                   f"{cfg.focus_um:+.1f} um vs the library ePSF")
     sim = simulate(store, cfg, progress=progress)
-    png = plot_exposure(store, 0, out / "exposure0.png")
-    # total e- of a star whose peak pixel (~27% of the flux) reaches A/D saturation at gain ~7
-    sat_e = (C.AD_SATURATION_DN - C.BIAS_DN) * 7.0 / 0.27
-    iso = isolated_stars(store, saturation_e=sat_e)
-    mism = psf_mismatch(store)
-    lines = [
-        "starcenter demo — SIMULATED data (embedded default data set), not real observations",
-        f"store: {store}  ({cfg.n_exposures} exposures x {', '.join(cfg.chips)}, {cfg.filter}, "
-        f"{cfg.exptime:.0f} s, seed {cfg.seed})",
-        f"true focus: SM despace {cfg.focus_um:+.1f} um vs the library ePSF "
-        f"({cfg.focus_um * 0.0125:+.4f} waves rms Z4)",
-        f"chunks written {sim.written}, reused {sim.skipped}",
-        "",
-        f"{'chip':5} {'stars':>7} {'central 1/3':>12} {'isolated':>9} {'peak lib':>9} {'peak true':>10}",
-    ]
+    plot_exposure(store, 0, out / "exposure0.png")
+    _classical(store, progress)
+    models = {}
     for chip in cfg.chips:
-        lines.append(f"{chip:5} {sim.stars_per_chip[chip]:7d} {iso[chip]['central_third']:12d} "
-                     f"{iso[chip]['isolated']:9d} {mism[chip]['library_peak']:9.4f} "
-                     f"{mism[chip]['true_peak']:10.4f}")
-    lines += ["", "central 1/3: stars > 1000 e- in the central third; isolated: of those, no other "
-              "within 5 px and unsaturated", f"figure: {png}"]
+        for arch in ARCHS:
+            path = out / "models" / f"{chip}_{arch}.keras"
+            if not path.exists():
+                _say(progress, f"training VGG6 {arch} on {chip} (fast recipe, exact simulation truth)")
+                train(store, chip, arch, "fast", epochs, path, target="exact", verbose=0)
+                plot_loss(path)
+            models[chip, arch] = path
+            predict(store, path, f"vgg6-{arch}", progress=False)
+    main = evaluate(store, out / "report", f"SIMULATION demo set, true focus {cfg.focus_um:+.1f} um")
+
+    other_store = out / "other-epoch.zarr"
+    other = make_config("demo", n_exposures=max(8, exposures // 2), focus_um=2.0, seed=cfg.seed + 1)
+    _say(progress, f"2/3 SIMULATION, another epoch: true focus {other.focus_um:+.1f} um, models of step 1")
+    simulate(other_store, other, progress=progress)
+    _classical(other_store, progress)
+    for (chip, arch), path in models.items():
+        predict(other_store, path, f"vgg6-{arch}", chip=chip, progress=False)
+    second = evaluate(other_store, out / "report-other-epoch",
+                      f"SIMULATION other epoch, true focus {other.focus_um:+.1f} um, models from the demo set")
+
+    real_metrics = None
+    if real:
+        real_metrics = _real(out, models, progress)
+
+    lines = ["starcenter demo — SIMULATED data except the last section (REAL DATA, one exposure)",
+             f"store {store}: {cfg.n_exposures} exposures x {', '.join(cfg.chips)}, {cfg.filter}, "
+             f"true focus {cfg.focus_um:+.1f} um vs library; stars per chip {sim.stars_per_chip}",
+             "", f"{'set':12} {'method':10} {'chip':5} {'single-meas. x/y [mpix]':>24} {'flatness x/y':>14}"]
+    for name, met in (("demo", main), ("other epoch", second)):
+        for m, res in met["methods"].items():
+            for chip, ax in res.get("transforms", {}).items():
+                lines.append(f"{name:12} {m:10} {chip:5} {ax['x']['single_measurement_mpix']:>11.1f} / "
+                             f"{ax['y']['single_measurement_mpix']:<10.1f} {ax['x']['flatness']:>6.2f} / "
+                             f"{ax['y']['flatness']:.2f}")
+    if real_metrics:
+        lines += ["", "REAL DATA (u40x010hm, ω Cen F555W, 1997): models trained on SIMULATIONS applied to one "
+                      "real exposure; fractional-pixel uniformity (chi-square p, x / y) is the only check:"]
+        for m, res in real_metrics["methods"].items():
+            for chip, h in res.get("fractional_pixel", {}).items():
+                lines.append(f"  {m:10} {chip:5} n={h['n']:5d}  p = {h['p_uniform_x']:.2g} / {h['p_uniform_y']:.2g}")
+    iso = isolated_stars(store)
+    lines += ["", "central third of exposure 0 (truth): " + ", ".join(
+        f"{c}: {v['central_third']} stars > 1000 e-, {v['isolated']} isolated" for c, v in iso.items()),
+        f"reports: {out / 'report' / 'report.md'}, {out / 'report-other-epoch' / 'report.md'}"
+        + (f", {out / 'report-real' / 'report.md'}" if real_metrics else "")]
     text = "\n".join(lines)
     (out / "summary.txt").write_text(text + "\n")
-    (out / "summary.json").write_text(json.dumps(
-        {"store": str(store), "config": json.loads(cfg.to_json()), "isolated": iso,
-         "psf": mism, "stars_per_chip": sim.stars_per_chip}, indent=2))
+    (out / "summary.json").write_text(json.dumps({"demo": main, "other_epoch": second, "real": real_metrics,
+                                                  "config": json.loads(cfg.to_json())}, indent=1))
     return text
+
+
+def _real(out: Path, models: dict, progress: bool):
+    """Ingest, centre and evaluate the real ω Cen exposure (skipped without stsci.tools)."""
+    from cubes.errors import StarcenterError
+    from cubes.ingest import ingest, real_omega_cen_path
+    from model.predict import predict
+
+    try:
+        path = real_omega_cen_path()
+    except StarcenterError as err:
+        _say(progress, f"3/3 REAL DATA skipped: {err}")
+        return None
+    _say(progress, "3/3 REAL DATA: ω Cen u40x010hm (F555W, 100 s), simulation-trained models")
+    store = out / "real.zarr"
+    if not st.has_group(store, schema.EXPOSURES):
+        ingest(store, [path], progress=progress)
+    _classical(store, progress)
+    for (chip, arch), model in models.items():
+        predict(store, model, f"vgg6-{arch}", chip=chip, progress=False)
+    return evaluate(store, out / "report-real", "REAL DATA: ω Cen u40x010hm_c0f, one exposure")

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -47,21 +48,26 @@ def test_parser_lists_subcommands():
 
 
 def test_demo_end_to_end(tmp_path):
-    """README's main command on the embedded default data (LocalCluster, ~30 s)."""
-    r = run_cli("demo", str(tmp_path / "demo"))
-    assert r.returncode == 0, r.stderr[-2000:]
+    """README's main command, shrunk (6 exposures, 1 epoch): every stage of the chain runs on a
+    LocalCluster, the reports are written, and a rerun reuses what is done."""
+    out = tmp_path / "demo"
+    r = run_cli("demo", str(out), "--exposures", "6", "--epochs", "1")
+    assert r.returncode == 0, r.stderr[-3000:]
     assert "dask dashboard: http://127.0.0.1:" in r.stdout
-    assert "SIMULATED data" in r.stdout
-    png = tmp_path / "demo" / "exposure0.png"
+    assert "SIMULATED data" in r.stdout and "REAL DATA" in r.stdout
+    png = out / "exposure0.png"
     assert png.exists() and png.stat().st_size > 50_000
-    summary = (tmp_path / "demo" / "summary.txt").read_text()
-    for chip in ("PC1", "WF3"):
-        line = next(line for line in summary.splitlines() if line.startswith(chip))
-        stars, central, isolated = (int(v) for v in line.split()[1:4])
-        assert stars > 5000 and 500 < central < 2000 and 200 < isolated < 450
-    again = run_cli("demo", str(tmp_path / "demo"), "--scheduler", "synchronous")
-    assert "chunks written 0, reused 48" in again.stdout
-
+    for rep in ("report", "report-other-epoch", "report-real"):
+        text = (out / rep / "report.md").read_text()
+        assert ("SIMULATION" in text) == (rep != "report-real")
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    assert {"classical", "vgg6-v1", "vgg6-v2"} <= set(metrics["methods"])
+    assert metrics["methods"]["classical"]["transforms"]["WF3"]["x"]["flatness"] >= 1.0
+    real = json.loads((out / "report-real" / "metrics.json").read_text())
+    assert real["kind"] == "REAL DATA" and "WF3" in real["methods"]["vgg6-v2"]["fractional_pixel"]
+    again = run_cli("demo", str(out), "--exposures", "6", "--epochs", "1", "--scheduler", "synchronous")
+    assert again.returncode == 0 and "chunks written 0" not in again.stdout  # summary, not errors
+    assert (out / "models" / "WF3_v2.keras").exists()
 
 
 def test_detect_command(tmp_path):
