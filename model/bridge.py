@@ -26,8 +26,8 @@ TARGETS = {"catalog": "target", "exact": "target_exact"}
 
 def split_fraction(star_key, seed: int) -> np.ndarray:
     """A deterministic pseudo-random number in [0, 1) per star (splitmix64 of key and seed)."""
-    z = (np.asarray(star_key, np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps by design
+        z = np.asarray(star_key, np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z = z ^ (z >> np.uint64(31))

