@@ -11,6 +11,18 @@ from cubes import schema
 from cubes.store import open_group
 
 
+def _save(fig, path) -> Path:
+    """Lay out, write (creating the folder) and close a figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
 def data_label(ds) -> str:
     """'SIMULATION' or 'REAL DATA' plus filter, from a group's attributes."""
     kind = "SIMULATION" if ds.attrs.get("source") == "simulation" else "REAL DATA"
@@ -51,12 +63,7 @@ def plot_exposure(store, exposure: int, path, zoom: int | None = 200) -> Path:
             axz.set_xlabel("x [px]")
     fig.suptitle(f"{data_label(ex)}, {float(ex['exptime'].values[exposure]):.0f} s, "
                  "calibrated DN, arcsinh stretch", fontsize=11)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_loss(model_path, path=None) -> Path:
@@ -80,11 +87,7 @@ def plot_loss(model_path, path=None) -> Path:
     ax.set_title(f"{kind}: VGG6 {meta['architecture']} {meta['chip']} {meta.get('filter')}, "
                  f"{meta['recipe']['name']} recipe, {meta['target']} targets", fontsize=9)
     ax.legend()
-    fig.tight_layout()
-    path = Path(path or str(model_path) + ".loss.png")
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(fig, path or str(model_path) + ".loss.png")
 
 
 def plot_phase_curves(curves: dict, path, title: str) -> Path:
@@ -120,9 +123,4 @@ def plot_phase_curves(curves: dict, path, title: str) -> Path:
         ax.set_xlabel("offset phase")
     axes[0, 0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
