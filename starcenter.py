@@ -49,6 +49,14 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_fetch(args) -> int:
+    from cubes.mast import fetch_mast
+
+    files = fetch_mast(args.proposal, args.filter, args.outdir)
+    print(f"{len(files)} files in {args.outdir}; next: starcenter ingest STORE {args.outdir}")
+    return 0
+
+
 def _cmd_detect(args) -> int:
     from cubes.detections import DetectParams, detect
 
@@ -196,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store")
     p.add_argument("outdir")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("fetch-mast", help="download a proposal's calibrated WFPC2 exposures from MAST")
+    p.add_argument("outdir")
+    p.add_argument("--proposal", required=True, help="HST proposal id, e.g. 8267 (Gilliland, NGC 104)")
+    p.add_argument("--filter", required=True, help="e.g. F555W")
+    p.set_defaults(func=_cmd_fetch)
 
     p = sub.add_parser("detect", help="detect and ePSF-fit stars in every exposure (classical centres)")
     p.add_argument("store", help="store with an exposures group")

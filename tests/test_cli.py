@@ -103,3 +103,15 @@ def test_ingest_command_reports_bad_files(tmp_path):
     assert "x_c0m.fits: not a readable FITS/GEIS file" in r.stderr and "0 exposures ingested" in r.stdout
     r = run_cli("ingest", str(tmp_path / "s.zarr"), str(tmp_path / "nothere"))
     assert r.returncode == 2 and "no such file or directory" in r.stderr
+
+
+def test_fetch_mast_offline_fails_at_once(tmp_path, monkeypatch):
+    # this machine has no network: the command must say so at once and write nothing
+    import time
+
+    t0 = time.time()
+    r = run_cli("fetch-mast", str(tmp_path / "f"), "--proposal", "8267", "--filter", "F555W")
+    if r.returncode == 0:
+        pytest.skip("MAST reachable from here: the offline path cannot be exercised")
+    assert r.returncode == 2 and "cannot reach MAST" in r.stderr and time.time() - t0 < 30
+    assert not (tmp_path / "f").exists()
