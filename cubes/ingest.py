@@ -1,10 +1,10 @@
 """Real WFPC2 exposures into the exposures cube: readers for the archive layouts and ingest.
 
-Layouts read (astropy for FITS; stsci.tools' readgeis for GEIS):
+Layouts read (astropy for FITS; a small reader for GEIS, see :func:`read_geis`):
 - multi-extension FITS ``*_c0m.fits`` (four SCI extensions) with the data-quality ``*_c1m.fits``;
 - "waivered" FITS ``*_c0f.fits`` (one 4 x 800 x 800 group image plus an ASCII table of group
   parameters, DETECTOR among them) with ``*_c1f.fits``;
-- GEIS ``*.c0h``/``*.c0d`` pairs (with ``*.c1h``/``*.c1d``).
+- GEIS ``*.c0h``/``*.c0d`` pairs (with ``*.c1h``/``*.c1d``), read by :func:`read_geis`.
 Headers give INSTRUME (must be WFPC2), FILTNAM1/2, EXPTIME, EXPSTART (MJD), ATODGAIN, DETECTOR per
 chip and ROOTNAME. Every file is read and checked completely before anything is written; each
 exposure then fills one slot of the cube (resized along ``exposure``) and its ``done`` marker is
@@ -77,12 +77,7 @@ def _open_hdul(path: Path):
 
     try:
         if path.suffix == ".c0h" or path.suffix == ".c1h":
-            from stsci.tools import readgeis
-
-            if not path.with_suffix(path.suffix[:-1] + "d").exists():
-                raise BadInputError(str(path), f"GEIS header without its data file "
-                                               f"{path.with_suffix(path.suffix[:-1] + 'd').name}")
-            return readgeis.readgeis(str(path))
+            return read_geis(path)
         hdul = fits.open(path, memmap=False)
         for hdu in hdul:  # force reading: truncated files fail here, not later
             _ = hdu.data
@@ -92,6 +87,91 @@ def _open_hdul(path: Path):
     except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError) as err:
         raise BadInputError(str(path), f"not a readable FITS/GEIS file ({type(err).__name__}: "
                                        f"{str(err).splitlines()[0][:120]})") from None
+
+
+_GEIS_TYPES = {"REAL*4": "f4", "REAL*8": "f8", "INTEGER*2": "i2", "INTEGER*4": "i4",
+               "LOGICAL*4": "i4", "UNSIGNED*2": "u2"}
+
+
+def read_geis(path) -> "fits.HDUList":
+    """Read a GEIS pair (``.??h`` text header, ``.??d`` binary groups) into an HDUList with one
+    image extension per group carrying its group parameters.
+
+    Written here because stsci.tools 4.3.1's ``readgeis`` fails under NumPy 2 ("The binary mode
+    of fromstring is removed") — measured on this machine with numpy 2.4. Data are big-endian
+    (the archive's IEEE byte order, as FITS); CHARACTER group parameters are supported.
+    """
+    from astropy.io import fits
+
+    path = Path(path)
+    dpath = path.with_suffix(path.suffix[:-1] + "d")
+    if not dpath.exists():
+        raise BadInputError(str(path), f"GEIS header without its data file {dpath.name}")
+    cards = []
+    for line in path.read_text(errors="replace").splitlines():
+        line = line.rstrip("\r")[:80]
+        if line[:8].strip().upper() == "END":
+            break
+        if line.strip():
+            cards.append(fits.Card.fromstring(line.ljust(80)))
+    h = fits.Header(cards)
+    try:
+        naxis = [h[f"NAXIS{i}"] for i in range(1, h["NAXIS"] + 1)]
+        gcount, pcount = h["GCOUNT"], h["PCOUNT"]
+        dtype = _GEIS_TYPES[h.get("DATATYPE", "REAL*4").strip().upper()]
+        params = []
+        for i in range(1, pcount + 1):
+            t = h[f"PDTYPE{i}"].strip().upper()
+            code = f"S{t.split('*')[1]}" if t.startswith("CHARACTER") else _GEIS_TYPES[t]
+            params.append((h[f"PTYPE{i}"].strip(), ">" + code if not code.startswith("S") else code))
+    except KeyError as err:
+        raise BadInputError(str(path), f"GEIS header lacks or misuses keyword {err}") from None
+    shape = tuple(reversed(naxis))
+    pdt = np.dtype(params)
+    image_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = dpath.read_bytes()
+    if len(raw) < gcount * (image_bytes + pdt.itemsize):
+        raise BadInputError(str(dpath), f"GEIS data file holds {len(raw)} bytes, the header promises "
+                                        f"{gcount * (image_bytes + pdt.itemsize)}")
+    skip = {"SIMPLE", "GROUPS", "GCOUNT", "PCOUNT", "PSIZE", "DATATYPE", "BITPIX", "NAXIS"}
+    prim = fits.Header([c for c in cards if c.keyword not in skip and not c.keyword.startswith(
+        ("PTYPE", "PDTYPE", "PSIZE", "NAXIS"))])
+    hdus = [fits.PrimaryHDU(header=prim)]
+    loc = 0
+    for _ in range(gcount):
+        data = np.frombuffer(raw, dtype=">" + dtype, count=int(np.prod(shape)), offset=loc).reshape(shape)
+        rec = np.frombuffer(raw, dtype=pdt, count=1, offset=loc + image_bytes)[0]
+        loc += image_bytes + pdt.itemsize
+        eh = fits.Header()
+        for name, _code in params:
+            v = rec[name]
+            eh[name[:8]] = v.decode("ascii").strip() if isinstance(v, bytes) else v.item()
+        hdus.append(fits.ImageHDU(data.astype(data.dtype.newbyteorder("=")), header=eh))
+    return fits.HDUList(hdus)
+
+
+def write_geis(path, planes: np.ndarray, primary: dict, group_params: list[dict]):
+    """Write a GEIS pair in the archive layout: ``.??h`` 80-character header lines (GROUPS = T,
+    GCOUNT, PCOUNT, PTYPEn/PDTYPEn/PSIZEn) and ``.??d`` big-endian groups (image, then integer
+    group parameters). Used by tests and for round trips."""
+    from astropy.io import fits
+
+    path = Path(path)
+    n, ny, nx = planes.shape
+    keys = list(group_params[0])
+    real = planes.dtype.kind == "f"
+    cards = [fits.Card("SIMPLE", False), fits.Card("BITPIX", 32 if real else 16),
+             fits.Card("DATATYPE", "REAL*4" if real else "INTEGER*2"), fits.Card("NAXIS", 2),
+             fits.Card("NAXIS1", nx), fits.Card("NAXIS2", ny), fits.Card("GROUPS", True),
+             fits.Card("GCOUNT", n), fits.Card("PCOUNT", len(keys)), fits.Card("PSIZE", 32 * len(keys))]
+    for i, k in enumerate(keys, 1):
+        cards += [fits.Card(f"PTYPE{i}", k), fits.Card(f"PDTYPE{i}", "INTEGER*4"), fits.Card(f"PSIZE{i}", 32)]
+    cards += [fits.Card(k, v) for k, v in primary.items()]
+    path.write_text("".join(str(c)[:80].ljust(80) + "\n" for c in cards) + "END".ljust(80) + "\n")
+    with open(path.with_suffix(path.suffix[:-1] + "d"), "wb") as fh:
+        for p, gp in zip(planes, group_params):
+            fh.write(np.ascontiguousarray(p, dtype=">f4" if real else ">i2").tobytes())
+            fh.write(np.array([gp[k] for k in keys], dtype=">i4").tobytes())
 
 
 def _planes(hdul, path: Path):

@@ -153,3 +153,26 @@ def test_detect_runs_on_an_ingested_real_store(omega_cen, tmp_path):
         out = detect(store, DetectParams("library"), progress=False)
     counts = xr.open_zarr(store, group="detections")["count"].values[0]
     assert out["written"] == 4 and np.all(counts > 1000)
+
+
+def test_geis_pair_round_trip_matches_the_simulator(exported, tmp_path):
+    from cubes.ingest import write_geis
+
+    store, _ = exported
+    ex = xr.open_zarr(store, group="exposures")
+    prim = {"INSTRUME": "WFPC2", "ROOTNAME": "u9999999r", "FILTNAM1": "F555W", "FILTNAM2": "",
+            "EXPTIME": float(ex.exptime[1]), "EXPSTART": float(ex.mjd[1]), "ATODGAIN": 7.0}
+    groups = [{"DETECTOR": d} for d in (1, 2, 3, 4)]
+    write_geis(tmp_path / "u9999999r.c0h", ex["image"].isel(exposure=1).values, prim, groups)
+    write_geis(tmp_path / "u9999999r.c1h", ex["dq"].isel(exposure=1).values.astype(np.int16), prim, groups)
+    out = ingest(tmp_path / "geis.zarr", [tmp_path], progress=False)
+    assert out["ingested"] == 1, out
+    back = xr.open_zarr(tmp_path / "geis.zarr", group="exposures")
+    np.testing.assert_array_equal(back["image"].isel(exposure=0).values, ex["image"].isel(exposure=1).values)
+    np.testing.assert_array_equal(back["dq"].isel(exposure=0).values, ex["dq"].isel(exposure=1).values)
+    assert str(back.rootname.values[0]) == "u9999999r"
+    # a GEIS data file shorter than its header promises is a clear error
+    d = tmp_path / "u9999999r.c0d"
+    d.write_bytes(d.read_bytes()[:1000])
+    with pytest.raises(BadInputError, match="promises"):
+        read_exposure(tmp_path / "u9999999r.c0h")
