@@ -93,7 +93,7 @@ _GEIS_TYPES = {"REAL*4": "f4", "REAL*8": "f8", "INTEGER*2": "i2", "INTEGER*4": "
                "LOGICAL*4": "i4", "UNSIGNED*2": "u2"}
 
 
-def read_geis(path) -> "fits.HDUList":
+def read_geis(path):
     """Read a GEIS pair (``.??h`` text header, ``.??d`` binary groups) into an HDUList with one
     image extension per group carrying its group parameters.
 
