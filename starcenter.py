@@ -268,11 +268,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands that write a store, and the argument naming it: they hold the store's lock.
+WRITERS = {"simulate": "store", "ingest": "store", "detect": "store", "catalog": "store",
+           "predict": "store", "demo": "outdir"}
+
+
 def main(argv: list[str] | None = None) -> int:
     from cubes.errors import StarcenterError
 
     args = build_parser().parse_args(argv)
     try:
+        if args.command in WRITERS:
+            from cubes.store import locked
+
+            with locked(getattr(args, WRITERS[args.command]), args.command):
+                return args.func(args)
         return args.func(args)
     except StarcenterError as err:
         print(f"starcenter {args.command}: error: {err}", file=sys.stderr)

@@ -170,3 +170,35 @@ def run_tasks(tasks, description: str, progress: bool = True):
         with ProgressBar(dt=1.0):
             return dask.compute(*tasks)
     return dask.compute(*tasks)
+
+
+@contextmanager
+def locked(store, command: str):
+    """Hold ``<store>.lock`` while a command writes the store; a second writer is refused with a
+    one-line error naming the holder. A lock left by a process that no longer runs is taken over."""
+    import os
+
+    lock = Path(store_path(store) + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid, _, holder = lock.read_text().partition(" ")
+                os.kill(int(pid), 0)
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            except PermissionError:
+                pass  # the process exists under another user
+            raise StoreMismatchError(store_path(store), f"is being written by `{holder.strip()}` "
+                                     f"(pid {pid}); wait for it, or remove {lock.name} if that "
+                                     "process is gone") from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()} starcenter {command}")
+        break
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
