@@ -70,12 +70,13 @@ def detect_chunk(image, dq, epsf: EffectivePSF, gain: float, read_noise: float,
     return {k: np.asarray(v)[order] for k, v in out.items()}
 
 
-def _chip_epsfs(store, params: DetectParams, exposures):
-    """{chip: callable(exposure) -> EffectivePSF} for the chosen kind."""
-
+def _chip_epsfs(store, params: DetectParams):
+    """(chips, {chip: callable(exposure) -> EffectivePSF}) for the chosen kind. The true ePSF
+    follows each exposure's focus (linear between the stored focus nodes, chip-centre field
+    node); a store without a psf group (real data) gets the physical model's library ePSF."""
     ex = st.open_group(store, schema.EXPOSURES)
     chips = [str(c) for c in ex[schema.CHIP].values]
-    filt = ex.attrs.get("filter", "F555W")
+    filt = ex.attrs.get("filter")
     have_psf = st.has_group(store, schema.PSF)
     psf = st.open_group(store, schema.PSF) if have_psf else None
     os_ = int(psf.attrs["oversampling"]) if have_psf else schema.OVERSAMPLING
@@ -120,7 +121,7 @@ def build_empirical_psfs(store, n_exposures: int = 3, progress: bool = True):
     from .empirical import build_empirical_epsf
 
     ex = st.open_group(store, schema.EXPOSURES)
-    chips, lib = _chip_epsfs(store, DetectParams("library"), None)
+    chips, lib = _chip_epsfs(store, DetectParams("library"))
     sat = _saturation_dn(ex)
     data = {}
     for k, chip in enumerate(chips):
@@ -216,7 +217,7 @@ def detect(store, params: DetectParams | None = None, progress: bool = True, ove
         psf_ok = st.has_group(path, schema.PSF) and "empirical" in st.open_group(path, schema.PSF)
         if not psf_ok:
             build_empirical_psfs(path, progress=progress)
-    chips, epsfs = _chip_epsfs(path, params, None)
+    chips, epsfs = _chip_epsfs(path, params)
     done = st.done_mask(path, schema.DETECTIONS)
     ex_done = st.done_mask(path, schema.EXPOSURES) if "done" in ex else np.ones(done.shape, bool)
     sat_dn = _saturation_dn(ex)
