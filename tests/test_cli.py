@@ -63,6 +63,8 @@ def test_demo_end_to_end(tmp_path):
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     assert {"classical", "vgg6-v1", "vgg6-v2"} <= set(metrics["methods"])
     assert metrics["methods"]["classical"]["transforms"]["WF3"]["x"]["flatness"] >= 1.0
+    for rows in metrics["cramer_rao"]["classical"].values():  # efficiency <= 1 up to noise
+        assert all(0 < r["efficiency"] < 1.5 and r["bound_mpix"] > 0 for r in rows)
     real = json.loads((out / "report-real" / "metrics.json").read_text())
     assert real["kind"] == "REAL DATA" and "WF3" in real["methods"]["vgg6-v2"]["fractional_pixel"]
     again = run_cli("demo", str(out), "--exposures", "6", "--epochs", "1", "--scheduler", "synchronous")
