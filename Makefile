@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python -m pytest -m slow -s benchmarks
+	$(BIN)/python -m pytest -m slow -s -o python_files='bench_*.py' benchmarks
 
 clean:
 	rm -rf $(VENV) demo-output
