@@ -121,13 +121,11 @@ def star_field(seed: int, chips, cluster: ClusterModel, bright_enhanced: bool = 
         rng = np.random.default_rng([seed, 7919, C.DETECTOR_NUMBER[chip]])
         lo, hi = -MARGIN_PX, C.CHIP_SIZE - 1 + MARGIN_PX
         area = (hi - lo) ** 2 * C.PIXEL_SCALE[chip] ** 2
-        corners = [(lo, lo), (hi, lo), (lo, hi), (hi, hi)]
-        cu, cv = chip_to_global(chip, *np.array(corners).T)
-        dmax = float(np.max(cluster.surface_density(*np.meshgrid(
-            np.linspace(cu.min(), cu.max(), 50), np.linspace(cv.min(), cv.max(), 50)))))
-        dmax = max(dmax, float(cluster.surface_density(*cluster.centre))
-                   if (cu.min() <= cluster.centre[0] <= cu.max()
-                       and cv.min() <= cluster.centre[1] <= cv.max()) else 0.0)
+        cu, cv = chip_to_global(chip, np.array([lo, hi, lo, hi]), np.array([lo, lo, hi, hi]))
+        # the King profile falls with radius: its maximum over the (axis-aligned) footprint is
+        # at the footprint point nearest the cluster centre
+        dmax = float(cluster.surface_density(np.clip(cluster.centre[0], cu.min(), cu.max()),
+                                             np.clip(cluster.centre[1], cv.min(), cv.max())))
         n = rng.poisson(dmax * area)
         x = rng.uniform(lo, hi, n)
         y = rng.uniform(lo, hi, n)

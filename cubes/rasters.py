@@ -12,6 +12,7 @@ corner in the schema pixel convention, so a target lies in [size//2 - 0.5, size/
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -79,12 +80,9 @@ def median_q(root, chip: int) -> np.ndarray:
         ok = di[e] >= 0
         if ok.any():
             q[e, ok] = root[f"{schema.DETECTIONS}/q"][e, chip][di[e, ok]]
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN stars -> NaN, handled
-            return np.nanmedian(q, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # never-measured stars -> NaN, handled
+        return np.nanmedian(q, axis=0)
 
 
 def select_stars(root, chip: int, ref_index: np.ndarray, count: np.ndarray, n_ok: int,

@@ -33,8 +33,7 @@ def transforms_from_centers(store, name: str, reference: int | None = None):
                 continue
             cx, cy, used, sx, sy = fit_cubic(xy[e, c, ok, 0], xy[e, c, ok, 1], ref[ok, 0], ref[ok, 1])
             se[e, c] = sx, sy
-            off[e, c] = cx[0] - 0, cy[0] - 0  # constant terms at the chip centre (u = v = 0)
-            off[e, c] -= c0
+            off[e, c] = cx[0] - c0, cy[0] - c0  # constant terms: the offset at the chip centre
             n[e, c] = used.sum()
     return se, off, n
 
