@@ -2,15 +2,19 @@
 
 Recipes: ``paper`` is the published one (MAE loss, Adam at 1e-5, up to 1000 epochs); ``fast``
 is starcenter's (Adam at 1e-3, batch 128, learning rate halved on plateaus, early stopping on
-the validation MAE with the best weights restored). Every epoch is checkpointed
-(keras BackupAndRestore): a killed run resumes from its last epoch. The loss history and the
+the validation MAE with the best weights restored). Every epoch is checkpointed atomically
+(:class:`EpochCheckpoint`): a killed run resumes from its last finished epoch (the
+plateau and early-stopping counters restart with it). The loss history and the
 metadata (chip, filter, raster size, normalization, architecture, data set, epochs, split seed,
 package version) are saved beside the model as ``M.keras.json``; ``predict`` checks them.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,6 +56,84 @@ def _package_version() -> str:
         return "unknown"
 
 
+class EpochCheckpoint:
+    """Per-epoch checkpoint in ``DIR``: weights plus optimizer state in a new file
+    ``epoch-N.weights.h5``, then ``state.json`` (epoch, weights file name, loss history)
+    replaced atomically with ``os.replace`` as the commit point, then the older weights file
+    removed. A kill at any instant leaves the last complete checkpoint readable.
+
+    Written because keras' BackupAndRestore overwrites its weights file in place: a kill -9
+    during that write left an unreadable HDF5 file and the resumed run failed ("bad object
+    header version number", CI run of 2026-11-25). The history CSV beside the model is
+    rewritten (atomically) from the checkpoint's history, so the two always agree.
+    """
+
+    def __init__(self, directory, history_csv):
+        self.dir = Path(directory)
+        self.history_csv = Path(history_csv)
+
+    def state(self) -> dict | None:
+        p = self.dir / "state.json"
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def restore(self, model) -> tuple[int, list[dict]]:
+        """Load the last checkpoint into ``model``; returns (epochs done, history rows)."""
+        st = self.state()
+        if st is None:
+            return 0, []
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(self.dir / st["weights"])
+        return int(st["epoch"]), list(st["history"])
+
+    def callback(self, model_history: list[dict]):
+        import keras
+
+        ckpt = self
+
+        class _Save(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                model_history.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
+                ckpt.save(self.model, epoch + 1, model_history)
+
+        return _Save()
+
+    def save(self, model, epoch: int, history: list[dict]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        old = self.state()
+        name = f"epoch-{epoch}.weights.h5"
+        model.save_weights(self.dir / name, overwrite=True)
+        _write_atomic(self.dir / "state.json",
+                      json.dumps({"epoch": epoch, "weights": name, "history": history}))
+        if old and old["weights"] != name:
+            (self.dir / old["weights"]).unlink(missing_ok=True)
+        _write_atomic(self.history_csv, _history_csv(history))
+
+    def remove(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _history_csv(rows: list[dict]) -> str:
+    keys = sorted({k for r in rows for k in r if k != "epoch"})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, ["epoch", *keys], lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    return buf.getvalue()
+
+
 def train(store, chip: str, arch: str = "v2", recipe: str = "fast", epochs: int | None = None,
           out="model.keras", seed: int = 0, target: str = "catalog", verbose: int = 2) -> dict:
     """Train a centring network on ``chip``'s rasters of ``store``; returns the metadata dict
@@ -72,12 +154,14 @@ def train(store, chip: str, arch: str = "v2", recipe: str = "fast", epochs: int 
     keras.utils.set_random_seed(seed)
     model = build(arch, train_src.size)
     model.compile(optimizer=keras.optimizers.Adam(rc.learning_rate), loss="mae")
-    backup = Path(str(out) + ".backup")
     history_csv = Path(str(out) + ".history.csv")
-    if not backup.exists():  # a fresh run (not the resumption of a killed one): new history
+    ckpt = EpochCheckpoint(str(out) + ".backup", history_csv)
+    done, rows = ckpt.restore(model)  # (0, []) for a fresh run
+    if not done:
         history_csv.unlink(missing_ok=True)
-    callbacks = [keras.callbacks.BackupAndRestore(str(backup)),
-                 keras.callbacks.CSVLogger(str(out) + ".history.csv", append=True)]
+    elif verbose:
+        print(f"resuming {out} after epoch {done} from {ckpt.dir}", flush=True)
+    callbacks = [ckpt.callback(rows)]
     if rc.plateau_patience:
         callbacks.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5,
                                                            patience=rc.plateau_patience, min_lr=1e-6))
@@ -88,11 +172,13 @@ def train(store, chip: str, arch: str = "v2", recipe: str = "fast", epochs: int 
     train_ds = dataset(train_src, rc.batch_size)
     val_ds = dataset(val_src, 4096, shuffle=False)
     # shuffling happens in the tf.data pipeline (bounded buffer), not in Keras
-    model.fit(train_ds, validation_data=val_ds, epochs=n_epochs, callbacks=callbacks, verbose=verbose,
-              shuffle=False)
+    if done < n_epochs:
+        model.fit(train_ds, validation_data=val_ds, epochs=n_epochs, initial_epoch=done,
+                  callbacks=callbacks, verbose=verbose, shuffle=False)
     wall = time.perf_counter() - t0
     model.save(out)
-    history = _read_history(str(out) + ".history.csv")
+    ckpt.remove()  # finished: the next train with this --out starts afresh
+    history = _read_history(history_csv)
     ex = xr.open_zarr(str(store), group=schema.EXPOSURES)
     import zarr
 

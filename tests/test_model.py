@@ -131,3 +131,26 @@ def test_killed_training_resumes_from_its_last_epoch(store, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     epochs = [int(line.split(",")[0]) for line in hist.read_text().splitlines()[1:]]
     assert epochs == list(range(done_before + 2))  # continued, not restarted
+
+
+def test_checkpoint_survives_a_kill_during_its_own_write(tmp_path):
+    """A kill while the next epoch's weights are written leaves a torn file and the old state.json:
+    the restore must use the last complete checkpoint (keras' in-place BackupAndRestore did not)."""
+    import numpy as np
+
+    from model.architectures import build
+    from model.train import EpochCheckpoint
+
+    m = build("v1")
+    m.compile(optimizer="adam", loss="mae")
+    ck = EpochCheckpoint(tmp_path / "m.keras.backup", tmp_path / "m.keras.history.csv")
+    ck.save(m, 3, [{"epoch": e, "loss": 1.0 / (e + 1)} for e in range(3)])
+    saved = [w.copy() for w in m.get_weights()]
+    (tmp_path / "m.keras.backup" / "epoch-4.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    (tmp_path / "m.keras.backup" / "state.json.tmp").write_text('{"epoch": 4, "wei')
+    fresh = build("v1")
+    fresh.compile(optimizer="adam", loss="mae")
+    done, rows = ck.restore(fresh)
+    assert done == 3 and [r["epoch"] for r in rows] == [0, 1, 2]
+    assert all(np.array_equal(a, b) for a, b in zip(saved, fresh.get_weights()))
+    assert (tmp_path / "m.keras.history.csv").read_text().splitlines()[0] == "epoch,loss"
