@@ -1,6 +1,10 @@
 """Store helpers shared by every stage: open, check provenance, write templates, run chunks.
 
 A store is one Zarr (v3) hierarchy per data set; the groups are named in :mod:`cubes.schema`.
+A store is named by a local path or any fsspec URL (``memory://``, ``s3://``, ``gs://``,
+``abfs://``... where the matching fsspec package is installed); every stage reads and writes it
+through zarr, so the same code serves both. ``memory://`` lives in one process: use it with the
+synchronous or threaded scheduler, not with distributed workers.
 Stages write a group in two steps: :func:`write_template` lays down all metadata and the small
 coordinate arrays (nothing large), then per-chunk tasks fill the big arrays with zarr and set
 the group's ``done`` marker for that chunk last, so an interrupted run resumes where it was.
@@ -11,7 +15,6 @@ from __future__ import annotations
 import json
 import warnings
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -22,7 +25,21 @@ from .errors import StoreMismatchError
 
 
 def store_path(store) -> str:
+    """The store's name as zarr takes it: a local path or an fsspec URL."""
     return str(store)
+
+
+def filesystem(store):
+    """(fsspec filesystem, path within it) of ``store``."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(store_path(store))
+
+
+def is_local(store) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return isinstance(filesystem(store)[0], LocalFileSystem)
 
 
 def open_root(store, mode: str = "r"):
@@ -32,12 +49,13 @@ def open_root(store, mode: str = "r"):
 
 def exists(store) -> bool:
     """True if ``store`` holds a starcenter root group."""
-    p = Path(store_path(store))
-    return (p / "zarr.json").exists()
+    fs, p = filesystem(store)
+    return fs.exists(f"{p}/zarr.json")
 
 
 def has_group(store, group: str) -> bool:
-    return (Path(store_path(store)) / group / "zarr.json").exists()
+    fs, p = filesystem(store)
+    return fs.exists(f"{p}/{group}/zarr.json")
 
 
 def read_attrs(store) -> dict:
@@ -62,9 +80,11 @@ def init_store(store, provenance_key: str, provenance: str) -> bool:
                                            f"{_diff(json.loads(old), json.loads(provenance))}; "
                                            "use another path or the same parameters")
         return True
-    if Path(path).exists() and any(Path(path).iterdir()):
+    fs, p = filesystem(store)
+    there = fs.exists(p)
+    if there and fs.ls(p):
         raise StoreMismatchError(path, "exists and is not a starcenter store; refusing to write there")
-    root = zarr.open_group(path, mode="w-") if not Path(path).exists() else zarr.open_group(path, mode="a")
+    root = zarr.open_group(path, mode="a" if there else "w-")
     root.attrs.update({"schema_version": schema.SCHEMA_VERSION, provenance_key: provenance,
                        "pixel_convention": schema.PIXEL_CONVENTION})
     return False
@@ -175,30 +195,51 @@ def run_tasks(tasks, description: str, progress: bool = True):
 @contextmanager
 def locked(store, command: str):
     """Hold ``<store>.lock`` while a command writes the store; a second writer is refused with a
-    one-line error naming the holder. A lock left by a process that no longer runs is taken over."""
+    one-line error naming the holder. The lock is created exclusively (``O_EXCL`` locally, fsspec's
+    ``xb`` mode on other filesystems, where the object store must support conditional writes).
+    A lock left by a process of this host that no longer runs is taken over."""
     import os
+    import socket
 
-    lock = Path(store_path(store) + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    fs, p = filesystem(store)
+    lock = p.rstrip("/") + ".lock"
+    me = f"{os.getpid()} {socket.gethostname()} starcenter {command}"
+    parent = lock.rsplit("/", 1)[0]
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
     for _ in range(2):
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            with fs.open(lock, "xb") as fh:
+                fh.write(me.encode())
+            break
         except FileExistsError:
             try:
-                pid, _, holder = lock.read_text().partition(" ")
-                os.kill(int(pid), 0)
-            except (ValueError, ProcessLookupError, FileNotFoundError):
-                lock.unlink(missing_ok=True)  # stale: its process is gone
+                text = fs.cat_file(lock).decode()
+            except FileNotFoundError:
+                continue  # released meanwhile
+            pid, host, holder = (text.split(" ", 2) + ["", ""])[:3]
+            if host == socket.gethostname() and not _alive(pid):
+                fs.rm_file(lock)  # stale: its process is gone
                 continue
-            except PermissionError:
-                pass  # the process exists under another user
             raise StoreMismatchError(store_path(store), f"is being written by `{holder.strip()}` "
-                                     f"(pid {pid}); wait for it, or remove {lock.name} if that "
-                                     "process is gone") from None
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{os.getpid()} starcenter {command}")
-        break
+                                     f"(pid {pid} on {host}); wait for it, or remove "
+                                     f"{lock.rsplit('/', 1)[-1]} if that process is gone") from None
     try:
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        try:
+            fs.rm_file(lock)
+        except FileNotFoundError:
+            pass
+
+
+def _alive(pid: str) -> bool:
+    import os
+
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True  # exists, under another user
+    return True

@@ -1,5 +1,7 @@
-"""starcenter.model: centring networks (VGG6 V1/V2) and the tf.data bridge from Zarr cubes.
+"""starcenter.model: centring networks and their training and prediction.
 
-Not implemented yet: this package is the subject of the model issue (#6). Nothing here is
-imported by the earlier stages.
+Modules: ``architectures`` (VGG6 V1/V2 of the paper's Table 1, a registry for more),
+``bridge`` (the tf.data bridge streaming a rasters cube into Keras), ``train`` (recipes,
+atomic per-epoch checkpoints, metadata) and ``predict`` (centres for every raster of a store).
+Nothing here is imported by the earlier stages.
 """

@@ -121,14 +121,15 @@ def test_fetch_mast_offline_fails_at_once(tmp_path, monkeypatch):
 
 def test_second_writer_is_refused_by_the_lock(tmp_path):
     import os
+    import socket
 
     store = tmp_path / "s.zarr"
     lock = tmp_path / "s.zarr.lock"
-    lock.write_text(f"{os.getpid()} starcenter detect")  # a live process holds it
+    lock.write_text(f"{os.getpid()} {socket.gethostname()} starcenter detect")  # a live process holds it
     r = run_cli("simulate", str(store), "--exposures", "2", "--chips", "WF3", "--scheduler", "synchronous")
     assert r.returncode == 2 and "is being written by `starcenter detect`" in r.stderr
     assert not store.exists()
-    lock.write_text("999999999 starcenter detect")  # stale: no such process
+    lock.write_text(f"999999999 {socket.gethostname()} starcenter detect")  # stale: no such process
     r = run_cli("simulate", str(store), "--exposures", "2", "--chips", "WF3", "--scheduler",
                 "synchronous", "--quiet")
     assert r.returncode == 0, r.stderr
