@@ -33,7 +33,8 @@ def _cmd_simulate(args) -> int:
 def _cmd_ingest(args) -> int:
     from cubes.ingest import ingest
 
-    out = ingest(args.store, args.inputs, args.separate_filters, progress=not args.quiet)
+    with _cluster(args):
+        out = ingest(args.store, args.inputs, args.separate_filters, progress=not args.quiet)
     for line in out["errors"]:
         print(f"starcenter ingest: {line}", file=sys.stderr)
     print(f"{args.store}: {out['ingested']} exposures ingested, {out['skipped']} already there, "
@@ -120,13 +121,17 @@ def _cmd_demo(args) -> int:
 def _cmd_evaluate(args) -> int:
     from evaluation.report import evaluate
 
-    evaluate(args.store, args.report)
+    with _cluster(args):
+        evaluate(args.store, args.report)
     print(f"report: {args.report}/report.md (metrics.json, figures beside it)")
     return 0
 
 
 class _cluster:
-    """Context: a dask LocalCluster (dashboard on 127.0.0.1) unless --scheduler synchronous."""
+    """Context for a stage's dask work: by default a LocalCluster sized to the machine (one
+    single-threaded worker process per core, memory split between them, dashboard on
+    127.0.0.1), or a running scheduler (--scheduler ADDRESS), or a local dask scheduler
+    (--scheduler synchronous|threads|processes). Prints the dashboard link."""
 
     def __init__(self, args):
         self.args = args
@@ -143,8 +148,11 @@ class _cluster:
         from distributed import Client, LocalCluster
 
         if sched == "local":
-            cluster = LocalCluster(n_workers=self.args.workers, threads_per_worker=1,
-                                   dashboard_address="127.0.0.1:0", processes=True,
+            import os
+
+            cluster = LocalCluster(n_workers=self.args.workers or os.cpu_count(),
+                                   threads_per_worker=self.args.threads,
+                                   dashboard_address=self.args.dashboard_address, processes=True,
                                    memory_limit=self.args.memory_limit)
             self.client = Client(cluster)
         else:
@@ -167,8 +175,14 @@ def _add_cluster_args(p):
     p.add_argument("--scheduler", default="local",
                    help="'local' (a LocalCluster, default), 'synchronous', 'threads', "
                         "'processes', or the address of a running dask scheduler")
-    p.add_argument("--workers", type=int, default=2, help="LocalCluster workers (default 2)")
-    p.add_argument("--memory-limit", default="4GiB", help="memory limit per worker")
+    p.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
+    p.add_argument("--threads", type=int, default=1, help="threads per worker (default 1)")
+    p.add_argument("--memory-limit", default="auto",
+                   help="memory limit per worker, e.g. 3GiB (default: the machine's memory split "
+                        "between the workers)")
+    p.add_argument("--dashboard-address", default="127.0.0.1:8787",
+                   help="where the dask dashboard listens (default 127.0.0.1:8787, this machine "
+                        "only; ':8787' for every interface)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -197,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="c0 files or directories")
     p.add_argument("--separate-filters", action="store_true",
                    help="route each filter to STORE_<FILTER>.zarr instead of refusing a mix")
-    p.add_argument("--quiet", action="store_true")
+    _add_cluster_args(p)
     p.set_defaults(func=_cmd_ingest)
 
     p = sub.add_parser("export-fits", help="write a store's exposures as archive-layout *_c0m.fits")
@@ -264,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="figures, metrics.json and report.md for a store")
     p.add_argument("store")
     p.add_argument("--report", required=True, help="output directory")
+    _add_cluster_args(p)
     p.set_defaults(func=_cmd_evaluate)
     return parser
 

@@ -6,10 +6,13 @@ Layouts read (astropy for FITS; a small reader for GEIS, see :func:`read_geis`):
   parameters, DETECTOR among them) with ``*_c1f.fits``;
 - GEIS ``*.c0h``/``*.c0d`` pairs (with ``*.c1h``/``*.c1d``), read by :func:`read_geis`.
 Headers give INSTRUME (must be WFPC2), FILTNAM1/2, EXPTIME, EXPSTART (MJD), ATODGAIN, DETECTOR per
-chip and ROOTNAME. Every file is read and checked completely before anything is written; each
-exposure then fills one slot of the cube (resized along ``exposure``) and its ``done`` marker is
-set last, so an error met mid-run leaves the exposures already ingested intact and readable, and a
-rerun skips files whose checksum is already in the store.
+chip and ROOTNAME. Ingest runs in two passes of dask tasks (one per file, on the cluster when one
+is active), so no more than one exposure per worker is ever in memory: the first reads and checks
+every file completely and keeps only its header facts and checksum; then the driver grows the cube
+by one slot per new exposure and records its metadata; the second pass re-reads each file, checks
+its checksum again and writes its pixels into its slot, setting the slot's ``done`` marker last.
+An error met mid-run leaves the exposures already ingested intact and readable; a rerun skips
+files whose checksum is in the store and done, and refills a slot left unfinished.
 """
 
 from __future__ import annotations
@@ -289,51 +292,97 @@ def _exposures_template(store, filt: str, atodgain: int):
     st.write_dataset(store, schema.EXPOSURES, ds, enc)
 
 
-def _append(store, raw: RawExposure) -> int:
-    """Append one validated exposure: resize, write its data, mark it done last."""
+def _validated(path) -> RawExposure | str:
+    """Pass 1 task: read and check ``path`` completely; header facts and checksum only (the
+    pixels are dropped), or the one-line error naming the file."""
+    try:
+        raw = read_exposure(path)
+    except BadInputError as err:
+        return str(err)
+    raw.image = raw.dq = None
+    return raw
+
+
+def _allocate(store, raws: list[RawExposure]) -> list[int]:
+    """Grow the cube by one slot per exposure (done = 0) and write its metadata; returns slots."""
     import zarr
     from astropy.time import Time
 
     # not through the consolidated metadata: it would still show the shapes before the resize
-    root = zarr.open_group(st.store_path(store), mode="r+", use_consolidated=False)
-    g = root[schema.EXPOSURES]
-    n = g["image"].shape[0]
+    g = zarr.open_group(st.store_path(store), mode="r+", use_consolidated=False)[schema.EXPOSURES]
+    n0 = g["image"].shape[0]
+    n1 = n0 + len(raws)
     for name in g.array_keys():
         arr = g[name]
         if arr.metadata.dimension_names and arr.metadata.dimension_names[0] == schema.EXPOSURE:
-            arr.resize((n + 1,) + arr.shape[1:])
-    g["image"][n] = raw.image
-    g["dq"][n] = raw.dq
-    g[schema.EXPOSURE][n] = n
-    g["rootname"][n] = raw.rootname
-    g["exptime"][n] = raw.exptime
-    g["mjd"][n] = raw.mjd
-    g["epoch"][n] = Time(raw.mjd, format="mjd").decimalyear
-    g["source_path"][n] = raw.path
-    g["checksum"][n] = raw.checksum
-    g["done"][n] = np.ones(4, np.uint8)
+            arr.resize((n1,) + arr.shape[1:])
+    sl = slice(n0, n1)
+    mjd = np.array([r.mjd for r in raws])
+    g[schema.EXPOSURE][sl] = np.arange(n0, n1)
+    g["rootname"][sl] = np.array([r.rootname for r in raws], dtype=object)
+    g["exptime"][sl] = np.array([r.exptime for r in raws])
+    g["mjd"][sl] = mjd
+    g["epoch"][sl] = Time(mjd, format="mjd").decimalyear
+    g["source_path"][sl] = np.array([r.path for r in raws], dtype=object)
+    g["checksum"][sl] = np.array([r.checksum for r in raws], dtype=object)
+    g["done"][sl] = np.zeros((len(raws), g["done"].shape[1]), np.uint8)
     st.consolidate(store)
-    return n
+    return list(range(n0, n1))
+
+
+def _fill(store: str, slot: int, path: str, checksum: str) -> str | None:
+    """Pass 2 task: read ``path`` again and write its pixels into ``slot``; done marker last.
+    Returns an error line if the file changed since pass 1 (the slot stays unfinished)."""
+    import zarr
+
+    try:
+        raw = read_exposure(path)
+    except BadInputError as err:
+        return str(err)
+    if raw.checksum != checksum:
+        return f"{path}: changed while being ingested (checksum differs); rerun to ingest it"
+    g = zarr.open_group(st.store_path(store), mode="r+", use_consolidated=False)[schema.EXPOSURES]
+    g["image"][slot] = raw.image
+    g["dq"][slot] = raw.dq
+    g["done"][slot] = np.ones(g["done"].shape[1], np.uint8)
+    return None
+
+
+def _store_state(target: str, filt: str, first: RawExposure) -> tuple[set, dict]:
+    """(checksums of finished exposures, {checksum: slot} of unfinished ones) of ``target``,
+    creating the store and its empty cube if missing."""
+    if st.exists(target) and st.has_group(target, schema.EXPOSURES):
+        ex = st.open_group(target, schema.EXPOSURES)
+        if ex.attrs.get("filter") != filt:
+            raise BadInputError(first.path, f"filter {filt} but {target} holds {ex.attrs.get('filter')}")
+        sums = ex["checksum"].values.tolist() if "checksum" in ex.coords else []
+        done = np.asarray(ex["done"].values).astype(bool).all(axis=1) if sums else np.zeros(0, bool)
+        return ({c for c, d in zip(sums, done) if d},
+                {c: i for i, (c, d) in enumerate(zip(sums, done)) if not d})
+    st.init_store(target, PROVENANCE_KEY, json.dumps({"instrument": "WFPC2"}))
+    _exposures_template(target, filt, first.atodgain)
+    return set(), {}
 
 
 def ingest(store, inputs, separate_filters: bool = False, progress: bool = True) -> dict:
     """Ingest calibrated WFPC2 files into ``store``'s exposures cube.
 
-    Every input is read and validated first; bad files are reported (one line each, naming the
-    file) and skipped, the good ones appended. Returns {'ingested', 'skipped', 'errors'}.
-    Mixing filters in one store is refused (BadInputError) unless ``separate_filters``, which
-    routes each filter to ``STORE_<FILTER>.zarr``.
+    Every input is read and validated first (one dask task per file); bad files are reported
+    (one line each, naming the file) and skipped, the good ones written (one task per file).
+    Returns {'ingested', 'skipped', 'errors'}. Mixing filters in one store is refused
+    (BadInputError) before anything is written, unless ``separate_filters``, which routes each
+    filter to ``STORE_<FILTER>.zarr``.
     """
+    from dask import delayed
+
     files = discover(inputs)
-    errors, good = [], []
-    for f in files:
-        try:
-            good.append(read_exposure(f))
-        except BadInputError as err:
-            errors.append(str(err))
+    checked = st.run_tasks([delayed(_validated)(str(f)) for f in files], "ingest: reading",
+                           progress)
+    errors = [c for c in checked if isinstance(c, str)]
     by_filter: dict[str, list[RawExposure]] = {}
-    for raw in good:
-        by_filter.setdefault(raw.filter, []).append(raw)
+    for raw in checked:
+        if not isinstance(raw, str):
+            by_filter.setdefault(raw.filter, []).append(raw)
     path = st.store_path(store)
     if len(by_filter) > 1 and not separate_filters:
         raise BadInputError(path, f"inputs mix filters {sorted(by_filter)}; one store holds one "
@@ -342,25 +391,29 @@ def ingest(store, inputs, separate_filters: bool = False, progress: bool = True)
     for filt, raws in by_filter.items():
         target = path if not separate_filters else str(Path(path).with_name(
             f"{Path(path).stem}_{filt}{Path(path).suffix}"))
-        if st.exists(target) and st.has_group(target, schema.EXPOSURES):
-            ex = st.open_group(target, schema.EXPOSURES)
-            if ex.attrs.get("filter") != filt:
-                raise BadInputError(raws[0].path, f"filter {filt} but {target} holds {ex.attrs.get('filter')}")
-            known = set(ex["checksum"].values.tolist()) if "checksum" in ex.coords else set()
-        else:
-            st.init_store(target, PROVENANCE_KEY, json.dumps({"instrument": "WFPC2"}))
-            _exposures_template(target, filt, raws[0].atodgain)
-            known = set()
+        finished, unfinished = _store_state(target, filt, raws[0])
+        todo, new, seen = [], [], set()
         for raw in raws:
-            if raw.checksum in known:
+            if raw.checksum in finished or raw.checksum in seen:
                 errors.append(f"{raw.path}: already in the store (same checksum); skipped")
                 done["skipped"] += 1
                 continue
-            _append(target, raw)
-            known.add(raw.checksum)
-            done["ingested"] += 1
-            if progress:
-                print(f"ingested {raw.rootname} ({raw.filter}, {raw.exptime:.0f} s) from {raw.path}")
+            seen.add(raw.checksum)
+            if raw.checksum in unfinished:
+                todo.append((unfinished[raw.checksum], raw))  # resume an interrupted write
+            else:
+                new.append(raw)
+        todo += list(zip(_allocate(target, new), new)) if new else []
+        results = st.run_tasks([delayed(_fill)(target, slot, raw.path, raw.checksum)
+                                for slot, raw in todo], f"ingest: writing {filt}", progress)
+        for (slot, raw), err in zip(todo, results):
+            if err:
+                errors.append(err)
+            else:
+                done["ingested"] += 1
+                if progress:
+                    print(f"ingested {raw.rootname} ({raw.filter}, {raw.exptime:.0f} s) from {raw.path}")
+        st.consolidate(target)
     return done
 
 

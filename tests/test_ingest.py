@@ -176,3 +176,22 @@ def test_geis_pair_round_trip_matches_the_simulator(exported, tmp_path):
     d.write_bytes(d.read_bytes()[:1000])
     with pytest.raises(BadInputError, match="promises"):
         read_exposure(tmp_path / "u9999999r.c0h")
+
+
+def test_rerun_refills_a_slot_left_unfinished(exported, tmp_path):
+    """A driver killed between growing the cube and writing an exposure's pixels leaves a slot
+    with done = 0: the rerun writes that slot (no duplicate slot) and skips the finished one."""
+    import zarr
+
+    _, files = exported
+    store = tmp_path / "s.zarr"
+    ingest(store, files, progress=False)
+    before = xr.open_zarr(store, group="exposures")["image"].values
+    g = zarr.open_group(str(store), mode="r+")["exposures"]
+    g["done"][1] = 0
+    g["image"][1] = 0.0  # pixels never written
+    out = ingest(store, files, progress=False)
+    ex = xr.open_zarr(store, group="exposures")
+    assert out["ingested"] == 1 and out["skipped"] == 1 and ex.sizes["exposure"] == 2
+    assert ex["done"].values.all()
+    np.testing.assert_array_equal(ex["image"].values, before)
