@@ -127,6 +127,18 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_sweep(args) -> int:
+    from evaluation.sweep import raster_size_sweep
+
+    with _cluster(args):
+        res = raster_size_sweep(args.store, args.chip.upper(), args.sizes, args.arch, args.epochs,
+                                args.out, progress=not args.quiet)
+    best = min(res["sizes"], key=lambda r: sum(r["robust_mpix"]))
+    print(f"{args.out}/sweep.json, error_vs_raster_size.png ({res['kind']}); best size "
+          f"{best['size']} px: robust x/y {best['robust_mpix']} mpix")
+    return 0
+
+
 class _cluster:
     """Context for a stage's dask work: by default a LocalCluster sized to the machine (one
     single-threaded worker process per core, memory split between them, dashboard on
@@ -275,6 +287,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_args(p)
     p.set_defaults(func=_cmd_demo)
 
+    p = sub.add_parser("sweep-raster-size", help="train and test a network per raster size (Fig. 7)")
+    p.add_argument("store", help="store with rasters (starcenter catalog)")
+    p.add_argument("--chip", required=True)
+    p.add_argument("--sizes", type=lambda t: [int(v) for v in t.split(",")], default=[4, 5, 6, 7, 8],
+                   help="comma-separated raster sizes in px (default 4,5,6,7,8)")
+    p.add_argument("--arch", default="v1", choices=("v1", "v2"))
+    p.add_argument("--epochs", type=int, default=30, help="training epochs cap per size (default 30)")
+    p.add_argument("--out", default="raster-size-sweep", help="output directory")
+    _add_cluster_args(p)
+    p.set_defaults(func=_cmd_sweep)
+
     p = sub.add_parser("evaluate", help="figures, metrics.json and report.md for a store")
     p.add_argument("store")
     p.add_argument("--report", required=True, help="output directory")
@@ -285,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Commands that write a store, and the argument naming it: they hold the store's lock.
 WRITERS = {"simulate": "store", "ingest": "store", "detect": "store", "catalog": "store",
-           "predict": "store", "demo": "outdir"}
+           "predict": "store", "demo": "outdir", "sweep-raster-size": "store"}
 
 
 def main(argv: list[str] | None = None) -> int:

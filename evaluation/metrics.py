@@ -9,7 +9,73 @@ import numpy as np
 
 from cubes import schema
 from cubes.store import open_group
-from cubes.transforms import fit_cubic, offset_phase
+from cubes.transforms import apply, fit_cubic, offset_phase
+
+
+def _identity(offset):
+    return np.asarray(offset)
+
+
+def _phase(offset):
+    return offset_phase(offset)
+
+
+def method_positions(store, method: str) -> np.ndarray:
+    """(exposure, chip, star, 2) chip-pixel centres of the raster stars for ``method``
+    ('classical' = the preliminary ePSF centres the rasters were cut around), NaN where no
+    raster (masked)."""
+    ras = open_group(store, schema.RASTERS)
+    xy = ras["prelim"].values if method == "classical" else \
+        open_group(store, schema.centers_group(method))["xy"].values
+    return np.where(ras["mask"].values[..., None], xy, np.nan)
+
+
+def per_star_rms(store, method: str, reference: int | None = None, min_repeats: int = 5) -> dict:
+    """Per-star rms (mpix) about the star's mean position over repeated exposures (the paper's
+    Fig. 19): every exposure's centres are carried into the reference frame by a cubic fit on
+    the same method's centres, then each coordinate's rms over exposures is taken per star.
+    Returns {chip: {"x": rms per star, "y": ..., "mag": magnitude per star}} for stars with at
+    least ``min_repeats`` measures."""
+    ras = open_group(store, schema.RASTERS)
+    if reference is None:
+        reference = json.loads(open_group(store, schema.TRANSFORMS).attrs["params"])["reference"]
+    xy = method_positions(store, method)
+    mag = ras["mag"].values if "mag" in ras else np.full(xy.shape[:3], np.nan)
+    return {str(chip): per_star_rms_from(xy[:, c], mag[:, c], reference, min_repeats)
+            for c, chip in enumerate(ras[schema.CHIP].values)}
+
+
+def per_star_rms_from(xy: np.ndarray, mag: np.ndarray, reference: int, min_repeats: int = 5) -> dict:
+    """:func:`per_star_rms` for one chip: ``xy`` (exposure, star, 2) px, NaN where unmeasured."""
+    ref = xy[reference]
+    moved = np.full(xy.shape, np.nan)
+    for e in range(xy.shape[0]):
+        ok = np.all(np.isfinite(xy[e]), axis=1) & np.all(np.isfinite(ref), axis=1)
+        if ok.sum() < 20:
+            continue
+        cx, cy, *_ = fit_cubic(xy[e, ok, 0], xy[e, ok, 1], ref[ok, 0], ref[ok, 1])
+        fin = np.all(np.isfinite(xy[e]), axis=1)
+        X, Y = apply(cx, cy, xy[e, fin, 0], xy[e, fin, 1])
+        moved[e, fin] = np.stack([X, Y], axis=-1)
+    keep = np.isfinite(moved[..., 0]).sum(axis=0) >= min_repeats
+    rms = np.nanstd(moved[:, keep], axis=0, ddof=1) * 1e3  # >= min_repeats finite values each
+    mags = np.where(np.isfinite(moved[..., 0]), mag, np.nan)[:, keep]
+    m = np.array([np.median(v[np.isfinite(v)]) if np.isfinite(v).any() else np.nan for v in mags.T])
+    return {"x": rms[:, 0], "y": rms[:, 1], "mag": m}
+
+
+def truth_vs_magnitude(store, method: str) -> dict:
+    """Simulations: {chip: (magnitude, dx mpix, dy mpix)} of every raster, centre minus exact
+    truth (the paper's Fig. 6)."""
+    ras = open_group(store, schema.RASTERS)
+    exact = (ras["corner"] + ras["target_exact"]).values
+    d = (method_positions(store, method) - exact) * 1e3
+    mag = ras["mag"].values
+    out = {}
+    for c, chip in enumerate(str(v) for v in ras[schema.CHIP].values):
+        ok = np.all(np.isfinite(d[:, c]), axis=-1) & np.isfinite(mag[:, c])
+        out[chip] = (mag[:, c][ok], d[:, c, :, 0][ok], d[:, c, :, 1][ok])
+    return out
 
 
 def transforms_from_centers(store, name: str, reference: int | None = None):
@@ -90,9 +156,11 @@ def catalog_vs_exact(store) -> dict:
     return out
 
 
-def phase_data(store, method: str = "classical") -> dict:
+def phase_data(store, method: str = "classical", full: bool = False) -> dict:
     """{chip: {"x": (offset phase, std_err mpix), "y": ...}} for the classical transforms or for
-    centers/``method``; the reference exposure itself is left out."""
+    centers/``method``; the reference exposure itself is left out. ``full``: the whole offset
+    (px, the paper's Fig. 2 abscissa) instead of its phase."""
+    offset_phase = _identity if full else _phase
     tr = open_group(store, schema.TRANSFORMS)
     chips = [str(c) for c in tr[schema.CHIP].values]
     ref = json.loads(tr.attrs["params"])["reference"]

@@ -16,8 +16,9 @@ import numpy as np
 from cubes import schema
 from cubes import store as st
 
-from .metrics import flatness, phase_curve, phase_data
-from .plots import plot_phase_curves
+from .metrics import flatness, per_star_rms, phase_curve, phase_data, truth_vs_magnitude
+from .plots import (plot_per_star_rms, plot_phase_curves, plot_std_err_vs_offset,
+                    plot_truth_vs_magnitude)
 
 #: The seed paper's published numbers, for the report's comparison table (all mpix).
 PAPER = {
@@ -104,8 +105,23 @@ def evaluate(store, report_dir, title: str | None = None) -> dict:
             metrics["methods"].setdefault(m, {})["transforms"] = per_chip
         figures.append(plot_phase_curves(curves, report_dir / "std_error_vs_offset_phase.png",
                                          f"{title}: standard error vs offset phase"))
+        full = {m: phase_data(store, m, full=True) for m in methods}
+        figures.append(plot_std_err_vs_offset(full, report_dir / "std_error_vs_offset.png",
+                                              f"{title}: standard error vs offset (Fig. 2 style)"))
+        if st.has_group(store, schema.RASTERS):
+            rms = {m: per_star_rms(store, m) for m in methods}
+            for m, per_chip in rms.items():
+                metrics["methods"][m]["per_star_rms"] = {
+                    chip: {"median_mpix": [round(float(np.nanmedian(v[ax])), 2) for ax in "xy"],
+                           "n_stars": int(len(v["x"]))} for chip, v in per_chip.items() if len(v["x"])}
+            if any(len(v["x"]) for per_chip in rms.values() for v in per_chip.values()):
+                figures.append(plot_per_star_rms(rms, report_dir / "per_star_rms.png",
+                                                 f"{title}: per-star rms over repeats (Fig. 19 style)"))
     if st.has_group(store, schema.RASTERS) and "target_exact" in st.open_group(store, schema.RASTERS):
         metrics["truth"] = truth_errors(store, methods)
+        figures.append(plot_truth_vs_magnitude(
+            {m: truth_vs_magnitude(store, m) for m in methods}, report_dir / "truth_vs_magnitude.png",
+            f"{title}: centre - exact truth vs magnitude (Fig. 6 style)"))
         metrics["cramer_rao"] = efficiency(store, methods)
     if ex.sizes[schema.EXPOSURE] <= 2 and st.has_group(store, schema.DETECTIONS):
         extra = ["classical-rasters"] if st.has_group(store, schema.RASTERS) and len(methods) > 1 else []
@@ -187,6 +203,28 @@ def efficiency(store, methods) -> dict:
     return out
 
 
+def _ours(metrics: dict) -> list[str]:
+    """This store's counterparts of the PAPER rows (single-measurement errors, ranges over chips
+    and axes; '-' where the store cannot give one)."""
+    def sm(pred):
+        v = [a[ax]["single_measurement_mpix"] for m, r in metrics["methods"].items() if pred(m)
+             for a in r.get("transforms", {}).values() for ax in "xy"]
+        return v
+
+    def rng(v):
+        return f"{min(v):.1f}-{max(v):.1f}" if v else "-"
+
+    net, cla = sm(lambda m: m != "classical"), sm(lambda m: m == "classical")
+    truth = metrics.get("truth", {})
+    net_t = [x for m, per in truth.items() if m != "classical" for r in per.values() for x in r["robust_mpix"]]
+    curve = [max(a[ax]["curve_mpix"]) for a in metrics["methods"].get("classical", {})
+             .get("transforms", {}).values() for ax in "xy"]
+    return [f"{rng(net)} (networks), {rng(cla)} (classical)" if net or cla else "-",
+            f"{rng(net_t)} (networks, robust error vs exact truth, all magnitudes)" if net_t else "-",
+            "-",
+            f"classical curve maxima {rng(curve)} mpix" if curve else "-"]
+
+
 def markdown(metrics: dict, figures, title: str) -> str:
     lines = [f"# starcenter report — {title}", "",
              f"**Data: {metrics['kind']}.** " + ("Every number below comes from simulated exposures "
@@ -202,6 +240,12 @@ def markdown(metrics: dict, figures, title: str) -> str:
         lines += ["## Standard error of the transformations against offset phase", "",
                   "| method | chip | single-measurement error x / y [mpix] | flatness x / y (max/min) |",
                   "|---|---|---|---|", *rows, ""]
+    rows = [f"| {m} | {chip} | {r['median_mpix'][0]} / {r['median_mpix'][1]} | {r['n_stars']} |"
+            for m, res in metrics["methods"].items() for chip, r in res.get("per_star_rms", {}).items()]
+    if rows:
+        lines += ["## Per-star rms about the mean position over repeats (Fig. 19 style)", "",
+                  "| method | chip | median per-star rms x / y [mpix] | stars |", "|---|---|---|---|",
+                  *rows, ""]
     if "truth" in metrics:
         lines += ["## Error against exact truth (simulation)", "",
                   "| method | chip | rms x / y [mpix] | robust x / y [mpix] | n |", "|---|---|---|---|---|"]
@@ -229,8 +273,10 @@ def markdown(metrics: dict, figures, title: str) -> str:
                 lines.append(f"| {chip} | {h['n']} | {h['p_uniform_x']:.2g} / {h['p_uniform_y']:.2g} | "
                              f"{' '.join(map(str, h['hist_x']))} |")
             lines.append("")
-    lines += ["## The seed paper's published numbers (for comparison; paper values are REAL data "
-              "unless labelled simulations)", "", "| quantity | paper |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in PAPER.items()]
+    lines += ["## The seed paper's published numbers beside this store's", "",
+              f"Paper values are REAL data unless labelled simulations; this store's are "
+              f"**{metrics['kind']}**.", "", f"| quantity | paper | this store ({metrics['kind']}) |",
+              "|---|---|---|"]
+    lines += [f"| {k} | {v} | {ours} |" for (k, v), ours in zip(PAPER.items(), _ours(metrics))]
     lines += [""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures]
     return "\n".join(lines) + "\n"
