@@ -60,7 +60,7 @@ def run_recipe(name: str, arch: str, data, max_epochs: int | None, seed: int,
     t0 = time.perf_counter()
     hist = model.fit(data["x_train"], data["y_train"], batch_size=rc.batch_size, epochs=epochs,
                      validation_data=(data["x_validation"], data["y_validation"]),
-                     callbacks=recipe_callbacks(rc), verbose=0, shuffle=True)
+                     callbacks=recipe_callbacks(rc, epochs), verbose=0, shuffle=True)
     wall = time.perf_counter() - t0
     return {"recipe": name, "epochs": len(hist.history["val_loss"]), "seconds": round(wall, 1),
             "val_mae_mpix": [round(v * 1e3, 3) for v in hist.history["val_loss"]],
@@ -81,7 +81,7 @@ def run(npz: str, arch: str, out: str, paper_epochs: int | None, seed: int,
     data = {k: v[..., None] if k.startswith("x") and v.ndim == 3 else v for k, v in data.items()}
     label = json.loads(str(d["label"]))
     res = {"data": label, "arch": arch, "backend": keras.backend.backend(),
-           "steps_per_execution": steps_per_execution,
+           "steps_per_execution": steps_per_execution, "seed": seed,
            "n_train": len(data["x_train"]), "n_validation": len(data["x_validation"])}
     for name in ("fast", "paper"):
         r = run_recipe(name, arch, data, paper_epochs if name == "paper" else fast_epochs, seed,
@@ -106,7 +106,7 @@ def run(npz: str, arch: str, out: str, paper_epochs: int | None, seed: int,
 def _write(res: dict, out: str, label: dict, arch: str) -> Path:
     outd = Path(out)
     outd.mkdir(parents=True, exist_ok=True)
-    stem = outd / f"recipes_{label['chip']}_{arch}"
+    stem = outd / f"recipes_{label['chip']}_{arch}_seed{res.get('seed', 0)}"
     stem.with_suffix(".json").write_text(json.dumps(res, indent=1))
     return stem
 
