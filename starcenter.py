@@ -73,10 +73,12 @@ def _cmd_catalog(args) -> int:
     from cubes.pipeline import run_catalog
 
     if args.from_centers:
-        from cubes.errors import StarcenterError
+        from cubes.catalog import refine_catalog
 
-        raise StarcenterError("--from-centers needs centers/NAME from `starcenter predict` "
-                              "(the model stage), which this version does not have yet")
+        cat = refine_catalog(args.store, args.from_centers, progress=not args.quiet)
+        print(f"{args.store}: catalog and raster targets rebuilt from centers/{args.from_centers} "
+              f"({int((cat['count'] >= 3).sum())} stars); retrain on them for the next iteration")
+        return 0
     with _cluster(args):
         ras = run_catalog(args.store, reference=args.reference, raster_size=args.raster_size,
                           progress=not args.quiet)
