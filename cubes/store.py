@@ -209,8 +209,7 @@ def locked(store, command: str):
         fs.makedirs(parent, exist_ok=True)
     for _ in range(2):
         try:
-            with fs.open(lock, "xb") as fh:
-                fh.write(me.encode())
+            _create_exclusive(fs, lock, me.encode())
             break
         except FileExistsError:
             try:
@@ -231,6 +230,22 @@ def locked(store, command: str):
             fs.rm_file(lock)
         except FileNotFoundError:
             pass
+
+
+def _create_exclusive(fs, path: str, data: bytes) -> None:
+    """Create ``path`` only if absent (FileExistsError otherwise). Filesystems without an
+    exclusive-create mode get a check-then-write, which two simultaneous writers can race."""
+    try:
+        with fs.open(path, "xb") as fh:
+            fh.write(data)
+        return
+    except (ValueError, NotImplementedError):
+        pass  # no "x" mode on this filesystem
+    warnings.warn(f"{type(fs).__name__} cannot create files exclusively: the store lock is "
+                  "best effort; do not start two writers at once", stacklevel=3)
+    if fs.exists(path):
+        raise FileExistsError(path)
+    fs.pipe_file(path, data)
 
 
 def _alive(pid: str) -> bool:

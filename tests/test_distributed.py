@@ -146,3 +146,18 @@ def test_driver_killed_mid_stage_resumes_to_the_same_store(undisturbed, tmp_path
     skipped = int(r.stdout.split("chunks written, ")[1].split(" already done")[0])
     assert skipped >= n
     assert_same_group(store, undisturbed, "detections")
+
+
+def test_lock_on_an_fsspec_store_refuses_a_second_writer():
+    from cubes.errors import StoreMismatchError
+    from cubes.store import filesystem, locked
+
+    url = f"memory://starcenter-lock-{os.getpid()}/s.zarr"
+    with locked(url, "detect"):
+        with pytest.raises(StoreMismatchError, match="is being written by `starcenter detect`"):
+            with locked(url, "catalog"):
+                pass
+    fs, p = filesystem(url)
+    assert not fs.exists(p + ".lock")  # released
+    with locked(url, "catalog"):  # and can be taken again
+        pass
