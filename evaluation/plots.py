@@ -90,35 +90,41 @@ def plot_loss(model_path, path=None) -> Path:
     return _save(fig, path or str(model_path) + ".loss.png")
 
 
+def _chip_grid(chips, sharex: bool = False):
+    """A figure with one row per chip and x, y columns; returns (fig, axes, cells) where cells
+    lists (chip, axis name, column index, matplotlib axes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(chips), 2, figsize=(9, 2.8 * len(chips)), squeeze=False, sharex=sharex)
+    cells = [(chip, ax_name, j, axes[i, j]) for i, chip in enumerate(chips)
+             for j, ax_name in enumerate(("x", "y"))]
+    return fig, axes, cells
+
+
 def plot_phase_curves(curves: dict, path, title: str) -> Path:
     """Standard error of the transformations against offset phase (the paper's Fig. 10 style).
 
     curves: {method: {chip: {"x": (phase, std_err_mpix), "y": (...)}}} as made by
     :func:`evaluation.metrics.phase_data`; one row per chip, x and y columns, one colour per
     method, binned medians drawn over the individual exposures."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from .metrics import phase_curve
 
-    chips = sorted({c for m in curves.values() for c in m})
-    fig, axes = plt.subplots(len(chips), 2, figsize=(9, 2.8 * len(chips)), squeeze=False, sharex=True)
-    for i, chip in enumerate(chips):
-        for j, ax_name in enumerate(("x", "y")):
-            ax = axes[i, j]
-            for k, (method, data) in enumerate(curves.items()):
-                if chip not in data:
-                    continue
-                ph, se = data[chip][ax_name]
-                colour = f"C{k}"
-                ax.plot(ph, se, ".", ms=2, alpha=0.3, color=colour)
-                centres, med, _ = phase_curve(ph, se, 10)
-                ax.plot(np.r_[centres, 1.0], np.r_[med, med[0]], "-o", ms=3, color=colour, label=method)
-            ax.set_title(f"{chip} {ax_name}", fontsize=9)
-            ax.set_ylabel("std. error [mpix]")
-            ax.set_ylim(0, None)
+    fig, axes, cells = _chip_grid(sorted({c for m in curves.values() for c in m}), sharex=True)
+    for chip, ax_name, _, ax in cells:
+        for k, (method, data) in enumerate(curves.items()):
+            if chip not in data:
+                continue
+            ph, se = data[chip][ax_name]
+            colour = f"C{k}"
+            ax.plot(ph, se, ".", ms=2, alpha=0.3, color=colour)
+            centres, med, _ = phase_curve(ph, se, 10)
+            ax.plot(np.r_[centres, 1.0], np.r_[med, med[0]], "-o", ms=3, color=colour, label=method)
+        ax.set_title(f"{chip} {ax_name}", fontsize=9)
+        ax.set_ylabel("std. error [mpix]")
+        ax.set_ylim(0, None)
     for ax in axes[-1]:
         ax.set_xlabel("offset phase")
     axes[0, 0].legend(fontsize=8)
@@ -130,24 +136,16 @@ def plot_std_err_vs_offset(curves: dict, path, title: str) -> Path:
     """Standard error of the transformations against the full offset in pixels (the paper's
     Fig. 2): a pixel-phase bias repeats with period 1 px. ``curves`` as from
     :func:`evaluation.metrics.phase_data` with ``full=True``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    chips = sorted({c for m in curves.values() for c in m})
-    fig, axes = plt.subplots(len(chips), 2, figsize=(9, 2.8 * len(chips)), squeeze=False)
-    for i, chip in enumerate(chips):
-        for j, ax_name in enumerate(("x", "y")):
-            ax = axes[i, j]
-            for k, (method, data) in enumerate(curves.items()):
-                if chip in data:
-                    off, se = data[chip][ax_name]
-                    ax.plot(off, se, ".", ms=3, alpha=0.6, color=f"C{k}", label=method)
-            ax.set_title(f"{chip} {ax_name}", fontsize=9)
-            ax.set_ylabel("std. error [mpix]")
-            ax.set_xlabel(f"offset {ax_name} [px]")
-            ax.set_ylim(0, None)
+    fig, axes, cells = _chip_grid(sorted({c for m in curves.values() for c in m}))
+    for chip, ax_name, _, ax in cells:
+        for k, (method, data) in enumerate(curves.items()):
+            if chip in data:
+                off, se = data[chip][ax_name]
+                ax.plot(off, se, ".", ms=3, alpha=0.6, color=f"C{k}", label=method)
+        ax.set_title(f"{chip} {ax_name}", fontsize=9)
+        ax.set_ylabel("std. error [mpix]")
+        ax.set_xlabel(f"offset {ax_name} [px]")
+        ax.set_ylim(0, None)
     axes[0, 0].legend(fontsize=8, markerscale=3)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
@@ -157,27 +155,19 @@ def plot_per_star_rms(rms: dict, path, title: str) -> Path:
     """Distributions of per-star rms about the mean position over repeats (the paper's Fig. 19),
     one row per chip, x and y columns, one histogram per method. ``rms``: {method: output of
     :func:`evaluation.metrics.per_star_rms`}."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    chips = sorted({c for m in rms.values() for c in m})
-    fig, axes = plt.subplots(len(chips), 2, figsize=(9, 2.8 * len(chips)), squeeze=False)
-    for i, chip in enumerate(chips):
-        for j, ax_name in enumerate(("x", "y")):
-            ax = axes[i, j]
-            vals = [v[chip][ax_name] for v in rms.values() if chip in v]
-            hi = np.nanpercentile(np.concatenate(vals), 98) if vals else 1.0
-            for k, (method, data) in enumerate(rms.items()):
-                if chip in data:
-                    r = data[chip][ax_name]
-                    r = r[np.isfinite(r)]
-                    ax.hist(r, bins=40, range=(0, hi), histtype="step", color=f"C{k}",
-                            label=f"{method} (median {np.median(r):.1f})")
-            ax.set_title(f"{chip} {ax_name}", fontsize=9)
-            ax.set_xlabel("per-star rms [mpix]")
-            ax.legend(fontsize=7)
+    fig, axes, cells = _chip_grid(sorted({c for m in rms.values() for c in m}))
+    for chip, ax_name, _, ax in cells:
+        vals = [v[chip][ax_name] for v in rms.values() if chip in v]
+        hi = np.nanpercentile(np.concatenate(vals), 98) if vals else 1.0
+        for k, (method, data) in enumerate(rms.items()):
+            if chip in data:
+                r = data[chip][ax_name]
+                r = r[np.isfinite(r)]
+                ax.hist(r, bins=40, range=(0, hi), histtype="step", color=f"C{k}",
+                        label=f"{method} (median {np.median(r):.1f})")
+        ax.set_title(f"{chip} {ax_name}", fontsize=9)
+        ax.set_xlabel("per-star rms [mpix]")
+        ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
@@ -187,37 +177,29 @@ def plot_truth_vs_magnitude(data: dict, path, title: str) -> Path:
     the first method, binned robust sigma (1.4826 MAD, blends would dominate an rms) for every
     method. ``data``: {method: output of
     :func:`evaluation.metrics.truth_vs_magnitude`}."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    chips = sorted({c for m in data.values() for c in m})
-    fig, axes = plt.subplots(len(chips), 2, figsize=(9, 2.8 * len(chips)), squeeze=False)
-    for i, chip in enumerate(chips):
-        for j, ax_name in enumerate(("x", "y")):
-            ax = axes[i, j]
-            for k, (method, d) in enumerate(data.items()):
-                if chip not in d:
-                    continue
-                mag, dd = d[chip][0], d[chip][1 + j]
-                if k == 0:
-                    ax.plot(mag, dd, ",", alpha=0.3, color="0.5")
-                edges = np.arange(np.floor(mag.min()), np.ceil(mag.max()) + 0.5, 0.5)
-                idx = np.digitize(mag, edges)
-                centres, rms = [], []
-                for b in range(1, len(edges)):
-                    sel = idx == b
-                    if sel.sum() >= 20:
-                        centres.append(0.5 * (edges[b - 1] + edges[b]))
-                        rms.append(1.4826 * np.median(np.abs(dd[sel] - np.median(dd[sel]))))
-                ax.plot(centres, rms, "-o", ms=3, color=f"C{k}", label=f"{method} robust sigma")
-            ax.axhline(0, color="k", lw=0.5)
-            lim = 3 * np.nanpercentile(np.abs(data[next(iter(data))][chip][1 + j]), 68)
-            ax.set_ylim(-lim, lim)
-            ax.set_title(f"{chip} {ax_name}", fontsize=9)
-            ax.set_xlabel("instrumental magnitude")
-            ax.set_ylabel(f"d{ax_name} [mpix]")
+    fig, axes, cells = _chip_grid(sorted({c for m in data.values() for c in m}))
+    for chip, ax_name, j, ax in cells:
+        for k, (method, d) in enumerate(data.items()):
+            if chip not in d:
+                continue
+            mag, dd = d[chip][0], d[chip][1 + j]
+            if k == 0:
+                ax.plot(mag, dd, ",", alpha=0.3, color="0.5")
+            edges = np.arange(np.floor(mag.min()), np.ceil(mag.max()) + 0.5, 0.5)
+            idx = np.digitize(mag, edges)
+            centres, sig = [], []
+            for b in range(1, len(edges)):
+                sel = idx == b
+                if sel.sum() >= 20:
+                    centres.append(0.5 * (edges[b - 1] + edges[b]))
+                    sig.append(1.4826 * np.median(np.abs(dd[sel] - np.median(dd[sel]))))
+            ax.plot(centres, sig, "-o", ms=3, color=f"C{k}", label=f"{method} robust sigma")
+        ax.axhline(0, color="k", lw=0.5)
+        lim = 3 * np.nanpercentile(np.abs(data[next(iter(data))][chip][1 + j]), 68)
+        ax.set_ylim(-lim, lim)
+        ax.set_title(f"{chip} {ax_name}", fontsize=9)
+        ax.set_xlabel("instrumental magnitude")
+        ax.set_ylabel(f"d{ax_name} [mpix]")
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
