@@ -234,7 +234,11 @@ def refine_catalog(store, name: str, progress: bool = True, min_count: int = 3):
          "rms": (cat["rms"].dims, rms, cat["rms"].attrs),
          "count": (cat["count"].dims, count.astype(np.int32), cat["count"].attrs),
          "truth": (cat["truth"].dims, truth, cat["truth"].attrs)}))
-    target = np.where(mask[..., None], truth - ras["corner"].values, np.nan)
+    import dask.array as da
+
+    # same chunks as the rasters stage wrote (schema: many exposures of one chip per chunk)
+    target = da.from_array(np.where(mask[..., None], truth - ras["corner"].values, np.nan),
+                           chunks=ras["target"].data.chunks)
     st.add_variables(path, schema.RASTERS, xr.Dataset(
         {"target": (ras["target"].dims, target, {**ras["target"].attrs,
                                                  "description": f"catalog truth (from centers/{name}) - corner"})},
