@@ -143,6 +143,7 @@ def test_checkpoint_survives_a_kill_during_its_own_write(tmp_path):
 
     m = build("v1")
     m.compile(optimizer="adam", loss="mae")
+    m.optimizer.build(m.trainable_variables)  # as after a training epoch
     ck = EpochCheckpoint(tmp_path / "m.keras.backup", tmp_path / "m.keras.history.csv")
     ck.save(m, 3, [{"epoch": e, "loss": 1.0 / (e + 1)} for e in range(3)])
     saved = [w.copy() for w in m.get_weights()]
