@@ -44,7 +44,8 @@ def raster_size_sweep(store, chip: str, sizes=(4, 5, 6, 7, 8), arch: str = "v1",
             path = out_dir / f"{chip}-{arch}-s{size}.keras"
             meta = train(store, chip, arch, "fast", epochs, path, seed, target, verbose=0)
             x, y = RasterSource(str(store), chip, "test", seed, target).to_numpy()
-            d = (np.asarray(load_model(str(path)).predict(x, batch_size=4096, verbose=0)) - y) * 1e3
+            pred = load_model(str(path)).predict(x, batch_size=4096, verbose=0)
+            d = (np.asarray(pred, np.float64) - y) * 1e3
             robust = 1.4826 * np.median(np.abs(d - np.median(d, axis=0)), axis=0)
             row = {"size": int(size), "n_test": int(len(d)), "n_train": meta["n_train"],
                    "epochs": meta["epochs"], "rms_mpix": np.round(np.sqrt(np.mean(d**2, axis=0)), 2).tolist(),
