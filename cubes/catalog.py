@@ -174,6 +174,28 @@ def build_catalog(store, params: TransformParams | None = None, progress: bool =
     return st.open_group(path, schema.CATALOG)
 
 
+def tie_to_reference(xy: np.ndarray, reference: int, inverse: bool = False, min_stars: int = 20):
+    """Carry every exposure's positions ``xy`` (exposure, star, 2) px into the reference
+    exposure's system with a cubic fit (3-sigma culling) on the stars measured in both; NaN for
+    exposures with fewer than ``min_stars`` such stars. Returns (positions, {exposure: (inv_x,
+    inv_y)}) where the second holds the reference -> exposure fits if ``inverse`` (else empty)."""
+    moved = np.full(xy.shape, np.nan)
+    inv = {}
+    in_ref = np.all(np.isfinite(xy[reference]), axis=1)
+    for e in range(xy.shape[0]):
+        fin = np.all(np.isfinite(xy[e]), axis=1)
+        ok = fin & in_ref
+        if ok.sum() < min_stars:
+            continue
+        cx, cy, *_ = fit_cubic(xy[e, ok, 0], xy[e, ok, 1], xy[reference, ok, 0], xy[reference, ok, 1])
+        if not np.all(np.isfinite(cx)):
+            continue
+        moved[e, fin] = np.stack(apply(cx, cy, xy[e, fin, 0], xy[e, fin, 1]), axis=-1)
+        if inverse:
+            inv[e] = fit_cubic(xy[reference, ok, 0], xy[reference, ok, 1], xy[e, ok, 0], xy[e, ok, 1])[:2]
+    return moved, inv
+
+
 def refine_catalog(store, name: str, progress: bool = True, min_count: int = 3):
     """The second iteration (``starcenter catalog --from-centers NAME``): the average catalog
     rebuilt from the centres in ``centers/NAME`` (e.g. a network's) instead of the classical ones.
@@ -208,19 +230,7 @@ def refine_catalog(store, name: str, progress: bool = True, min_count: int = 3):
     n_refined = 0
     for c in range(ras.sizes[schema.CHIP]):
         xy = np.where(mask[:, c, :, None], cen["xy"].values[:, c], np.nan)  # (exposure, star, 2)
-        measures = np.full(xy.shape, np.nan)
-        inverse = {}
-        for e in range(xy.shape[0]):
-            ok = np.all(np.isfinite(xy[e]), axis=1) & np.all(np.isfinite(xy[ref]), axis=1)
-            if ok.sum() < 20:
-                continue
-            cx, cy, used, *_ = fit_cubic(xy[e, ok, 0], xy[e, ok, 1], xy[ref, ok, 0], xy[ref, ok, 1])
-            if not np.all(np.isfinite(cx)):
-                continue
-            fin = np.all(np.isfinite(xy[e]), axis=1)
-            measures[e, fin] = np.stack(apply(cx, cy, xy[e, fin, 0], xy[e, fin, 1]), axis=-1)
-            ix, iy, *_ = fit_cubic(xy[ref, ok, 0], xy[ref, ok, 1], xy[e, ok, 0], xy[e, ok, 1])
-            inverse[e] = (ix, iy)
+        measures, inverse = tie_to_reference(xy, ref, inverse=True)
         m, r, n = clipped_mean(measures)
         n = n.min(axis=-1)
         good = n >= min_count

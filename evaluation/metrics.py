@@ -8,8 +8,9 @@ import json
 import numpy as np
 
 from cubes import schema
+from cubes.catalog import tie_to_reference
 from cubes.store import open_group
-from cubes.transforms import apply, fit_cubic, offset_phase
+from cubes.transforms import fit_cubic, offset_phase
 
 
 def _identity(offset):
@@ -47,16 +48,7 @@ def per_star_rms(store, method: str, reference: int | None = None, min_repeats: 
 
 def per_star_rms_from(xy: np.ndarray, mag: np.ndarray, reference: int, min_repeats: int = 5) -> dict:
     """:func:`per_star_rms` for one chip: ``xy`` (exposure, star, 2) px, NaN where unmeasured."""
-    ref = xy[reference]
-    moved = np.full(xy.shape, np.nan)
-    for e in range(xy.shape[0]):
-        ok = np.all(np.isfinite(xy[e]), axis=1) & np.all(np.isfinite(ref), axis=1)
-        if ok.sum() < 20:
-            continue
-        cx, cy, *_ = fit_cubic(xy[e, ok, 0], xy[e, ok, 1], ref[ok, 0], ref[ok, 1])
-        fin = np.all(np.isfinite(xy[e]), axis=1)
-        X, Y = apply(cx, cy, xy[e, fin, 0], xy[e, fin, 1])
-        moved[e, fin] = np.stack([X, Y], axis=-1)
+    moved, _ = tie_to_reference(xy, reference)
     keep = np.isfinite(moved[..., 0]).sum(axis=0) >= min_repeats
     rms = np.nanstd(moved[:, keep], axis=0, ddof=1) * 1e3  # >= min_repeats finite values each
     mags = np.where(np.isfinite(moved[..., 0]), mag, np.nan)[:, keep]
@@ -160,7 +152,7 @@ def phase_data(store, method: str = "classical", full: bool = False) -> dict:
     """{chip: {"x": (offset phase, std_err mpix), "y": ...}} for the classical transforms or for
     centers/``method``; the reference exposure itself is left out. ``full``: the whole offset
     (px, the paper's Fig. 2 abscissa) instead of its phase."""
-    offset_phase = _identity if full else _phase
+    abscissa = _identity if full else _phase
     tr = open_group(store, schema.TRANSFORMS)
     chips = [str(c) for c in tr[schema.CHIP].values]
     ref = json.loads(tr.attrs["params"])["reference"]
@@ -168,12 +160,12 @@ def phase_data(store, method: str = "classical", full: bool = False) -> dict:
     if method == "classical":
         for k, chip in enumerate(chips):
             ok = (tr["status"].values[:, k] == 0) & (np.arange(tr.sizes[schema.EXPOSURE]) != ref)
-            out[chip] = {ax: (offset_phase(tr[f"offset_{ax}"].values[ok, k]),
+            out[chip] = {ax: (abscissa(tr[f"offset_{ax}"].values[ok, k]),
                               tr[f"std_err_{ax}"].values[ok, k] * 1e3) for ax in ("x", "y")}
         return out
     se, off, _ = transforms_from_centers(store, method, ref)
     for k, chip in enumerate(chips):
         ok = np.all(np.isfinite(se[:, k]), axis=1) & (np.arange(se.shape[0]) != ref)
         if ok.any():
-            out[chip] = {ax: (offset_phase(off[ok, k, a]), se[ok, k, a] * 1e3) for a, ax in enumerate("xy")}
+            out[chip] = {ax: (abscissa(off[ok, k, a]), se[ok, k, a] * 1e3) for a, ax in enumerate("xy")}
     return out
