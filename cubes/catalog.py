@@ -229,7 +229,7 @@ def refine_catalog(store, name: str, progress: bool = True, min_count: int = 3):
     mask = ras["mask"].values
     n_refined = 0
     for c in range(ras.sizes[schema.CHIP]):
-        xy = np.where(mask[:, c, :, None], cen["xy"].values[:, c], np.nan)  # (exposure, star, 2)
+        xy = np.where(mask[:, c, :, None], cen["xy"].isel({schema.CHIP: c}).values, np.nan)
         measures, inverse = tie_to_reference(xy, ref, inverse=True)
         m, r, n = clipped_mean(measures)
         n = n.min(axis=-1)

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cubes import schema
+from cubes import store as st
 from cubes.errors import BadArgumentError
 
 from .architectures import build
@@ -178,7 +179,6 @@ def train(store, chip: str, arch: str = "v2", recipe: str = "fast", epochs: int 
     """Train a centring network on ``chip``'s rasters of ``store``; returns the metadata dict
     (with the loss history) that is also written to ``out + '.json'``."""
     import keras
-    import xarray as xr
 
     if recipe not in RECIPES:
         raise BadArgumentError(f"unknown recipe {recipe!r}; expected one of {tuple(RECIPES)}")
@@ -213,11 +213,10 @@ def train(store, chip: str, arch: str = "v2", recipe: str = "fast", epochs: int 
     wall = time.perf_counter() - t0
     model.save(out)
     ckpt.remove()  # finished: the next train with this --out starts afresh
-    history = _read_history(history_csv)
-    ex = xr.open_zarr(str(store), group=schema.EXPOSURES)
-    import zarr
-
-    root_attrs = dict(zarr.open_group(str(store), mode="r").attrs)
+    keys = sorted({k for r in rows for k in r if k != "epoch"})
+    history = {k: [r[k] for r in rows] for k in keys}  # the checkpoint's rows: the CSV's content
+    ex = st.open_group(store, schema.EXPOSURES)
+    root_attrs = st.read_attrs(store)
     meta = {
         "chip": chip, "filter": ex.attrs.get("filter"), "raster_size": train_src.size,
         "normalization": "sum to 1", "architecture": arch, "recipe": asdict(rc),
@@ -229,15 +228,6 @@ def train(store, chip: str, arch: str = "v2", recipe: str = "fast", epochs: int 
     }
     metadata_path(out).write_text(json.dumps(meta, indent=1))
     return meta
-
-
-def _read_history(path) -> dict:
-    import csv
-
-    with open(path) as fh:
-        rows = list(csv.DictReader(fh))
-    keys = [k for k in rows[0] if k != "epoch"] if rows else []
-    return {k: [float(r[k]) for r in rows] for k in keys}
 
 
 def load_metadata(model_path) -> dict:
