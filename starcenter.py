@@ -63,7 +63,8 @@ def _cmd_detect(args) -> int:
 
     params = DetectParams(args.psf, args.threshold, args.min_separation)
     with _cluster(args):
-        out = detect(args.store, params, progress=not args.quiet, overwrite=args.overwrite)
+        out = detect(args.store, params, progress=not args.quiet, overwrite=args.overwrite,
+                     rebuild_psf=args.rebuild_psf)
     print(f"{args.store}: detections ({args.psf} ePSF): {out['written']} chunks written, "
           f"{out['skipped']} already done; largest count {out['max_count']}")
     return 0
@@ -241,12 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("detect", help="detect and ePSF-fit stars in every exposure (classical centres)")
     p.add_argument("store", help="store with an exposures group")
-    p.add_argument("--psf", default="library", choices=("library", "true", "empirical"),
+    p.add_argument("--psf", default="library", choices=("library", "true", "empirical", "catalog"),
                    help="ePSF to fit with: library (nominal, as hst1pass), true (simulations), "
-                        "empirical (built from the data with photutils' EPSFBuilder)")
+                        "empirical (built from a few exposures with photutils' EPSFBuilder), "
+                        "catalog (Anderson & King ePSF learnt at the average catalog's positions "
+                        "from every exposure: run `starcenter catalog` first; the classical "
+                        "second iteration)")
     p.add_argument("--threshold", type=float, default=5.0, help="detection threshold, sigma")
     p.add_argument("--min-separation", type=float, default=2.0, help="minimum peak separation, px")
     p.add_argument("--overwrite", action="store_true", help="replace detections made with other parameters")
+    p.add_argument("--rebuild-psf", action="store_true",
+                   help="rebuild the empirical/catalog ePSF even if the store has one (e.g. from a "
+                        "newer catalog: a third iteration)")
     _add_cluster_args(p)
     p.set_defaults(func=_cmd_detect)
 
