@@ -61,7 +61,7 @@ def _cmd_fetch(args) -> int:
 def _cmd_detect(args) -> int:
     from cubes.detections import DetectParams, detect
 
-    params = DetectParams(args.psf, args.threshold, args.min_separation)
+    params = DetectParams(args.psf, args.threshold, args.min_separation, args.neighbour_passes)
     with _cluster(args):
         out = detect(args.store, params, progress=not args.quiet, overwrite=args.overwrite,
                      rebuild_psf=args.rebuild_psf)
@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=5.0, help="detection threshold, sigma")
     p.add_argument("--min-separation", type=float, default=2.0, help="minimum peak separation, px")
     p.add_argument("--overwrite", action="store_true", help="replace detections made with other parameters")
+    p.add_argument("--neighbour-passes", type=int, default=0,
+                   help="refit every star on the image minus its fitted neighbours' ePSF models, "
+                        "this many times (default 0, as hst1pass; 2 for the catalog iteration)")
     p.add_argument("--rebuild-psf", action="store_true",
                    help="rebuild the empirical/catalog ePSF even if the store has one (e.g. from a "
                         "newer catalog: a third iteration)")

@@ -5,8 +5,8 @@ transformation and matched to the reference star list; per star, the mean over e
 iteratively removing measures more than 3 sigma from it (astropy's sigma clipping along the
 exposure axis), with count and rms. The measures are written per exposure, then read back
 rechunked by star so the clipped mean is a chunk-local dask reduction. The catalog is projected
-back into every exposure with the inverse (reference -> target) polynomial: truth(exposure,
-chip, star, axis).
+back into every exposure with a cubic fitted from the catalog to that exposure's measures,
+weighted by the stars' catalog scatter (:func:`project_catalog`): truth(exposure, chip, star, axis).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from scipy.spatial import cKDTree
 from . import schema
 from . import store as st
 from .errors import StoreMismatchError
-from .transforms import STATUS, TransformParams, apply, fit_cubic, read_detections, select
+from .transforms import N_TERMS, STATUS, TransformParams, apply, fit_cubic, read_detections, select
 
 AXIS = "axis"
 #: Stars per chunk of the star-wise reduction.
@@ -72,6 +72,63 @@ def clipped_mean(measures, sigma: float = 3.0, maxiters: int = 10):
     mean = np.ma.filled(m.mean(axis=0), np.nan)
     rms = np.ma.filled(m.std(axis=0), np.nan)
     return mean, rms, count
+
+
+def catalog_stamps(path: str, e: int, c: int, stars: np.ndarray, half: int):
+    """Pixels around the catalog positions of ``stars`` in exposure ``e``, chip ``c``.
+
+    Returns stamps (n, 2h+1, 2h+1) DN (NaN on dq-flagged or off-chip pixels) centred on the pixel
+    nearest each star, the star positions relative to that pixel (dx, dy, px) and the indices
+    into ``stars`` of the n stars with a projected catalog position in this exposure.
+    """
+    import zarr
+
+    from .psffit import cut_boxes
+
+    root = zarr.open_group(path, mode="r")
+    xy = root[f"{schema.CATALOG}/truth"][e, c][stars]
+    ok = np.flatnonzero(np.all(np.isfinite(xy), axis=1))
+    xy = xy[ok]
+    ix, iy = np.floor(xy[:, 0] + 0.5).astype(int), np.floor(xy[:, 1] + 0.5).astype(int)
+    stamps = cut_boxes(root[f"{schema.EXPOSURES}/image"][e, c], ix, iy, half)[0]
+    if "dq" in root[schema.EXPOSURES]:
+        bad = cut_boxes(root[f"{schema.EXPOSURES}/dq"][e, c].astype(float), ix, iy, half)[0]
+        stamps[np.nan_to_num(bad, nan=1) != 0] = np.nan
+    return stamps.astype(np.float32), xy[:, 0] - ix, xy[:, 1] - iy, ok
+
+
+#: Smallest catalog rms (px) used in the projection weights (a star measured identically
+#: everywhere must not take all the weight).
+RMS_FLOOR = 1e-3
+
+
+def project_catalog(mean, rms, native, good, usable, min_stars: int = 20):
+    """Project one chip's catalog into every exposure (the paper's truth).
+
+    mean, rms : (star, 2) px, catalog positions and scatter; native : (exposure, star, 2) px, each
+    exposure's own measures of the catalog stars; good : (star,) stars to use and project;
+    usable : (exposure,) exposures with a valid transformation. Per exposure, a cubic from the
+    catalog to the exposure's measures is fitted with weights 1 / mean(rms^2) and 3-sigma culling
+    (:func:`cubes.transforms.fit_cubic`) and applied to the good stars' mean positions. Returns
+    truth (exposure, star, 2) px (NaN where not projected) and the coefficients (2, exposure, 10).
+    """
+    ne, nstar = native.shape[:2]
+    truth = np.full((ne, nstar, 2), np.nan)
+    coef = np.full((2, ne, N_TERMS), np.nan)
+    good = good & np.all(np.isfinite(mean), axis=1) & np.all(np.isfinite(rms), axis=1)
+    w = 1.0 / np.maximum(np.mean(np.where(np.isfinite(rms), rms, np.inf) ** 2, axis=1), RMS_FLOOR ** 2)
+    for e in np.flatnonzero(usable):
+        fit = good & np.all(np.isfinite(native[e]), axis=1)
+        if fit.sum() < max(min_stars, N_TERMS + 1):
+            continue
+        cx, cy, *_ = fit_cubic(mean[fit, 0], mean[fit, 1], native[e, fit, 0], native[e, fit, 1],
+                               weights=w[fit], min_stars=min_stars)
+        if not (np.all(np.isfinite(cx)) and np.all(np.isfinite(cy))):
+            continue
+        coef[0, e], coef[1, e] = cx, cy
+        tx, ty = apply(cx, cy, mean[good, 0], mean[good, 1])
+        truth[e, good, 0], truth[e, good, 1] = tx, ty
+    return truth, coef
 
 
 def _reduce_block(block):
@@ -146,17 +203,20 @@ def build_catalog(store, params: TransformParams | None = None, progress: bool =
     count = count.astype(np.int32)
     count = count.min(axis=-1)
 
-    # 3. back-projection into every exposure with the inverse polynomial
+    # 3. back-projection: per exposure, a cubic fitted from the catalog to the exposure's own
+    # measures of the catalog stars, weighted by 1 / (catalog rms)^2 with 3-sigma culling. The
+    # catalog, not the reference exposure, is the master frame, so neither the reference's noise
+    # nor crowded stars' scatter enters the truth (measured on a 160-exposure simulation: the
+    # per-exposure part of truth - exact fell from 2.6 to 1.4 mpix rms against the unweighted
+    # reference -> exposure inverse)
     t = st.open_group(path, schema.TRANSFORMS)
-    inv_x, inv_y = t["inv_x"].values, t["inv_y"].values
     ok = t["status"].values == STATUS["ok"]
     truth = np.full((ne, nc, nstar, 2), np.nan)
+    proj = np.full((2, ne, nc, N_TERMS), np.nan)
     for c in range(nc):
         good = count[c] >= min_count
-        for e in range(ne):
-            if ok[e, c]:
-                tx, ty = apply(inv_x[e, c], inv_y[e, c], mean[c, good, 0], mean[c, good, 1])
-                truth[e, c, good, 0], truth[e, c, good, 1] = tx, ty
+        native = zarr.open_array(path, path=f"{schema.CATALOG}/native", mode="r")[:, c]
+        truth[:, c], proj[:, :, c] = project_catalog(mean[c], rms[c], native, good, ok[:, c], params.min_stars)
     mags = np.full((nc, nstar), np.nan)
     for c in range(nc):
         mags[c, : len(refs[c][2])] = refs[c][2]
@@ -167,20 +227,23 @@ def build_catalog(store, params: TransformParams | None = None, progress: bool =
          "count": ((schema.CHIP, schema.STAR), count, {"description": "measures kept after clipping"}),
          "ref_mag": ((schema.CHIP, schema.STAR), mags, {"units": "mag", "description": "instrumental mag in the reference"}),
          "truth": ((schema.EXPOSURE, schema.CHIP, schema.STAR, AXIS), truth,
-                   {"units": "px", "description": "catalog projected back into each exposure's pixels"})},
+                   {"units": "px", "description": "catalog projected back into each exposure's pixels"}),
+         "proj_x": ((schema.EXPOSURE, schema.CHIP, "term"), proj[0], {"description":
+                    "cubic catalog -> exposure x coefficients (cubes.transforms.design terms)"}),
+         "proj_y": ((schema.EXPOSURE, schema.CHIP, "term"), proj[1], {"description":
+                    "cubic catalog -> exposure y coefficients"})},
     )
     st.add_variables(path, schema.CATALOG, add)
     st.set_attr(path, schema.CATALOG, complete=1, min_count=min_count)
     return st.open_group(path, schema.CATALOG)
 
 
-def tie_to_reference(xy: np.ndarray, reference: int, inverse: bool = False, min_stars: int = 20):
+def tie_to_reference(xy: np.ndarray, reference: int, min_stars: int = 20):
     """Carry every exposure's positions ``xy`` (exposure, star, 2) px into the reference
     exposure's system with a cubic fit (3-sigma culling) on the stars measured in both; NaN for
-    exposures with fewer than ``min_stars`` such stars. Returns (positions, {exposure: (inv_x,
-    inv_y)}) where the second holds the reference -> exposure fits if ``inverse`` (else empty)."""
+    exposures with fewer than ``min_stars`` such stars. Returns (positions, fitted exposures)."""
     moved = np.full(xy.shape, np.nan)
-    inv = {}
+    fitted = []
     in_ref = np.all(np.isfinite(xy[reference]), axis=1)
     for e in range(xy.shape[0]):
         fin = np.all(np.isfinite(xy[e]), axis=1)
@@ -191,9 +254,8 @@ def tie_to_reference(xy: np.ndarray, reference: int, inverse: bool = False, min_
         if not np.all(np.isfinite(cx)):
             continue
         moved[e, fin] = np.stack(apply(cx, cy, xy[e, fin, 0], xy[e, fin, 1]), axis=-1)
-        if inverse:
-            inv[e] = fit_cubic(xy[reference, ok, 0], xy[reference, ok, 1], xy[e, ok, 0], xy[e, ok, 1])[:2]
-    return moved, inv
+        fitted.append(e)
+    return moved, fitted
 
 
 def refine_catalog(store, name: str, progress: bool = True, min_count: int = 3):
@@ -203,7 +265,7 @@ def refine_catalog(store, name: str, progress: bool = True, min_count: int = 3):
     Per chip, every exposure's centres are tied to the reference exposure's centres of the same
     method by a cubic transformation (iterative 3-sigma culling), carried into its system, and
     averaged per star with the same 3-sigma clipping; the mean is projected back into every
-    exposure with the inverse (reference -> exposure) cubic fitted on the same stars. The
+    exposure with :func:`project_catalog` (catalog -> exposure, weighted by the catalog rms). The
     catalog's ``mean``, ``rms``, ``count`` and ``truth`` are replaced for the stars that have such
     centres (the raster stars; the others keep the classical values) and the rasters' ``target``
     becomes the new truth minus the raster corner. The arrays involved are (exposure, star) per
@@ -230,14 +292,15 @@ def refine_catalog(store, name: str, progress: bool = True, min_count: int = 3):
     n_refined = 0
     for c in range(ras.sizes[schema.CHIP]):
         xy = np.where(mask[:, c, :, None], cen["xy"].isel({schema.CHIP: c}).values, np.nan)
-        measures, inverse = tie_to_reference(xy, ref, inverse=True)
+        measures, _ = tie_to_reference(xy, ref)
         m, r, n = clipped_mean(measures)
         n = n.min(axis=-1)
         good = n >= min_count
         mean[c, good], rms[c, good], count[c, good] = m[good], r[good], n[good]
-        for e, (ix, iy) in inverse.items():
-            tx, ty = apply(ix, iy, m[good, 0], m[good, 1])
-            truth[e, c, good, 0], truth[e, c, good, 1] = tx, ty
+        usable = np.any(np.all(np.isfinite(xy), axis=-1), axis=1)
+        t, _ = project_catalog(m, r, xy, good, usable)
+        rows = np.any(np.isfinite(t[..., 0]), axis=1)
+        truth[rows, c] = np.where(good[None, :, None], t[rows], truth[rows, c])
         n_refined += int(good.sum())
     st.add_variables(path, schema.CATALOG, xr.Dataset(
         {"mean": (cat["mean"].dims, mean, cat["mean"].attrs),

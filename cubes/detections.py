@@ -23,7 +23,7 @@ from .detect import find_peaks
 from .epsf import EffectivePSF
 from .errors import BadArgumentError, StarcenterError, StoreMismatchError
 from .optics import PSFParams, get_epsf
-from .psffit import FLAGS, fit_stars
+from .psffit import FLAGS, fit_stars, model_image
 
 PSF_KINDS = ("library", "true", "empirical", "catalog")
 #: Slots per (exposure, chip) reserved while writing; the det dimension is shrunk to the
@@ -47,15 +47,23 @@ class DetectParams:
     psf: str = "library"
     threshold: float = 5.0
     min_separation: float = 2.0
+    #: passes of neighbour subtraction (0: none, the hst1pass situation): each star refitted on
+    #: the image minus the ePSF models of all other fitted stars
+    neighbour_passes: int = 0
 
     def __post_init__(self):
         if self.psf not in PSF_KINDS:
             raise BadArgumentError(f"unknown --psf {self.psf!r}; expected one of {PSF_KINDS}")
         if self.threshold <= 0 or self.min_separation < 0:
             raise BadArgumentError("threshold must be > 0 and min_separation >= 0")
+        if not 0 <= self.neighbour_passes <= 5:
+            raise BadArgumentError(f"neighbour passes must be 0..5, got {self.neighbour_passes}")
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        d = asdict(self)
+        if not d["neighbour_passes"]:  # stores made before the option existed stay compatible
+            del d["neighbour_passes"]
+        return json.dumps(d, sort_keys=True)
 
 
 def detect_chunk(image, dq, epsf: EffectivePSF, gain: float, read_noise: float,
@@ -65,6 +73,13 @@ def detect_chunk(image, dq, epsf: EffectivePSF, gain: float, read_noise: float,
     pk = find_peaks(image, dq, gain, read_noise, params.threshold, params.min_separation,
                     saturation_dn=saturation_dn, epsf=epsf)
     fit = fit_stars(image, pk.x, pk.y, epsf, gain, read_noise, pk.saturated, sky=pk.sky)
+    for _ in range(params.neighbour_passes):
+        usable = (fit.flags & (FLAGS["saturated"] | FLAGS["nonpositive_flux"] | FLAGS["not_converged"])) == 0
+        usable &= np.isfinite(fit.x) & np.isfinite(fit.y) & np.isfinite(fit.flux)
+        model = model_image(image.shape, fit.x[usable], fit.y[usable], fit.flux[usable], epsf)
+        f0 = np.where(usable, fit.flux, 0.0)
+        fit = fit_stars(image, pk.x, pk.y, epsf, gain, read_noise, pk.saturated, sky=pk.sky,
+                        neighbours=(model, np.nan_to_num(fit.x), np.nan_to_num(fit.y), f0), start=fit)
     order = np.lexsort((pk.x, pk.y))  # row-major: deterministic
     mag = fit.mag
     out = {"x": fit.x, "y": fit.y, "flux": fit.flux, "sky": fit.sky, "q": fit.q, "mag": mag,
@@ -145,26 +160,6 @@ def build_empirical_psfs(store, n_exposures: int = 3, progress: bool = True):
         "oversampling": schema.OVERSAMPLING, "pixel_convention": schema.PIXEL_CONVENTION}))
 
 
-def _catalog_stamps(path: str, e: int, c: int, stars: np.ndarray, half: int):
-    """Stamps (n, 2h+1, 2h+1) DN around the catalog positions of ``stars`` in exposure ``e``
-    (NaN on flagged pixels) and those positions relative to each stamp's centre pixel."""
-    import zarr
-
-    from .psffit import cut_boxes
-
-    root = zarr.open_group(path, mode="r")
-    xy = root[f"{schema.CATALOG}/truth"][e, c][stars]
-    ok = np.all(np.isfinite(xy), axis=1)
-    xy = xy[ok]
-    ix, iy = np.floor(xy[:, 0] + 0.5).astype(int), np.floor(xy[:, 1] + 0.5).astype(int)
-    image = root[f"{schema.EXPOSURES}/image"][e, c]
-    stamps = cut_boxes(image, ix, iy, half)[0]
-    if "dq" in root[schema.EXPOSURES]:
-        bad = cut_boxes(root[f"{schema.EXPOSURES}/dq"][e, c].astype(float), ix, iy, half)[0]
-        stamps[np.nan_to_num(bad, nan=1) != 0] = np.nan
-    return stamps.astype(np.float32), xy[:, 0] - ix, xy[:, 1] - iy
-
-
 def build_catalog_psfs(store, max_exposures: int = 400, iterations: int = 10, progress: bool = True):
     """Build and store ``psf/catalog(chip, ey, ex)``: per chip, the Anderson & King (2000) ePSF
     learnt at the average catalog's positions (:func:`cubes.empirical.catalog_epsf`) from the
@@ -178,6 +173,7 @@ def build_catalog_psfs(store, max_exposures: int = 400, iterations: int = 10, pr
     import dask
     import xarray as xr
 
+    from .catalog import catalog_stamps
     from .empirical import CATALOG_HALF, catalog_epsf
 
     path = st.store_path(store)
@@ -197,7 +193,7 @@ def build_catalog_psfs(store, max_exposures: int = 400, iterations: int = 10, pr
         if stars.size < 20:
             raise StarcenterError(f"{path}: only {stars.size} catalog stars selected on {chip}; "
                                   "too few to learn a catalog ePSF (need 20)")
-        parts = [dask.delayed(_catalog_stamps)(path, int(e), c, stars, CATALOG_HALF) for e in use]
+        parts = [dask.delayed(catalog_stamps)(path, int(e), c, stars, CATALOG_HALF) for e in use]
         parts = st.run_tasks(parts, f"catalog ePSF stamps {chip}", progress)
         stamps = np.concatenate([p[0] for p in parts])
         x, y = np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])

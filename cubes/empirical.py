@@ -116,7 +116,7 @@ def linear_flux_sky(stamps, model, var):
     a11, a12, a22 = (w * model * model).sum((1, 2)), (w * model).sum((1, 2)), w.sum((1, 2))
     b1, b2 = (w * model * d).sum((1, 2)), (w * d).sum((1, 2))
     det = a11 * a22 - a12 * a12
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         flux = (a22 * b1 - a12 * b2) / det
         sky = (a11 * b2 - a12 * b1) / det
     return flux, sky
@@ -157,10 +157,12 @@ def catalog_epsf(stamps, x, y, start: EffectivePSF, gain: float, read_noise: flo
         model = psf.evaluate(dx, dy)
         var0 = np.full(stamps.shape, (read_noise / gain) ** 2)
         flux, sky = linear_flux_sky(np.where(keep, stamps, np.nan), model, var0)
-        pred = np.nan_to_num(flux)[:, None, None] * model + np.nan_to_num(sky)[:, None, None]
+        # images whose solve is singular (no usable pixels) are excluded below, not NaN-filled
+        first = np.isfinite(flux) & np.isfinite(sky) & (np.nan_to_num(flux) > 0)
+        pred = np.where(first, flux, 0.0)[:, None, None] * model + np.where(first, sky, 0.0)[:, None, None]
         var = (np.clip(pred, 0, None) * gain + read_noise ** 2) / gain ** 2
         flux, sky = linear_flux_sky(np.where(keep, stamps, np.nan), model, var)
-        fitted = np.isfinite(flux) & np.isfinite(sky) & (np.nan_to_num(flux) > 0)
+        fitted = first & np.isfinite(flux) & np.isfinite(sky) & (np.nan_to_num(flux) > 0)
         flux, sky = np.where(fitted, flux, 1.0), np.where(fitted, sky, 0.0)
         pred = flux[:, None, None] * model + sky[:, None, None]
         good = fitted[:, None, None] & np.isfinite(stamps)

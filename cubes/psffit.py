@@ -62,16 +62,35 @@ def cut_boxes(image: np.ndarray, ix: np.ndarray, iy: np.ndarray, half: int = HAL
     return data, px.astype(float), py.astype(float), inside
 
 
+def model_image(shape, x, y, flux, epsf: EffectivePSF, half: int = 8) -> np.ndarray:
+    """Image (DN) of the ePSF models of stars (x, y, flux), each drawn over (2 half + 1)^2 px."""
+    x, y, flux = (np.asarray(a, float) for a in (x, y, flux))
+    k = np.arange(-half, half + 1)
+    ix, iy = np.floor(x + 0.5).astype(int), np.floor(y + 0.5).astype(int)
+    px, py = np.broadcast_arrays(ix[:, None, None] + k[None, None, :], iy[:, None, None] + k[None, :, None])
+    vals = flux[:, None, None] * epsf.evaluate(px - x[:, None, None], py - y[:, None, None])
+    inside = (px >= 0) & (px < shape[1]) & (py >= 0) & (py < shape[0])
+    out = np.zeros(shape)
+    np.add.at(out, (py[inside], px[inside]), vals[inside])
+    return out
+
+
 def fit_stars(image: np.ndarray, ix, iy, epsf: EffectivePSF, gain: float = 7.0,
               read_noise: float = 5.0, saturated=None, sky=None, fit_sky: bool = True,
               error: np.ndarray | None = None, half: int = HALF, max_iter: int = 20,
-              tol: float = 1e-5) -> FitResult:
+              tol: float = 1e-5, neighbours: tuple | None = None,
+              start: FitResult | None = None) -> FitResult:
     """Fit all stars with peak pixels (ix, iy) at once.
 
     image : calibrated DN. gain (e-/DN), read_noise (e-) set the weights.
     sky : initial (or, with fit_sky=False, fixed) sky per star in DN; default the box minimum.
     error : optional fixed 1-sigma error image (DN); then weights are 1/error^2 instead of the
         model variance (the objective photutils' PSFPhotometry minimises with ``error``).
+    neighbours : optional (model, x, y, flux) from a previous fit: ``model`` is the image of
+        every star's ePSF model (:func:`model_image`) and (x, y, flux) this star's own earlier
+        fit; each star is then fitted on the image minus its neighbours' models (the model
+        image minus its own), as DAOPHOT's ALLSTAR does, so a neighbour's light does not pull it.
+    start : a previous fit of the same stars to start from (x, y, flux, sky where finite).
     Returns positions in chip pixels; saturated stars keep their peak pixel and q = 0.
     """
     ix = np.asarray(ix, int)
@@ -79,6 +98,11 @@ def fit_stars(image: np.ndarray, ix, iy, epsf: EffectivePSF, gain: float = 7.0,
     n = ix.size
     sat = np.zeros(n, bool) if saturated is None else np.asarray(saturated, bool)
     data, px, py, inside = cut_boxes(np.asarray(image, float), ix, iy, half)
+    if neighbours is not None:
+        model, x0, y0, f0 = neighbours
+        own = np.nan_to_num(np.asarray(f0, float))[:, None, None] * epsf.evaluate(
+            px - np.asarray(x0, float)[:, None, None], py - np.asarray(y0, float)[:, None, None])
+        data = data - (cut_boxes(model, ix, iy, half)[0] - own)
     flags = np.zeros(n, np.int32)
     flags[sat] |= FLAGS["saturated"]
     flags[~inside.all(axis=(1, 2))] |= FLAGS["edge"]
@@ -97,6 +121,10 @@ def fit_stars(image: np.ndarray, ix, iy, epsf: EffectivePSF, gain: float = 7.0,
     y = iy.astype(float)
     f = np.clip((d * w_mask).sum(axis=(1, 2)) - s * w_mask.sum(axis=(1, 2)), 1.0, None)
     f /= np.clip(epsf.evaluate(px - x[:, None, None], py - y[:, None, None]).sum(axis=(1, 2)), 0.1, None)
+    if start is not None:
+        warm = np.isfinite(start.x) & np.isfinite(start.y) & np.isfinite(start.flux) & (start.flux > 0)
+        warm &= (np.abs(start.x - ix) <= 1) & (np.abs(start.y - iy) <= 1)
+        x[warm], y[warm], f[warm], s[warm] = start.x[warm], start.y[warm], start.flux[warm], start.sky[warm]
     active = ~sat & (w_mask.sum(axis=(1, 2)) >= 6)
     npar = 4 if fit_sky else 3
     lam = np.full(n, 1e-3)

@@ -68,27 +68,34 @@ def apply(coef_x, coef_y, x, y):
     return A @ coef_x, A @ coef_y
 
 
-def fit_cubic(x, y, X, Y, clip_sigma: float = 3.0, max_iter: int = 10, min_stars: int = 20):
+def fit_cubic(x, y, X, Y, clip_sigma: float = 3.0, max_iter: int = 10, min_stars: int = 20,
+              weights=None):
     """Fit X = P(x, y), Y = Q(x, y) (cubic) with iterative 3-sigma culling of stars.
 
+    weights : optional per-star weights (1 / variance, px^-2 up to a common factor); the culling
+        then works on weighted residuals.
     Returns (coef_x, coef_y, used mask, standard error x, standard error y) in px; the standard
-    error is sqrt(sum r^2 / (n - 10)) per coordinate.
+    error is sqrt(sum r^2 / (n - 10)) per coordinate (weighted: sum w r^2 / mean w over the
+    used stars, so it stays in px).
     """
     used = np.ones(x.size, bool)
+    w = np.ones(x.size) if weights is None else np.asarray(weights, float)
+    sw = np.sqrt(w)
     cx = cy = np.full(N_TERMS, np.nan)
     sx = sy = np.nan
     for _ in range(max_iter):
         if used.sum() < max(min_stars, N_TERMS + 1):
             return np.full(N_TERMS, np.nan), np.full(N_TERMS, np.nan), used, np.nan, np.nan
-        A = design(x[used], y[used])
-        cx = np.linalg.lstsq(A, X[used], rcond=None)[0]
-        cy = np.linalg.lstsq(A, Y[used], rcond=None)[0]
+        A = design(x[used], y[used]) * sw[used, None]
+        cx = np.linalg.lstsq(A, X[used] * sw[used], rcond=None)[0]
+        cy = np.linalg.lstsq(A, Y[used] * sw[used], rcond=None)[0]
         Afull = design(x, y)
-        rx, ry = X - Afull @ cx, Y - Afull @ cy
+        rx, ry = (X - Afull @ cx) * sw, (Y - Afull @ cy) * sw
         dof = used.sum() - N_TERMS
-        sx = np.sqrt(np.sum(rx[used] ** 2) / dof)
-        sy = np.sqrt(np.sum(ry[used] ** 2) / dof)
-        new = (np.abs(rx) <= clip_sigma * sx) & (np.abs(ry) <= clip_sigma * sy)
+        wm = np.mean(w[used])
+        sx = np.sqrt(np.sum(rx[used] ** 2) / dof / wm)
+        sy = np.sqrt(np.sum(ry[used] ** 2) / dof / wm)
+        new = (np.abs(rx) <= clip_sigma * sx * np.sqrt(wm)) & (np.abs(ry) <= clip_sigma * sy * np.sqrt(wm))
         if np.array_equal(new, used):
             break
         used = new
