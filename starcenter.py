@@ -80,9 +80,11 @@ def _cmd_catalog(args) -> int:
         print(f"{args.store}: catalog and raster targets rebuilt from centers/{args.from_centers} "
               f"({int((cat['count'] >= 3).sum())} stars); retrain on them for the next iteration")
         return 0
+    from cubes.rasters import RasterParams
+
+    rp = RasterParams(size=args.raster_size, max_stack_residual=args.max_stack_residual)
     with _cluster(args):
-        ras = run_catalog(args.store, reference=args.reference, raster_size=args.raster_size,
-                          progress=not args.quiet)
+        ras = run_catalog(args.store, reference=args.reference, raster_params=rp, progress=not args.quiet)
     n = int(ras["mask"].sum())
     print(f"{args.store}: transforms, catalog and {n} rasters of "
           f"{args.raster_size}x{args.raster_size} px ({int(ras['selected'].sum())} stars)")
@@ -265,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", type=int, default=0, help="reference exposure index (default 0)")
     p.add_argument("--raster-size", type=int, default=6, help="raster side in pixels (default 6)")
     p.add_argument("--from-centers", metavar="NAME", help="build the catalog from centers/NAME")
+    p.add_argument("--max-stack-residual", type=float, default=0.002,
+                   help="crowding cut: largest departure of a star's stacked fit residual from the "
+                        "chip's common pattern, flux fraction per px (default 0.002; 0: off); made "
+                        "only for detections with the catalog (or true) ePSF")
     _add_cluster_args(p)
     p.set_defaults(func=_cmd_catalog)
 

@@ -20,7 +20,9 @@ Groups (one Zarr group per pipeline product)
                uint16 data-quality bits (constants.DQ_FLAGS); per-exposure coordinates.
                Chunks: one (exposure, chip) image per chunk, 800 x 800 float32 = 2.4 MiB:
                the unit every later stage (detection, rasters) reads, and the unit of resume.
-``psf``        the true and library ePSFs per chip on a 4x supersampled grid (small, one chunk).
+``psf``        the true and library ePSFs per chip on a 4x supersampled grid (small, one chunk);
+               ``empirical`` and ``catalog`` (the Anderson & King ePSF learnt at the average
+               catalog's positions, cubes.detections.build_catalog_psfs) once built.
 ``truth``      simulations only: star ids, magnitudes, fluxes per (chip, star) and the true
                positions x, y(exposure, chip, star) in each exposure's chip pixels. Chunks: one
                (exposure, chip) per chunk so they are written with their image.
@@ -31,9 +33,11 @@ Groups (one Zarr group per pipeline product)
                one chunk; cubes.transforms).
 ``catalog``    measures(exposure, chip, star, axis) in the reference system (one (exposure, chip)
                per chunk, rechunked by star for the clipped mean), mean/rms/count(chip, star, axis)
-               and truth(exposure, chip, star, axis) projected back (cubes.catalog).
+               and truth(exposure, chip, star, axis) projected back with the catalog -> exposure
+               cubics proj_x/proj_y(exposure, chip, term) (cubes.catalog).
 ``rasters``    raster(exposure, chip, star, ry, rx) float32 normalized to sum 1, target, prelim,
-               corner (exposure, chip, star, axis), mag, mask, offset_phase; chunks of 64 exposures
+               corner (exposure, chip, star, axis), mag, mask, offset_phase, selected and
+               stack_residual (chip, star); chunks of 64 exposures
                of one chip with every star, the unit the tf.data bridge streams (cubes.rasters).
 ``centers/NAME`` xy(exposure, chip, star, axis): centres of method NAME in chip pixels, aligned
                with the rasters' stars (model.predict).
