@@ -132,3 +132,18 @@ def test_second_iteration_with_the_catalog_epsf_brings_the_truth_to_a_few_mpix(t
     for a in range(2):
         assert after["rms_mpix"][a] < 4.0, (before, after)
         assert after["rms_mpix"][a] < 0.3 * before["rms_mpix"][a], (before, after)
+
+
+def test_catalog_epsf_without_a_catalog_is_a_clear_error_and_harms_nothing(tiny_store, tmp_path):
+    from cubes.detections import detect
+    from cubes.errors import StoreMismatchError
+
+    from .conftest import derive_store
+
+    path = derive_store(tiny_store, tmp_path, "library", catalog=False)
+    before = xr.open_zarr(path, group="detections")["x"].values
+    with pytest.raises(StoreMismatchError, match="run `starcenter catalog` first"):
+        detect(path, DetectParams("catalog"), progress=False, overwrite=True)
+    after = xr.open_zarr(path, group="detections")
+    assert after.attrs["params"] == DetectParams("library").to_json()
+    np.testing.assert_array_equal(after["x"].values, before)
