@@ -178,5 +178,7 @@ def fit_stars(image: np.ndarray, ix, iy, epsf: EffectivePSF, gain: float = 7.0,
     flags[(f <= 0) & ~sat] |= FLAGS["nonpositive_flux"]
     # saturated stars: centre = peak pixel, q = 0, as hst1pass
     x[sat], y[sat], q[sat] = ix[sat], iy[sat], 0.0
-    q = np.where(f > 0, q, np.inf)
+    # no fit (or a flux ~0, e.g. a spurious peak on a subtracted neighbour): q = inf, never a
+    # float32 overflow
+    q = np.where((f > 0) & (q < 1e30), q, np.inf)
     return FitResult(x, y, f, s, q, flags, it)
