@@ -70,14 +70,11 @@ def truth_vs_magnitude(store, method: str) -> dict:
     return out
 
 
-def transforms_from_centers(store, name: str, reference: int | None = None):
-    """Standard errors (px) of every (exposure, chip) -> reference cubic transformation using
-    the centres of centers/NAME (stars already identified across exposures by the catalog).
-    Returns (std_err (exposure, chip, 2), offset (exposure, chip, 2), n_stars)."""
-    cen = open_group(store, schema.centers_group(name))
-    if reference is None:
-        reference = json.loads(open_group(store, schema.TRANSFORMS).attrs["params"])["reference"]
-    xy = cen["xy"].values  # (exposure, chip, star, 2): small (stars of the central region)
+def transforms_from_positions(xy: np.ndarray, reference: int):
+    """Standard errors (px) of every (exposure, chip) -> reference cubic transformation fitted
+    on positions ``xy`` (exposure, chip, star, 2) px of stars already identified across
+    exposures (NaN where unmeasured). Returns (std_err (exposure, chip, 2), offset at the chip
+    centre (exposure, chip, 2), stars used (exposure, chip))."""
     ne, nc = xy.shape[:2]
     se = np.full((ne, nc, 2), np.nan)
     off = np.full((ne, nc, 2), np.nan)
@@ -94,6 +91,14 @@ def transforms_from_centers(store, name: str, reference: int | None = None):
             off[e, c] = cx[0] - c0, cy[0] - c0  # constant terms: the offset at the chip centre
             n[e, c] = used.sum()
     return se, off, n
+
+
+def transforms_from_centers(store, name: str, reference: int | None = None):
+    """:func:`transforms_from_positions` on the raster stars' centres of method ``name``
+    (centers/NAME, or 'classical' for the classical centres the rasters were cut around)."""
+    if reference is None:
+        reference = json.loads(open_group(store, schema.TRANSFORMS).attrs["params"])["reference"]
+    return transforms_from_positions(method_positions(store, name), reference)
 
 
 def phase_curve(phase: np.ndarray, std_err: np.ndarray, nbins: int = 5):
@@ -149,9 +154,11 @@ def catalog_vs_exact(store) -> dict:
 
 
 def phase_data(store, method: str = "classical", full: bool = False) -> dict:
-    """{chip: {"x": (offset phase, std_err mpix), "y": ...}} for the classical transforms or for
-    centers/``method``; the reference exposure itself is left out. ``full``: the whole offset
-    (px, the paper's Fig. 2 abscissa) instead of its phase."""
+    """{chip: {"x": (offset phase, std_err mpix), "y": ...}} for the classical transforms (all
+    the stars they used), for ``classical-kept`` (classical centres of the kept raster stars
+    only: the like-for-like comparison with a network) or for centers/``method``; the reference
+    exposure itself is left out. ``full``: the whole offset (px, the paper's Fig. 2 abscissa)
+    instead of its phase."""
     abscissa = _identity if full else _phase
     tr = open_group(store, schema.TRANSFORMS)
     chips = [str(c) for c in tr[schema.CHIP].values]
@@ -163,7 +170,7 @@ def phase_data(store, method: str = "classical", full: bool = False) -> dict:
             out[chip] = {ax: (abscissa(tr[f"offset_{ax}"].values[ok, k]),
                               tr[f"std_err_{ax}"].values[ok, k] * 1e3) for ax in ("x", "y")}
         return out
-    se, off, _ = transforms_from_centers(store, method, ref)
+    se, off, _ = transforms_from_centers(store, "classical" if method == "classical-kept" else method, ref)
     for k, chip in enumerate(chips):
         ok = np.all(np.isfinite(se[:, k]), axis=1) & (np.arange(se.shape[0]) != ref)
         if ok.any():
