@@ -71,9 +71,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
 
+    from _rss import PeakRSS
     from distributed import Client, LocalCluster
 
-    from _rss import PeakRSS
     from cubes import store as st
     from cubes.detections import DetectParams, detect
     from cubes.pipeline import run_catalog

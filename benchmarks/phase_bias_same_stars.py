@@ -35,7 +35,11 @@ def main(argv=None) -> dict:
 
     import xarray as xr
 
-    from evaluation.metrics import method_positions, phase_curve, transforms_from_positions
+    from evaluation.metrics import (
+        method_positions,
+        phase_curve,
+        transforms_from_positions,
+    )
     from evaluation.plots import plot_phase_curves
 
     stores = {"library": a.library, "other": a.other}
@@ -54,7 +58,7 @@ def main(argv=None) -> dict:
             s = ras[k]["sim_index"].isel(chip=lib_c).values
             cols = np.array([np.flatnonzero(s == i)[0] for i in sorted(wanted) if (s == i).any()])
             xy = method_positions(path, "classical")[:, lib_c][:, cols]
-            se, off, n = transforms_from_positions(xy[:, None], ref)
+            se, off, _ = transforms_from_positions(xy[:, None], ref)
             ok = np.all(np.isfinite(se[:, 0]), axis=1) & (np.arange(se.shape[0]) != ref)
             name = f"{kinds[k]} ePSF"
             curves[name][chip] = {ax: (np.mod(off[ok, 0, i], 1.0), se[ok, 0, i] * 1e3) for i, ax in enumerate("xy")}
@@ -62,7 +66,7 @@ def main(argv=None) -> dict:
                 _, med, _ = phase_curve(*curves[name][chip][ax], 5)
                 flat = float(np.nanmax(med) / np.nanmin(med))
                 res.setdefault(chip, {}).setdefault(name, {})[ax] = {
-                    "curve_mpix": np.round(med, 2).tolist(), "flatness": round(flat, 2), "stars": int(len(cols))}
+                    "curve_mpix": np.round(med, 2).tolist(), "flatness": round(flat, 2), "stars": len(cols)}
                 print(f"{chip} {ax} {name:14s} ({len(cols)} stars): {np.round(med, 1)} mpix, flatness {flat:.2f}")
     png = a.png or str(a.other) + ".phase-same-stars.png"
     plot_phase_curves(curves, png, "SIMULATION: classical centres of the same clean stars, library vs "

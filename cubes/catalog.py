@@ -19,7 +19,15 @@ from scipy.spatial import cKDTree
 from . import schema
 from . import store as st
 from .errors import StoreMismatchError
-from .transforms import N_TERMS, STATUS, TransformParams, apply, fit_cubic, read_detections, select
+from .transforms import (
+    N_TERMS,
+    STATUS,
+    TransformParams,
+    apply,
+    fit_cubic,
+    read_detections,
+    select,
+)
 
 AXIS = "axis"
 #: Stars per chunk of the star-wise reduction.

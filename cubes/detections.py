@@ -87,8 +87,9 @@ def detect_chunk(image, dq, epsf: EffectivePSF, gain: float, read_noise: float,
     return {k: np.asarray(v)[order] for k, v in out.items()}
 
 
-def _chip_epsfs(store, params: DetectParams):
-    """(chips, {chip: callable(exposure) -> EffectivePSF}) for the chosen kind. The true ePSF
+def chip_epsfs(store, params: DetectParams):
+    """(chips, {chip: callable(exposure) -> EffectivePSF}) for the chosen kind (the ePSF a
+    detections group was fitted with, for every later stage that models its stars). The true ePSF
     follows each exposure's focus (linear between the stored focus nodes, chip-centre field
     node); a store without a psf group (real data) gets the physical model's library ePSF."""
     ex = st.open_group(store, schema.EXPOSURES)
@@ -139,7 +140,7 @@ def build_empirical_psfs(store, n_exposures: int = 3, progress: bool = True):
     from .empirical import build_empirical_epsf
 
     ex = st.open_group(store, schema.EXPOSURES)
-    chips, lib = _chip_epsfs(store, DetectParams("library"))
+    chips, lib = chip_epsfs(store, DetectParams("library"))
     sat = _saturation_dn(ex)
     data = {}
     for k, chip in enumerate(chips):
@@ -183,7 +184,7 @@ def build_catalog_psfs(store, max_exposures: int = 400, iterations: int = 10, pr
                                            "average catalog's positions; run `starcenter catalog` first")
     ex = st.open_group(path, schema.EXPOSURES)
     cat = st.open_group(path, schema.CATALOG)
-    chips, lib = _chip_epsfs(path, DetectParams("library"))
+    chips, lib = chip_epsfs(path, DetectParams("library"))
     selected = st.open_group(path, schema.RASTERS)["selected"].values
     ne = cat.sizes[schema.EXPOSURE]
     use = np.unique(np.linspace(0, ne - 1, min(ne, max_exposures)).round().astype(int))
@@ -291,7 +292,7 @@ def detect(store, params: DetectParams | None = None, progress: bool = True, ove
             _template(path, ex, capacity, params)
     else:
         _template(path, ex, capacity, params)
-    chips, epsfs = _chip_epsfs(path, params)
+    chips, epsfs = chip_epsfs(path, params)
     done = st.done_mask(path, schema.DETECTIONS)
     ex_done = st.done_mask(path, schema.EXPOSURES) if "done" in ex else np.ones(done.shape, bool)
     sat_dn = _saturation_dn(ex)

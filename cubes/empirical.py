@@ -140,7 +140,7 @@ def catalog_epsf(stamps, x, y, start: EffectivePSF, gain: float, read_noise: flo
     sub-pixel lattice sums to 1.
     """
     stamps = np.asarray(stamps, float)
-    n, k, _ = stamps.shape
+    k = stamps.shape[1]
     h = k // 2
     os_ = start.oversampling
     ny, nx = start.shape

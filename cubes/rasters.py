@@ -20,6 +20,7 @@ from scipy.spatial import cKDTree
 
 from . import schema
 from . import store as st
+from .detections import DetectParams, chip_epsfs
 from .errors import BadArgumentError, StoreMismatchError
 from .transforms import offset_phase, read_detections
 
@@ -130,7 +131,7 @@ def _stack_block(path, c, exposures, stars, epsf_for, gain, rn):
     from .catalog import catalog_stamps
     from .empirical import linear_flux_sky
 
-    nb = int(round(2 * STACK_HALF / STACK_BIN)) + 1
+    nb = round(2 * STACK_HALF / STACK_BIN) + 1
     num, den = np.zeros(len(stars) * nb * nb), np.zeros(len(stars) * nb * nb)
     g = np.arange(-STACK_HALF, STACK_HALF + 1, dtype=float)
     for e in exposures:
@@ -166,7 +167,7 @@ def stacked_residual(path: str, c: int, stars: np.ndarray, epsf_for, gain: float
     """
     import dask
 
-    nb = int(round(2 * STACK_HALF / STACK_BIN)) + 1
+    nb = round(2 * STACK_HALF / STACK_BIN) + 1
     if len(stars) == 0:
         return np.zeros(0)
     blocks = [exposures[i:i + STACK_BLOCK] for i in range(0, len(exposures), STACK_BLOCK)]
@@ -252,14 +253,12 @@ def make_rasters(store, params: RasterParams | None = None, progress: bool = Tru
     n_ok = (tr["status"].values == 0).sum(axis=0)
     selected = np.zeros((nc, nstar), bool)
     stack = np.full((nc, nstar), np.nan)
-    with_truth = np.flatnonzero(np.any(np.isfinite(cat["truth"].values[..., 0]), axis=2).any(axis=1))
-    from .detections import DetectParams, _chip_epsfs
-
+    with_truth = np.flatnonzero(np.isfinite(cat["truth"].values[..., 0]).any(axis=(1, 2)))
     dparams = DetectParams(**json.loads(st.open_group(path, schema.DETECTIONS).attrs["params"]))
     stack_on = (params.max_stack_residual > 0 and with_truth.size >= STACK_MIN_EXPOSURES
                 and dparams.psf in STACK_PSFS)
     if stack_on:
-        _, epsfs = _chip_epsfs(path, dparams)
+        _, epsfs = chip_epsfs(path, dparams)
         ex = st.open_group(path, schema.EXPOSURES)
         use = with_truth[np.unique(np.linspace(0, with_truth.size - 1,
                                                min(with_truth.size, STACK_EXPOSURES)).round().astype(int))]
