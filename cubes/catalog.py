@@ -249,9 +249,8 @@ def build_catalog(store, params: TransformParams | None = None, progress: bool =
 def tie_to_reference(xy: np.ndarray, reference: int, min_stars: int = 20):
     """Carry every exposure's positions ``xy`` (exposure, star, 2) px into the reference
     exposure's system with a cubic fit (3-sigma culling) on the stars measured in both; NaN for
-    exposures with fewer than ``min_stars`` such stars. Returns (positions, fitted exposures)."""
+    exposures with fewer than ``min_stars`` such stars."""
     moved = np.full(xy.shape, np.nan)
-    fitted = []
     in_ref = np.all(np.isfinite(xy[reference]), axis=1)
     for e in range(xy.shape[0]):
         fin = np.all(np.isfinite(xy[e]), axis=1)
@@ -262,8 +261,7 @@ def tie_to_reference(xy: np.ndarray, reference: int, min_stars: int = 20):
         if not np.all(np.isfinite(cx)):
             continue
         moved[e, fin] = np.stack(apply(cx, cy, xy[e, fin, 0], xy[e, fin, 1]), axis=-1)
-        fitted.append(e)
-    return moved, fitted
+    return moved
 
 
 def refine_catalog(store, name: str, progress: bool = True, min_count: int = 3):
@@ -300,7 +298,7 @@ def refine_catalog(store, name: str, progress: bool = True, min_count: int = 3):
     n_refined = 0
     for c in range(ras.sizes[schema.CHIP]):
         xy = np.where(mask[:, c, :, None], cen["xy"].isel({schema.CHIP: c}).values, np.nan)
-        measures, _ = tie_to_reference(xy, ref)
+        measures = tie_to_reference(xy, ref)
         m, r, n = clipped_mean(measures)
         n = n.min(axis=-1)
         good = n >= min_count

@@ -108,6 +108,14 @@ def _deposit(ux, uy, values, weights, shape):
     return num.reshape(shape), den.reshape(shape)
 
 
+def stamp_offsets(x, y, half: int):
+    """Offsets (dx, dy) px, each (n, 2h+1, 2h+1), of every stamp pixel from its star, for stars
+    at (x, y) relative to their stamps' centre pixels."""
+    g = np.arange(-half, half + 1, dtype=float)
+    return np.broadcast_arrays(g[None, None, :] - np.asarray(x, float)[:, None, None],
+                               g[None, :, None] - np.asarray(y, float)[:, None, None])
+
+
 def linear_flux_sky(stamps, model, var):
     """Weighted least-squares flux and sky per star for a fixed unit-flux ``model`` (n, k, k):
     minimises sum (stamp - flux * model - sky)^2 / var. Returns (flux, sky) in DN."""
@@ -144,10 +152,7 @@ def catalog_epsf(stamps, x, y, start: EffectivePSF, gain: float, read_noise: flo
     h = k // 2
     os_ = start.oversampling
     ny, nx = start.shape
-    g = np.arange(-h, h + 1, dtype=float)
-    dx = g[None, None, :] - np.asarray(x, float)[:, None, None]
-    dy = g[None, :, None] - np.asarray(y, float)[:, None, None]
-    dx, dy = np.broadcast_arrays(dx, dy)
+    dx, dy = stamp_offsets(x, y, h)
     ux, uy = dx * os_ + (nx - 1) / 2, dy * os_ + (ny - 1) / 2
     grid = (np.arange(ny)[:, None] - (ny - 1) / 2) ** 2 + (np.arange(nx)[None, :] - (nx - 1) / 2) ** 2
     inner = grid <= (CATALOG_RADIUS * os_) ** 2

@@ -129,16 +129,15 @@ def _stack_block(path, c, exposures, stars, epsf_for, gain, rn):
     """Sums and counts of the normalized residuals (pixel - sky) / flux - ePSF of ``stars`` over
     ``exposures``, binned in each star's frame: two arrays (n_star * nb * nb,)."""
     from .catalog import catalog_stamps
-    from .empirical import linear_flux_sky
+    from .empirical import linear_flux_sky, stamp_offsets
 
     nb = round(2 * STACK_HALF / STACK_BIN) + 1
     num, den = np.zeros(len(stars) * nb * nb), np.zeros(len(stars) * nb * nb)
-    g = np.arange(-STACK_HALF, STACK_HALF + 1, dtype=float)
     for e in exposures:
         stamps, x, y, idx = catalog_stamps(path, int(e), c, stars, STACK_HALF)
         if idx.size == 0:
             continue
-        dx, dy = np.broadcast_arrays(g[None, None, :] - x[:, None, None], g[None, :, None] - y[:, None, None])
+        dx, dy = stamp_offsets(x, y, STACK_HALF)
         model = epsf_for(int(e)).evaluate(dx, dy)
         d = stamps.astype(float)
         flux, sky = linear_flux_sky(d, model, np.full(d.shape, (rn / gain) ** 2))

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 
+from cubes import constants as C
 from cubes import schema
 from cubes.catalog import tie_to_reference
 from cubes.store import open_group
@@ -48,7 +49,7 @@ def per_star_rms(store, method: str, reference: int | None = None, min_repeats: 
 
 def per_star_rms_from(xy: np.ndarray, mag: np.ndarray, reference: int, min_repeats: int = 5) -> dict:
     """:func:`per_star_rms` for one chip: ``xy`` (exposure, star, 2) px, NaN where unmeasured."""
-    moved, _ = tie_to_reference(xy, reference)
+    moved = tie_to_reference(xy, reference)
     keep = np.isfinite(moved[..., 0]).sum(axis=0) >= min_repeats
     rms = np.nanstd(moved[:, keep], axis=0, ddof=1) * 1e3  # >= min_repeats finite values each
     mags = np.where(np.isfinite(moved[..., 0]), mag, np.nan)[:, keep]
@@ -79,7 +80,7 @@ def transforms_from_positions(xy: np.ndarray, reference: int):
     se = np.full((ne, nc, 2), np.nan)
     off = np.full((ne, nc, 2), np.nan)
     n = np.zeros((ne, nc), int)
-    c0 = (800 - 1) / 2
+    c0 = (C.CHIP_SIZE - 1) / 2
     for c in range(nc):
         ref = xy[reference, c]
         for e in range(ne):
@@ -128,8 +129,9 @@ def classical_curves(store, nbins: int = 5) -> dict:
         for ax in ("x", "y"):
             se = tr[f"std_err_{ax}"].values[ok, k] * 1e3
             ph = offset_phase(tr[f"offset_{ax}"].values[ok, k])
-            _, med, cnt = phase_curve(ph, se, nbins)
-            res[ax] = {"curve_mpix": np.round(med, 2).tolist(), "flatness": round(flatness(ph, se, nbins), 3),
+            _, med, _ = phase_curve(ph, se, nbins)
+            res[ax] = {"curve_mpix": np.round(med, 2).tolist(),
+                       "flatness": round(float(np.nanmax(med) / np.nanmin(med)), 3),
                        "single_measurement_mpix": round(float(np.nanmedian(se)) / np.sqrt(2), 2)}
         out[chip] = res
     return out
