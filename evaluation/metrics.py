@@ -4,14 +4,21 @@ the offset phase (flat = no pixel-phase bias), and, for simulations, errors agai
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 
 from cubes import constants as C
 from cubes import schema
 from cubes.catalog import tie_to_reference
-from cubes.store import open_group
+from cubes.store import open_group, open_root
 from cubes.transforms import fit_cubic, offset_phase
+
+
+#: Classical centres on exactly the stars a network trained on this store is scored on (its
+#: test stars): the like-for-like comparison beside that network.
+CLASSICAL_TEST = "classical-test-stars"
+CLASSICAL = ("classical", "classical-kept", CLASSICAL_TEST)
 
 
 def _identity(offset):
@@ -22,14 +29,94 @@ def _phase(offset):
     return offset_phase(offset)
 
 
-def method_positions(store, method: str) -> np.ndarray:
-    """(exposure, chip, star, 2) chip-pixel centres of the raster stars for ``method``
-    ('classical' = the preliminary ePSF centres the rasters were cut around), NaN where no
-    raster (masked)."""
+@dataclass(frozen=True)
+class Scope:
+    """The raster stars (star,) a method is scored on for one chip, the stars it has seen in
+    training (its training and validation stars; None for a method not trained on this store),
+    and a label for the report."""
+
+    scored: np.ndarray
+    seen: np.ndarray | None
+    label: str
+
+
+def _test_stars(keys: np.ndarray, record: dict) -> np.ndarray:
+    from model.bridge import split_fraction
+
+    lo, hi = record.get("fractions", {}).get("test", (0.8, 1.0))
+    f = split_fraction(keys, int(record["seed"]))
+    return (f >= lo) & (f < hi)
+
+
+def network_scope(keys: np.ndarray, record: dict | None) -> Scope:
+    """:class:`Scope` of a network's centres on one chip from the split record ``predict``
+    stamps on centers/NAME (``split_<chip>``)."""
+    every = np.ones(keys.shape, bool)
+    if record is None:
+        return Scope(every, None, "all stars; the model's training data are unknown (centres "
+                     "written before split tracking): may include its training stars")
+    if not record["trained_here"]:
+        return Scope(every, None, "all stars: the model was trained on other data (out of sample)")
+    if not record["same_stars"]:
+        return Scope(~every, every, "none: the model was trained on this data but its stars "
+                     "changed since (catalog rebuilt), so its split cannot be reproduced")
+    test = _test_stars(keys, record)
+    lo, hi = record.get("fractions", {}).get("test", (0.8, 1.0))
+    return Scope(test, ~test, f"test stars only ({round(100 * (hi - lo))} % of the stars, split "
+                 f"seed {record['seed']}): out of sample")
+
+
+def scopes(store, method: str) -> dict[str, Scope]:
+    """Per chip, the stars ``method`` is scored on: every raster star for the classical
+    centres and for networks trained on other data; only the test stars of its split for a
+    network trained on this store; for :data:`CLASSICAL_TEST`, the stars every such network is
+    scored on."""
     ras = open_group(store, schema.RASTERS)
-    xy = ras["prelim"].values if method == "classical" else \
+    keys = ras["star_key"].values
+    chips = [str(c) for c in ras[schema.CHIP].values]
+    if method in ("classical", "classical-kept"):
+        return {ch: Scope(np.ones(keys[c].shape, bool), None, "all raster stars (not trained)")
+                for c, ch in enumerate(chips)}
+    if method == CLASSICAL_TEST:
+        out = {}
+        for c, ch in enumerate(chips):
+            nets = [scopes(store, m)[ch] for m in network_methods(store)]
+            mine = [s.scored for s in nets if s.seen is not None]
+            scored = np.logical_and.reduce(mine) if mine else np.zeros(keys[c].shape, bool)
+            out[ch] = Scope(scored, None, "classical centres on the test stars of the networks "
+                            "trained on this store (like for like)")
+        return out
+    attrs = open_group(store, schema.centers_group(method)).attrs
+    return {ch: network_scope(keys[c], attrs.get(f"split_{ch}")) for c, ch in enumerate(chips)}
+
+
+def network_methods(store) -> list[str]:
+    """Names of the centers/NAME groups."""
+    root = open_root(store)
+    return sorted(root[schema.CENTERS].group_keys()) if schema.CENTERS in root else []
+
+
+def trained_here(store) -> bool:
+    """Whether any network of the store was trained on its own stars (on any chip)."""
+    return any(s.seen is not None for m in network_methods(store) for s in scopes(store, m).values())
+
+
+def method_positions(store, method: str, stars: str = "scored") -> np.ndarray:
+    """(exposure, chip, star, 2) chip-pixel centres of the raster stars for ``method``
+    ('classical', 'classical-kept' and :data:`CLASSICAL_TEST` = the preliminary ePSF centres
+    the rasters were cut around), NaN where no raster (masked). ``stars``: 'scored' keeps the
+    stars the method is scored on (:func:`scopes`: a network's test stars on its own store),
+    'seen' only those it trained on (in-sample), 'all' every raster star."""
+    ras = open_group(store, schema.RASTERS)
+    xy = ras["prelim"].values if method in CLASSICAL else \
         open_group(store, schema.centers_group(method))["xy"].values
-    return np.where(ras["mask"].values[..., None], xy, np.nan)
+    keep = ras["mask"].values
+    if stars != "all":
+        sc = scopes(store, method)
+        for c, chip in enumerate(str(v) for v in ras[schema.CHIP].values):
+            sel = sc[chip].scored if stars == "scored" else sc[chip].seen
+            keep[:, c] &= (np.zeros(keep.shape[2], bool) if sel is None else sel)[None, :]
+    return np.where(keep[..., None], xy, np.nan)
 
 
 def per_star_rms(store, method: str, reference: int | None = None, min_repeats: int = 5) -> dict:
@@ -58,8 +145,8 @@ def per_star_rms_from(xy: np.ndarray, mag: np.ndarray, reference: int, min_repea
 
 
 def truth_vs_magnitude(store, method: str) -> dict:
-    """Simulations: {chip: (magnitude, dx mpix, dy mpix)} of every raster, centre minus exact
-    truth (the paper's Fig. 6)."""
+    """Simulations: {chip: (magnitude, dx mpix, dy mpix)} of every scored raster, centre minus
+    exact truth (the paper's Fig. 6)."""
     ras = open_group(store, schema.RASTERS)
     exact = (ras["corner"] + ras["target_exact"]).values
     d = (method_positions(store, method) - exact) * 1e3
@@ -95,11 +182,18 @@ def transforms_from_positions(xy: np.ndarray, reference: int):
 
 
 def transforms_from_centers(store, name: str, reference: int | None = None):
-    """:func:`transforms_from_positions` on the raster stars' centres of method ``name``
+    """:func:`transforms_from_positions` on the scored raster stars' centres of method ``name``
     (centers/NAME, or 'classical' for the classical centres the rasters were cut around)."""
     if reference is None:
         reference = json.loads(open_group(store, schema.TRANSFORMS).attrs["params"])["reference"]
     return transforms_from_positions(method_positions(store, name), reference)
+
+
+def single_measurement_mpix(std_err_mpix) -> float:
+    """The single-measurement error (mpix) from exposure -> reference standard errors (mpix):
+    their median over exposures divided by sqrt(2), since both the exposure and the reference
+    carry one measurement's error per star (paper sec. 4)."""
+    return round(float(np.nanmedian(std_err_mpix)) / np.sqrt(2), 2)
 
 
 def phase_curve(phase: np.ndarray, std_err: np.ndarray, nbins: int = 5):
@@ -132,7 +226,7 @@ def classical_curves(store, nbins: int = 5) -> dict:
             _, med, _ = phase_curve(ph, se, nbins)
             res[ax] = {"curve_mpix": np.round(med, 2).tolist(),
                        "flatness": round(float(np.nanmax(med) / np.nanmin(med)), 3),
-                       "single_measurement_mpix": round(float(np.nanmedian(se)) / np.sqrt(2), 2)}
+                       "single_measurement_mpix": single_measurement_mpix(se)}
         out[chip] = res
     return out
 
@@ -172,7 +266,7 @@ def phase_data(store, method: str = "classical", full: bool = False) -> dict:
             out[chip] = {ax: (abscissa(tr[f"offset_{ax}"].values[ok, k]),
                               tr[f"std_err_{ax}"].values[ok, k] * 1e3) for ax in ("x", "y")}
         return out
-    se, off, _ = transforms_from_centers(store, "classical" if method == "classical-kept" else method, ref)
+    se, off, _ = transforms_from_centers(store, method, ref)
     for k, chip in enumerate(chips):
         ok = np.all(np.isfinite(se[:, k]), axis=1) & (np.arange(se.shape[0]) != ref)
         if ok.any():

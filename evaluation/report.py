@@ -16,7 +16,9 @@ import numpy as np
 from cubes import schema
 from cubes import store as st
 
-from .metrics import flatness, per_star_rms, phase_curve, phase_data, truth_vs_magnitude
+from .metrics import (CLASSICAL, CLASSICAL_TEST, flatness, method_positions, network_methods, per_star_rms,
+                      phase_curve, phase_data, scopes, single_measurement_mpix, trained_here,
+                      truth_vs_magnitude)
 from .plots import (plot_per_star_rms, plot_phase_curves, plot_std_err_vs_offset,
                     plot_truth_vs_magnitude)
 
@@ -30,12 +32,18 @@ PAPER = {
 
 
 def methods_in(store) -> list[str]:
-    """Centring methods present: 'classical' plus every centers/NAME group."""
+    """Centring methods present: 'classical', every centers/NAME group and, where a network was
+    trained on this store, the classical centres of its test stars (:data:`CLASSICAL_TEST`)."""
     out = ["classical"] if st.has_group(store, schema.TRANSFORMS) else []
-    root = st.open_root(store)
-    if schema.CENTERS in root:
-        out += sorted(root[schema.CENTERS].group_keys())
-    return out
+    nets = network_methods(store)
+    if out and nets and trained_here(store):
+        out.append(CLASSICAL_TEST)
+    return out + nets
+
+
+def scoring(store, methods) -> dict:
+    """{method: {chip: what its figures are computed on}} (the report's honesty table)."""
+    return {m: {chip: s.label for chip, s in scopes(store, m).items()} for m in methods}
 
 
 def fractional_histograms(store, method: str = "classical", nbins: int = 10) -> dict:
@@ -58,13 +66,11 @@ def fractional_histograms(store, method: str = "classical", nbins: int = 10) -> 
             out[chip] = _hist(np.concatenate(xs), np.concatenate(ys), nbins, chisquare)
     else:
         # network centres exist only for raster stars; "classical-rasters" gives the classical
-        # centres of exactly those stars, the fair comparison
+        # centres of exactly those stars, the fair comparison (networks: their scored stars)
         ras = st.open_group(store, schema.RASTERS)
-        cen = ras if method == "classical-rasters" else st.open_group(store, schema.centers_group(method))
-        var = "prelim" if method == "classical-rasters" else "xy"
-        for k, chip in enumerate(str(c) for c in cen[schema.CHIP].values):
-            xy = np.where(ras["mask"].isel(chip=k).values[..., None], cen[var].isel(chip=k).values, np.nan)
-            xy = xy.reshape(-1, 2)
+        xy_all = method_positions(store, "classical" if method == "classical-rasters" else method)
+        for k, chip in enumerate(str(c) for c in ras[schema.CHIP].values):
+            xy = xy_all[:, k].reshape(-1, 2)
             xy = xy[np.all(np.isfinite(xy), axis=1)]
             if len(xy):
                 out[chip] = _hist(xy[:, 0], xy[:, 1], nbins, chisquare)
@@ -99,7 +105,7 @@ def evaluate(store, report_dir, title: str | None = None) -> dict:
                 per_chip[chip] = {}
                 for ax, (ph, se) in axes.items():
                     _, med, _ = phase_curve(ph, se)
-                    per_chip[chip][ax] = {"single_measurement_mpix": round(float(np.nanmedian(se)) / np.sqrt(2), 2),
+                    per_chip[chip][ax] = {"single_measurement_mpix": single_measurement_mpix(se),
                                           "flatness": round(flatness(ph, se), 3),
                                           "curve_mpix": np.round(med, 2).tolist()}
             metrics["methods"].setdefault(m, {})["transforms"] = per_chip
@@ -117,8 +123,13 @@ def evaluate(store, report_dir, title: str | None = None) -> dict:
             if any(len(v["x"]) for per_chip in rms.values() for v in per_chip.values()):
                 figures.append(plot_per_star_rms(rms, report_dir / "per_star_rms.png",
                                                  f"{title}: per-star rms over repeats (Fig. 19 style)"))
+    if st.has_group(store, schema.RASTERS) and methods:
+        metrics["scoring"] = scoring(store, [m for m in methods if m != "classical"])
     if st.has_group(store, schema.RASTERS) and "target_exact" in st.open_group(store, schema.RASTERS):
         metrics["truth"] = truth_errors(store, methods)
+        seen = [m for m in network_methods(store) if any(s.seen is not None for s in scopes(store, m).values())]
+        if seen:  # shown for the overfitting gap only, labelled so
+            metrics["truth_in_sample"] = truth_errors(store, seen, stars="seen")
         figures.append(plot_truth_vs_magnitude(
             {m: truth_vs_magnitude(store, m) for m in methods}, report_dir / "truth_vs_magnitude.png",
             f"{title}: centre - exact truth vs magnitude (Fig. 6 style)"))
@@ -132,18 +143,17 @@ def evaluate(store, report_dir, title: str | None = None) -> dict:
     return metrics
 
 
-def truth_errors(store, methods) -> dict:
-    """Simulations: rms and robust (1.4826 MAD) error against exact truth per method and chip."""
+def truth_errors(store, methods, stars: str = "scored") -> dict:
+    """Simulations: rms and robust (1.4826 MAD) error against exact truth per method and chip,
+    on each method's scored stars (``stars='seen'``: a network's own training stars)."""
     ras = st.open_group(store, schema.RASTERS)
     exact = (ras["corner"] + ras["target_exact"]).values
-    mask = ras["mask"].values
     out = {}
     for m in methods:
-        xy = ras["prelim"].values if m == "classical" else \
-            st.open_group(store, schema.centers_group(m))["xy"].values
+        xy = method_positions(store, m, stars)
         out[m] = {}
         for k, chip in enumerate(str(c) for c in ras[schema.CHIP].values):
-            d = (xy[:, k] - exact[:, k])[mask[:, k]] * 1e3
+            d = (xy[:, k] - exact[:, k]).reshape(-1, 2) * 1e3
             d = d[np.all(np.isfinite(d), axis=1)]
             if not len(d):
                 continue
@@ -185,8 +195,7 @@ def efficiency(store, methods) -> dict:
         sky_e = cat_sky.get("sky", 0.0) * float(ex["exptime"].values[0]) * float(ex["pixel_scale"].values[k]) ** 2
         bx, _ = position_bound(epsf, f, sky_e, float(ex["read_noise"].values[k]), px, py)
         for m in methods:
-            xy = ras["prelim"].isel(chip=k).values if m == "classical" else \
-                st.open_group(store, schema.centers_group(m))["xy"].isel(chip=k).values
+            xy = method_positions(store, m)[:, k]
             err = (xy[..., 0] - exact[..., 0])[mask]
             rows = []
             for lo, hi in zip(FLUX_BINS[:-1], FLUX_BINS[1:]):
@@ -214,13 +223,13 @@ def _ours(metrics: dict) -> list[str]:
     def rng(v):
         return f"{min(v):.1f}-{max(v):.1f}" if v else "-"
 
-    net, cla = sm(lambda m: m != "classical"), sm(lambda m: m == "classical")
+    net, cla = sm(lambda m: m not in CLASSICAL), sm(lambda m: m == "classical")
     truth = metrics.get("truth", {})
-    net_t = [x for m, per in truth.items() if m != "classical" for r in per.values() for x in r["robust_mpix"]]
+    net_t = [x for m, per in truth.items() if m not in CLASSICAL for r in per.values() for x in r["robust_mpix"]]
     curve = [max(a[ax]["curve_mpix"]) for a in metrics["methods"].get("classical", {})
              .get("transforms", {}).values() for ax in "xy"]
     return [f"{rng(net)} (networks), {rng(cla)} (classical)" if net or cla else "-",
-            f"{rng(net_t)} (networks, robust error vs exact truth, all magnitudes)" if net_t else "-",
+            f"{rng(net_t)} (networks, robust error vs exact truth, all magnitudes, scored stars)" if net_t else "-",
             "-",
             f"classical curve maxima {rng(curve)} mpix" if curve else "-"]
 
@@ -231,6 +240,15 @@ def markdown(metrics: dict, figures, title: str) -> str:
                                                 "with exact truth, not from real observations."
                                                 if metrics["kind"] == "SIMULATION" else
                                                 "Real exposures: no truth; only truth-free checks."), ""]
+    if metrics.get("scoring"):
+        lines += ["## What each method is scored on", "",
+                  "A network is judged only on stars it never saw: on the store it was trained on, "
+                  "its figures below use its test stars alone; "
+                  f"`{CLASSICAL_TEST}` is the classical centring of those same stars.", "",
+                  "| method | chip | stars scored |", "|---|---|---|"]
+        lines += [f"| {m} | {chip} | {label} |" for m, per in metrics["scoring"].items()
+                  for chip, label in per.items()]
+        lines.append("")
     rows = []
     for m, res in metrics["methods"].items():
         for chip, axes in res.get("transforms", {}).items():
@@ -252,6 +270,15 @@ def markdown(metrics: dict, figures, title: str) -> str:
         for m, per in metrics["truth"].items():
             for chip, r in per.items():
                 lines.append(f"| {m} | {chip} | {r['rms_mpix'][0]} / {r['rms_mpix'][1]} | "
+                             f"{r['robust_mpix'][0]} / {r['robust_mpix'][1]} | {r['n']} |")
+        lines.append("")
+    if "truth_in_sample" in metrics:
+        lines += ["## IN-SAMPLE, for the overfitting gap only: error against exact truth on the "
+                  "stars each network trained on or chose its epoch on (not a precision figure)", "",
+                  "| method | chip | rms x / y [mpix] | robust x / y [mpix] | n |", "|---|---|---|---|---|"]
+        for m, per in metrics["truth_in_sample"].items():
+            for chip, r in per.items():
+                lines.append(f"| {m} (in-sample) | {chip} | {r['rms_mpix'][0]} / {r['rms_mpix'][1]} | "
                              f"{r['robust_mpix'][0]} / {r['robust_mpix'][1]} | {r['n']} |")
         lines.append("")
     if "cramer_rao" in metrics:

@@ -21,6 +21,8 @@ from cubes.errors import BadArgumentError, StoreMismatchError
 from cubes.rasters import EXPOSURE_BLOCK
 
 SPLITS = {"train": (0.0, 0.7), "validation": (0.7, 0.8), "test": (0.8, 1.0)}
+#: Subsets a trained model has seen: its weights (train) and its best-epoch choice (validation).
+SEEN = ("train", "validation")
 TARGETS = {"catalog": "target", "exact": "target_exact"}
 
 
@@ -43,6 +45,28 @@ def star_subset(star_key, subset: str, seed: int) -> np.ndarray:
     lo, hi = SPLITS[subset]
     f = split_fraction(star_key, seed)
     return (f >= lo) & (f < hi)
+
+
+def training_identity(store, chip: str) -> dict:
+    """What a model trained on ``chip`` of ``store`` has seen, as two short hashes.
+
+    ``data``: the store's source (its simulation or ingest provenance, root attributes), so a
+    copy of a store, or the same simulation rerun, is the same data. ``stars``: the average
+    catalog's star axis for the chip (its stars' instrumental magnitudes in the reference
+    exposure, which the second iteration keeps), so the split by ``star_key`` means the same
+    stars only where this hash agrees. Written into the model's
+    metadata by ``train`` and compared by ``predict`` (honest evaluation: a network is scored
+    on the stars it never saw)."""
+    import hashlib
+
+    from cubes import store as st
+
+    root = st.read_attrs(store)
+    prov = root.get("starcenter_simulation") or root.get("starcenter_ingest") or st.store_path(store)
+    cat = st.open_group(store, schema.CATALOG)
+    ref_mag = np.nan_to_num(np.asarray(cat["ref_mag"].sel(chip=chip).values, np.float64), nan=99.0)
+    stars = hashlib.sha256(ref_mag.tobytes()).hexdigest()[:16]
+    return {"data": hashlib.sha256(str(prov).encode()).hexdigest()[:16], "stars": stars}
 
 
 @dataclass

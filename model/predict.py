@@ -44,6 +44,26 @@ def check_compatible(meta: dict, chip: str, size: int, filt: str | None, force: 
     return problems
 
 
+def split_record(meta: dict, store, chip: str) -> dict:
+    """What centers/NAME's evaluation must know of the model's training for ``chip``:
+    ``trained_here`` (the model was trained on this store's data: its training and validation
+    stars must not be scored), ``seed`` and ``fractions`` of its split by star, and
+    ``same_stars`` (the store's star axis is the one the split was drawn on)."""
+    from .bridge import SPLITS, training_identity
+
+    ident = training_identity(store, chip)
+    seen = meta.get("dataset", {}).get("identity")
+    if seen is None:  # a model made before identities were recorded: compare the store paths
+        here = str(meta.get("dataset", {}).get("store")) == str(store)
+        same = here
+    else:
+        here, same = seen["data"] == ident["data"], seen["stars"] == ident["stars"]
+    split = meta.get("split", {})
+    return {"trained_here": bool(here), "same_stars": bool(same) and meta.get("chip") == chip,
+            "seed": int(meta.get("split_seed", split.get("seed", 0))),
+            "fractions": split.get("fractions", {k: list(v) for k, v in SPLITS.items()})}
+
+
 def _predict_block(path: str, model_path: str, name: str, c: int, e0: int, e1: int):
     import zarr
 
@@ -103,7 +123,7 @@ def predict(store, model_path, name: str = "vgg6", chip: str | None = None, forc
         import zarr
 
         zarr.open_group(path, mode="r+")[f"{group}/done"][:, c] = 0
-    st.set_attr(path, group, **{key: ident})
+    st.set_attr(path, group, **{key: ident, f"split_{chip}": split_record(meta, path, chip)})
     done = st.done_mask(path, group)
     tasks = [dask.delayed(_predict_block)(path, model_path, name, c, b * EXPOSURE_BLOCK,
                                           min(ne, (b + 1) * EXPOSURE_BLOCK))

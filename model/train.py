@@ -188,7 +188,7 @@ def train(store, chip: str, arch: str = "v2", recipe: str = "fast", epochs: int 
         raise BadArgumentError(f"epochs must be >= 1, got {epochs}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from .bridge import RasterSource, dataset
+    from .bridge import SEEN, SPLITS, RasterSource, dataset, training_identity
 
     train_src = RasterSource(store, chip, "train", seed, target)
     val_src = RasterSource(store, chip, "validation", seed, target)
@@ -221,8 +221,11 @@ def train(store, chip: str, arch: str = "v2", recipe: str = "fast", epochs: int 
         "chip": chip, "filter": ex.attrs.get("filter"), "raster_size": train_src.size,
         "normalization": "sum to 1", "architecture": arch, "recipe": asdict(rc),
         "dataset": {"store": str(store), "source": ex.attrs.get("source"),
-                    "provenance": root_attrs.get("starcenter_simulation") or root_attrs.get("starcenter_ingest")},
+                    "provenance": root_attrs.get("starcenter_simulation") or root_attrs.get("starcenter_ingest"),
+                    "identity": training_identity(store, chip)},
         "target": target, "epochs": len(history.get("loss", [])), "split_seed": seed,
+        "split": {"seed": seed, "fractions": {k: list(v) for k, v in SPLITS.items()},
+                  "seen": list(SEEN), "key": "rasters star_key"},
         "package_version": _package_version(), "train_seconds": round(wall, 1),
         "n_train": train_src.count(), "n_validation": val_src.count(), "history": history,
     }

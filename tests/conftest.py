@@ -24,11 +24,37 @@ def _epsf_cache(tmp_path_factory):
         os.environ["STARCENTER_CACHE"] = old
 
 
+#: CI sets STARCENTER_REQUIRE_SHARED=1 (.ci/run): there a missing shared/ file or sample
+#: exposure fails the test instead of skipping it, so a check cannot silently stop running.
+REQUIRE_SHARED = os.environ.get("STARCENTER_REQUIRE_SHARED", "") not in ("", "0")
+
+
+def skip_or_fail(reason: str):
+    """Skip (a developer's machine without the data) or, with STARCENTER_REQUIRE_SHARED=1, fail."""
+    if REQUIRE_SHARED:
+        pytest.fail(f"{reason} (STARCENTER_REQUIRE_SHARED=1: required here)", pytrace=False)
+    pytest.skip(reason)
+
+
 def shared_file(*parts) -> Path:
-    """A file under shared/, or skip the test cleanly when it is absent."""
+    """A file under shared/, or skip the test cleanly when it is absent (fail in CI)."""
     p = SHARED.joinpath(*parts)
     if not p.exists():
-        pytest.skip(f"shared data not available: {p}")
+        skip_or_fail(f"shared data not available: {p}")
+    return p
+
+
+def omega_cen_file() -> Path:
+    """The REAL ω Cen exposure from the stsci.tools wheel (a test dependency), or skip/fail."""
+    from cubes.errors import StarcenterError
+    from cubes.ingest import real_omega_cen_path
+
+    try:
+        p = real_omega_cen_path()
+    except StarcenterError as err:  # stsci.tools (the test extra) is not installed
+        skip_or_fail(str(err))
+    if not p.exists():
+        skip_or_fail("stsci.tools wheel without its test data")
     return p
 
 

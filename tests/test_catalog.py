@@ -87,6 +87,23 @@ def test_clipped_mean_rejects_outliers():
     assert count[0, 1, 0] <= 196  # NaN measures do not count
 
 
+def test_clipped_mean_by_hand_needs_enough_exposures():
+    """One star, one coordinate, an outlier of 1 px among 11 measures within 20 mpix: by hand,
+    the outlier sits (1 - mean) / std = 3.3 sigma out and is clipped, leaving the mean, rms and
+    count of the 11. With 3 exposures (the tiny fixtures), the largest possible |z| is
+    (n - 1) / sqrt(n) = 1.15: nothing can ever be clipped."""
+    good = np.array([0.01, -0.01, 0.02, -0.02, 0.0, 0.01, -0.01, 0.005, -0.005, 0.0, 0.015])
+    vals = np.append(good, 1.0)
+    z = (1.0 - vals.mean()) / vals.std()
+    assert z > 3
+    mean, rms, count = clipped_mean(vals[:, None])
+    assert count[0] == 11
+    assert mean[0] == pytest.approx(good.mean(), abs=1e-12) and rms[0] == pytest.approx(good.std(), abs=1e-12)
+    three = np.array([0.0, 0.01, 1.0])
+    mean, _, count = clipped_mean(three[:, None])
+    assert count[0] == 3 and mean[0] == pytest.approx(three.mean())
+
+
 def test_no_detections_is_a_clear_error(tiny_store, tmp_path):
     path = tmp_path / "nodet.zarr"
     shutil.copytree(tiny_store, path)
@@ -142,3 +159,12 @@ def test_second_iteration_from_better_centres_improves_the_catalog(store, tmp_pa
     assert "oracle" in xr.open_zarr(path, group="rasters").attrs["catalog_source"]
     with pytest.raises(Exception, match="centers/missing|'centers/missing'"):
         refine_catalog(path, "missing", progress=False)
+    # the promised rerun: a plain catalog restores the classical catalog and targets exactly
+    from cubes.pipeline import run_catalog
+
+    with dask.config.set(scheduler="synchronous"):
+        run_catalog(path, progress=False)
+    assert catalog_vs_exact(path) == before
+    assert "oracle" not in xr.open_zarr(path, group="rasters").attrs["catalog_source"]
+    np.testing.assert_array_equal(xr.open_zarr(path, group="rasters")["target"].values,
+                                  xr.open_zarr(store, group="rasters")["target"].values)

@@ -61,15 +61,33 @@ def test_demo_end_to_end(tmp_path):
         text = (out / rep / "report.md").read_text()
         assert ("SIMULATION" in text) == (rep != "report-real")
     metrics = json.loads((out / "report" / "metrics.json").read_text())
-    assert {"classical", "vgg6-v1", "vgg6-v2"} <= set(metrics["methods"])
-    assert metrics["methods"]["classical"]["transforms"]["WF3"]["x"]["flatness"] >= 1.0
+    assert {"classical", "classical-test-stars", "vgg6-v1", "vgg6-v2"} <= set(metrics["methods"])
+    for m, res in metrics["methods"].items():  # flatness is max / min of the binned curve
+        for chip, axes in res.get("transforms", {}).items():
+            for ax, r in axes.items():
+                curve = [v for v in r["curve_mpix"] if v == v]
+                assert r["flatness"] == pytest.approx(max(curve) / min(curve), rel=2e-3, abs=2e-3), (m, chip, ax)
+    # the networks are scored on their test stars only; on another store, on every star
+    for chip in ("PC1", "WF3"):
+        assert metrics["scoring"]["vgg6-v2"][chip].startswith("test stars only")
+        n_test = metrics["truth"]["vgg6-v2"][chip]["n"]
+        assert n_test == metrics["truth"]["classical-test-stars"][chip]["n"]
+        assert 0.1 < n_test / metrics["truth"]["classical"][chip]["n"] < 0.3
+    other = json.loads((out / "report-other-epoch" / "metrics.json").read_text())
+    assert other["scoring"]["vgg6-v2"]["WF3"].startswith("all stars: the model was trained on other data")
+    assert "classical-test-stars" not in other["methods"]
     for rows in metrics["cramer_rao"]["classical"].values():  # efficiency <= 1 up to noise
         assert all(0 < r["efficiency"] < 1.5 and r["bound_mpix"] > 0 for r in rows)
     real = json.loads((out / "report-real" / "metrics.json").read_text())
     assert real["kind"] == "REAL DATA" and "WF3" in real["methods"]["vgg6-v2"]["fractional_pixel"]
+    model = out / "models" / "WF3_v2.keras"
+    stamp = model.stat().st_mtime_ns
     again = run_cli("demo", str(out), "--exposures", "6", "--epochs", "1", "--scheduler", "synchronous")
-    assert again.returncode == 0 and "chunks written 0" not in again.stdout  # summary, not errors
-    assert (out / "models" / "WF3_v2.keras").exists()
+    assert again.returncode == 0, again.stderr[-3000:]
+    # a rerun trains, simulates and detects nothing again, and reports the same figures
+    assert "training VGG6" not in again.stdout and model.stat().st_mtime_ns == stamp
+    assert "simulate" not in again.stdout and "detect " not in again.stdout, again.stdout[-2000:]
+    assert json.loads((out / "report" / "metrics.json").read_text()) == metrics
 
 
 def test_detect_command(tmp_path):

@@ -27,9 +27,17 @@ def observe(expected_e, seed=0, saturate=True):
     return detector.calibrate(raw, 7.0, np.ones(e.shape), 0.0), dq
 
 
-def test_empty_chip_gives_no_detection():
+def test_empty_chip_gives_no_detection(epsf):
+    """Sky alone at 5 sigma: nothing, with or without the ePSF wing test; the same noise with
+    one faint star (~10 sigma peak) added: exactly that star, so the empty result is not a
+    detector that finds nothing."""
     img, dq = observe(np.full(SHAPE, 10.0))
     assert len(find_peaks(img, dq, 7.0, 5.0, epsf=epsf)) == 0
+    assert len(find_peaks(img, dq, 7.0, 5.0)) == 0
+    star = detector.render_stars(SHAPE, [120.3], [60.8], [1500.0], epsf)
+    img2, dq2 = observe(np.full(SHAPE, 10.0) + star)
+    pk = find_peaks(img2, dq2, 7.0, 5.0, epsf=epsf)
+    assert len(pk) == 1 and (pk.x[0], pk.y[0]) == (120, 61)
 
 
 def test_nan_chip_gives_no_detection_and_no_crash():

@@ -45,11 +45,16 @@ def test_centroid_of_symmetric_psf_matches_truth():
 
 def test_centroid_of_undersampled_wf_psf_shows_pixel_phase_bias(wf3):
     # the physical reason the project exists: a centroid of the undersampled WF3 ePSF is
-    # pulled towards the pixel centre (phase 0.25 -> noticeably less than 0.25)
-    stamp = wf3.pixel_stamp(0.25, 0.0, half=3)
+    # pulled towards the pixel centre (phase 0.25 -> noticeably less than 0.25, still > 0),
+    # the same way at -0.25 (the bias is odd in the phase), and not at all at phase 0
     k = np.arange(-3, 4)
-    cx = (stamp.sum(axis=0) * k).sum() / stamp.sum()
-    assert 0.005 < abs(cx - 0.25) < 0.2
+    cx = {}
+    for ph in (0.25, -0.25, 0.0):
+        stamp = wf3.pixel_stamp(ph, 0.0, half=3)
+        cx[ph] = (stamp.sum(axis=0) * k).sum() / stamp.sum()
+    assert 0.005 < 0.25 - cx[0.25] < 0.2
+    assert cx[-0.25] == pytest.approx(-cx[0.25], abs=1e-6)
+    assert abs(cx[0.0]) < 1e-6
 
 
 def test_gradient_matches_finite_differences(wf3):

@@ -12,18 +12,12 @@ from astropy.io import fits
 from cubes.errors import BadInputError
 from cubes.ingest import export_fits, ingest, read_exposure
 
-from .conftest import shared_file
+from .conftest import omega_cen_file, shared_file
 
 
 @pytest.fixture(scope="module")
 def omega_cen():
-    pytest.importorskip("stsci.tools")
-    from cubes.ingest import real_omega_cen_path
-
-    p = real_omega_cen_path()
-    if not p.exists():
-        pytest.skip("stsci.tools wheel without its test data")
-    return p
+    return omega_cen_file()
 
 
 def test_real_omega_cen_exposure(omega_cen, tmp_path):

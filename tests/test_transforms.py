@@ -45,3 +45,42 @@ def test_find_offset_robust(offset):
 def test_find_offset_nothing_to_match():
     assert find_offset(np.zeros((0, 2)), np.ones((5, 2)), 5.0) is None
     assert find_offset(np.zeros((3, 2)), np.full((3, 2), 100.0), 5.0) is None
+
+
+def test_standard_error_is_sqrt_of_sum_of_squares_over_n_minus_10_by_hand():
+    """Residuals built orthogonal to the cubic design: the fit returns the injected
+    transformation exactly and the standard error is sqrt(sum r^2 / (n - 10)), computed here by
+    hand (n = 40 stars, 10 cubic terms per coordinate, no star culled)."""
+    from cubes.transforms import N_TERMS
+
+    rng = np.random.default_rng(2)
+    x, y = rng.uniform(0, 799, (2, 40))
+    A = design(x, y)
+    proj = np.eye(40) - A @ np.linalg.pinv(A)  # onto the residual space of the design
+    rx, ry = proj @ rng.normal(0, 0.010, 40), proj @ rng.normal(0, 0.020, 40)
+    cx, cy = rng.normal(0, 1, (2, N_TERMS))
+    X, Y = A @ cx + rx, A @ cy + ry
+    fx, fy, used, sx, sy = fit_cubic(x, y, X, Y)
+    assert used.all() and N_TERMS == 10
+    np.testing.assert_allclose(fx, cx, atol=1e-9)
+    by_hand_x = np.sqrt(sum(r * r for r in rx) / (40 - 10))
+    by_hand_y = np.sqrt(sum(r * r for r in ry) / (40 - 10))
+    assert sx == pytest.approx(by_hand_x, rel=1e-9) and sy == pytest.approx(by_hand_y, rel=1e-9)
+
+
+def test_single_measurement_error_is_the_standard_error_over_sqrt_2():
+    """Every exposure (and the reference) measures 500 stars with its own 10 mpix error per
+    coordinate: the exposure -> reference standard error is sqrt(2) x 10 = 14.1 mpix, and the
+    report's single-measurement conversion gives back 10 mpix."""
+    from evaluation.metrics import single_measurement_mpix, transforms_from_positions
+
+    rng = np.random.default_rng(5)
+    xy0 = rng.uniform(20, 780, (500, 2))
+    shifts = rng.uniform(-2, 2, (12, 1, 1, 2))
+    xy = xy0[None, None] + shifts + rng.normal(0, 0.010, (12, 1, 500, 2))
+    se, off, n = transforms_from_positions(xy, reference=0)
+    assert (n[1:] >= 490).all() and np.isfinite(se[1:]).all()
+    np.testing.assert_allclose(se[1:] * 1e3, 10 * np.sqrt(2), rtol=0.1)
+    np.testing.assert_allclose(off[1:, 0], (shifts[0] - shifts[1:])[:, 0, 0], atol=0.01)
+    assert single_measurement_mpix(se[1:, 0, 0] * 1e3) == pytest.approx(10.0, rel=0.04)
+    assert single_measurement_mpix([14.0, 14.2, 99.0]) == round(14.2 / np.sqrt(2), 2)
