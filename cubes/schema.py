@@ -40,7 +40,10 @@ Groups (one Zarr group per pipeline product)
                stack_residual (chip, star); chunks of 64 exposures
                of one chip with every star, the unit the tf.data bridge streams (cubes.rasters).
 ``centers/NAME`` xy(exposure, chip, star, axis): centres of method NAME in chip pixels, aligned
-               with the rasters' stars (model.predict).
+               with the rasters' stars (model.predict). Attributes ``model_<chip>`` (the model
+               file and its hash) and ``split_<chip>`` (whether the model trained on this
+               store's data, its split seed and fractions: evaluation scores such a network on
+               its test stars only).
 """
 
 from __future__ import annotations

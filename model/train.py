@@ -6,8 +6,10 @@ best-validation weights restored), which reaches the paper recipe's validation M
 tenth of its epochs (benchmarks/recipe_comparison.py). Every epoch is checkpointed atomically
 (:class:`EpochCheckpoint`): a killed run resumes from its last finished epoch (the schedule is a
 function of the epoch; the best-weights tracker restarts with the resumed run). The loss history and the
-metadata (chip, filter, raster size, normalization, architecture, data set, epochs, split seed,
-package version) are saved beside the model as ``M.keras.json``; ``predict`` checks them.
+metadata (chip, filter, raster size, normalization, architecture, data set and its identity
+hashes, epochs, the split by star, package version) are saved beside the model as
+``M.keras.json``; ``predict`` checks them and records the split on ``centers/NAME``, so that
+evaluation scores the network on its test stars only.
 """
 
 from __future__ import annotations
