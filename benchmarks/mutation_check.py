@@ -45,8 +45,8 @@ MUTATIONS = [
      ["tests/test_simulate.py::test_sky_level_and_noise"],
      ["tests/test_simulate.py::test_sky_level_and_noise"]),
     ("empirical ePSF = library", "cubes/detections.py",
-     "        data[chip] = e.data\n",
-     "        data[chip] = lib[chip](0).data\n",
+     "lib[chip](0), saturation_dn=sat)\n        data[chip] = e.data\n",
+     "lib[chip](0), saturation_dn=sat)\n        data[chip] = lib[chip](0).data\n",
      ["tests/test_detections.py::test_empirical_epsf_is_built_and_stored"],
      ["tests/test_detections.py::test_empirical_epsf_is_built_and_stored"]),
     ("detector finds nothing", "cubes/detect.py",
@@ -91,7 +91,7 @@ DEMO = ("demo retrains on a rerun", "evaluation/demo.py", "            if not pa
         "            if True:\n", ["tests/test_cli.py::test_demo_end_to_end"], ["tests/test_cli.py::test_demo_end_to_end"])
 
 
-def run(ref: str, mutation, tests) -> str:
+def run(ref: str, mutation, tests, apply: bool = True) -> str:
     name, path, old, new = mutation[:4]
     if not tests:
         return "-"
@@ -101,7 +101,8 @@ def run(ref: str, mutation, tests) -> str:
         text = f.read_text()
         if text.count(old) != 1:
             return "mutation does not apply"
-        f.write_text(text.replace(old, new))
+        if apply:
+            f.write_text(text.replace(old, new))
         r = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
                            cwd=tmp, capture_output=True, text=True)
         return "CAUGHT (failed)" if r.returncode == 1 else ("passed" if r.returncode == 0 else f"rc {r.returncode}")
@@ -115,6 +116,9 @@ def main():
     a = ap.parse_args()
     muts = MUTATIONS + ([DEMO] if a.with_demo else [])
     for m in muts:
+        if run(a.ref, m, m[4], apply=False) != "passed":
+            print(f"{m[0]:40} the tests fail without the mutation: fix them first", flush=True)
+            continue
         new = run(a.ref, m, m[4])
         old = run(a.old, m, m[5]) if a.old else ""
         print(f"{m[0]:40} new tests: {new:18} {'old tests: ' + old if a.old else ''}", flush=True)

@@ -100,8 +100,8 @@ def fit_stars(image: np.ndarray, ix, iy, epsf: EffectivePSF, gain: float = 7.0,
     data, px, py, inside = cut_boxes(np.asarray(image, float), ix, iy, half)
     if neighbours is not None:
         model, x0, y0, f0 = neighbours
-        own = np.nan_to_num(np.asarray(f0, float))[:, None, None] * epsf.evaluate(
-            px - np.asarray(x0, float)[:, None, None], py - np.asarray(y0, float)[:, None, None])
+        own = np.nan_to_num(np.asarray(f0, float))[:, None, None] * epsf.box(
+            ix - np.asarray(x0, float), iy - np.asarray(y0, float), half)[0]
         data = data - (cut_boxes(model, ix, iy, half)[0] - own)
     flags = np.zeros(n, np.int32)
     flags[sat] |= FLAGS["saturated"]
@@ -120,7 +120,7 @@ def fit_stars(image: np.ndarray, ix, iy, epsf: EffectivePSF, gain: float = 7.0,
     x = ix.astype(float)
     y = iy.astype(float)
     f = np.clip((d * w_mask).sum(axis=(1, 2)) - s * w_mask.sum(axis=(1, 2)), 1.0, None)
-    f /= np.clip(epsf.evaluate(px - x[:, None, None], py - y[:, None, None]).sum(axis=(1, 2)), 0.1, None)
+    f /= np.clip(epsf.box(ix - x, iy - y, half)[0].sum(axis=(1, 2)), 0.1, None)
     if start is not None:
         warm = np.isfinite(start.x) & np.isfinite(start.y) & np.isfinite(start.flux) & (start.flux > 0)
         warm &= (np.abs(start.x - ix) <= 1) & (np.abs(start.y - iy) <= 1)
@@ -133,10 +133,7 @@ def fit_stars(image: np.ndarray, ix, iy, epsf: EffectivePSF, gain: float = 7.0,
         a = np.flatnonzero(active)
         if a.size == 0:
             break
-        dx = px[a] - x[a, None, None]
-        dy = py[a] - y[a, None, None]
-        P = epsf.evaluate(dx, dy)
-        gx, gy = epsf.gradient(dx, dy)
+        P, gx, gy = epsf.box(ix[a] - x[a], iy[a] - y[a], half)  # pixel px = ix + i, py = iy + j
         model = f[a, None, None] * P + s[a, None, None]
         if fixed_var is None:
             var = (np.clip(model, 0, None) * gain + read_noise**2) / gain**2
@@ -168,9 +165,7 @@ def fit_stars(image: np.ndarray, ix, iy, epsf: EffectivePSF, gain: float = 7.0,
         done = np.abs(step[:, :2]).max(axis=1) < tol
         active[a[done]] = False
     flags[active] |= FLAGS["not_converged"]
-    dx = px - x[:, None, None]
-    dy = py - y[:, None, None]
-    model = f[:, None, None] * epsf.evaluate(dx, dy) + s[:, None, None]
+    model = f[:, None, None] * epsf.box(ix - x, iy - y, half)[0] + s[:, None, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         q = (np.abs(d - model) * w_mask).sum(axis=(1, 2)) / f
     moved = (np.abs(x - ix) > 1) | (np.abs(y - iy) > 1)

@@ -46,15 +46,17 @@ def test_centroid_of_symmetric_psf_matches_truth():
 def test_centroid_of_undersampled_wf_psf_shows_pixel_phase_bias(wf3):
     # the physical reason the project exists: a centroid of the undersampled WF3 ePSF is
     # pulled towards the pixel centre (phase 0.25 -> noticeably less than 0.25, still > 0),
-    # the same way at -0.25 (the bias is odd in the phase), and not at all at phase 0
+    # from the other side at -0.25 (the HST PSF is not quite symmetric: 4 mpix apart), and
+    # hardly at phase 0
     k = np.arange(-3, 4)
     cx = {}
     for ph in (0.25, -0.25, 0.0):
         stamp = wf3.pixel_stamp(ph, 0.0, half=3)
         cx[ph] = (stamp.sum(axis=0) * k).sum() / stamp.sum()
     assert 0.005 < 0.25 - cx[0.25] < 0.2
-    assert cx[-0.25] == pytest.approx(-cx[0.25], abs=1e-6)
-    assert abs(cx[0.0]) < 1e-6
+    assert 0.005 < cx[-0.25] + 0.25 < 0.2
+    assert cx[-0.25] == pytest.approx(-cx[0.25], abs=0.01)
+    assert abs(cx[0.0]) < 0.01
 
 
 def test_gradient_matches_finite_differences(wf3):
@@ -93,3 +95,26 @@ def test_interpolate_between_psfs(wf3):
 def test_bad_grid_rejected(bad):
     with pytest.raises(BadArgumentError):
         EffectivePSF(bad, 4)
+
+
+@pytest.mark.parametrize("oversampling", [4, 2])
+def test_box_matches_evaluate_and_gradient(wf3, oversampling):
+    """The fitter's box evaluation equals evaluate / gradient pixel by pixel (x along the last
+    axis), at 4x (the WFPC2 grids) and at another oversampling, for boxes centred near a star
+    and boxes running off the grid (zero there)."""
+    e = wf3 if oversampling == 4 else EffectivePSF(wf3.data[::2, ::2], 2)
+    rng = np.random.default_rng(1)
+    dx0 = np.r_[rng.uniform(-0.6, 0.6, 50), 11.7, -12.9, 40.0]
+    dy0 = np.r_[rng.uniform(-0.6, 0.6, 50), -3.2, 12.1, 0.0]
+    half = 2
+    k = np.arange(-half, half + 1)
+    DX, DY = np.broadcast_arrays(dx0[:, None, None] + k[None, None, :], dy0[:, None, None] + k[None, :, None])
+    v, gx, gy = e.box(dx0, dy0, half)
+    peak = e.data.max()
+    np.testing.assert_allclose(v, e.evaluate(DX, DY), atol=1e-12 * peak)
+    ref_gx, ref_gy = e.gradient(DX, DY)
+    # same spline inside; FITPACK's boundary rule differs from 'mirror' only at the grid edge
+    np.testing.assert_allclose(gx[:50], ref_gx[:50], atol=1e-12 * peak)
+    np.testing.assert_allclose(gy[:50], ref_gy[:50], atol=1e-12 * peak)
+    np.testing.assert_allclose(gx, ref_gx, atol=1e-5 * peak)
+    assert (v[-1] == 0).all() and (gx[-1] == 0).all()
