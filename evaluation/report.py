@@ -234,6 +234,16 @@ def _ours(metrics: dict) -> list[str]:
             f"classical curve maxima {rng(curve)} mpix" if curve else "-"]
 
 
+def _truth_table(per_method: dict, heading: str, suffix: str) -> list[str]:
+    lines = [heading, "", "| method | chip | rms x / y [mpix] | robust x / y [mpix] | n |",
+             "|---|---|---|---|---|"]
+    for m, per in per_method.items():
+        for chip, r in per.items():
+            lines.append(f"| {m}{suffix} | {chip} | {r['rms_mpix'][0]} / {r['rms_mpix'][1]} | "
+                         f"{r['robust_mpix'][0]} / {r['robust_mpix'][1]} | {r['n']} |")
+    return lines + [""]
+
+
 def markdown(metrics: dict, figures, title: str) -> str:
     lines = [f"# starcenter report — {title}", "",
              f"**Data: {metrics['kind']}.** " + ("Every number below comes from simulated exposures "
@@ -264,23 +274,13 @@ def markdown(metrics: dict, figures, title: str) -> str:
         lines += ["## Per-star rms about the mean position over repeats (Fig. 19 style)", "",
                   "| method | chip | median per-star rms x / y [mpix] | stars |", "|---|---|---|---|",
                   *rows, ""]
-    if "truth" in metrics:
-        lines += ["## Error against exact truth (simulation)", "",
-                  "| method | chip | rms x / y [mpix] | robust x / y [mpix] | n |", "|---|---|---|---|---|"]
-        for m, per in metrics["truth"].items():
-            for chip, r in per.items():
-                lines.append(f"| {m} | {chip} | {r['rms_mpix'][0]} / {r['rms_mpix'][1]} | "
-                             f"{r['robust_mpix'][0]} / {r['robust_mpix'][1]} | {r['n']} |")
-        lines.append("")
-    if "truth_in_sample" in metrics:
-        lines += ["## IN-SAMPLE, for the overfitting gap only: error against exact truth on the "
-                  "stars each network trained on or chose its epoch on (not a precision figure)", "",
-                  "| method | chip | rms x / y [mpix] | robust x / y [mpix] | n |", "|---|---|---|---|---|"]
-        for m, per in metrics["truth_in_sample"].items():
-            for chip, r in per.items():
-                lines.append(f"| {m} (in-sample) | {chip} | {r['rms_mpix'][0]} / {r['rms_mpix'][1]} | "
-                             f"{r['robust_mpix'][0]} / {r['robust_mpix'][1]} | {r['n']} |")
-        lines.append("")
+    for key, heading, suffix in (
+            ("truth", "## Error against exact truth (simulation; networks on their scored stars)", ""),
+            ("truth_in_sample", "## IN-SAMPLE, for the overfitting gap only: error against exact truth "
+             "on the stars each network trained on or chose its epoch on (not a precision figure)",
+             " (in-sample)")):
+        if key in metrics:
+            lines += _truth_table(metrics[key], heading, suffix)
     if "cramer_rao" in metrics:
         lines += ["## Against the Cramér–Rao bound (simulation; x, true ePSF, 5x5 fit of x, y, flux, sky)", "",
                   "Efficiency = bound² / measured variance. The bound holds for unbiased estimators using "
