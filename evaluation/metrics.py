@@ -79,9 +79,9 @@ def scopes(store, method: str) -> dict[str, Scope]:
                 for c, ch in enumerate(chips)}
     if method == CLASSICAL_TEST:
         out = {}
+        nets = [scopes(store, m) for m in network_methods(store)]  # read once, not per chip
         for c, ch in enumerate(chips):
-            nets = [scopes(store, m)[ch] for m in network_methods(store)]
-            mine = [s.scored for s in nets if s.seen is not None]
+            mine = [n[ch].scored for n in nets if n[ch].seen is not None]
             scored = np.logical_and.reduce(mine) if mine else np.zeros(keys[c].shape, bool)
             out[ch] = Scope(scored, None, "classical centres on the test stars of the networks "
                             "trained on this store (like for like)")
