@@ -22,11 +22,11 @@ def run(chip: str = "WF3", max_stars: int = 3000) -> dict:
     from photutils.psf import PSFPhotometry
     from scipy.spatial import cKDTree
 
-    from cubes import constants as C
-    from cubes.detect import find_peaks
-    from cubes.field import ClusterModel, gilliland_dithers, star_field
-    from cubes.psffit import fit_stars
-    from cubes.simulate import (
+    from starcenter.cubes import constants as C
+    from starcenter.cubes.classical.peaks import find_peaks
+    from starcenter.cubes.sim.field import ClusterModel, gilliland_dithers, star_field
+    from starcenter.cubes.classical.psffit import fit_stars
+    from starcenter.cubes.sim.simulate import (
         ChipContext,
         chip_psfs,
         exposure_focus,

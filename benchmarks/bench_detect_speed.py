@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 KERNEL = r'''
 import json, sys, time
 import numpy as np, zarr
-from cubes.detections import DetectParams, detect_chunk
-from cubes.optics import PSFParams, get_epsf
+from starcenter.cubes.stages.detections import DetectParams, detect_chunk
+from starcenter.cubes.sim.optics import PSFParams, get_epsf
 root = zarr.open_group(sys.argv[1], mode="r")
 out = {}
 for c, chip in enumerate(["PC1", "WF3"]):
@@ -55,7 +55,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", default="1b2ccff", help="commit to compare with (default: main before #17)")
     a = ap.parse_args()
-    from cubes.simulate import make_config, simulate
+    from starcenter.cubes.sim.simulate import make_config, simulate
 
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "one.zarr"

@@ -31,9 +31,9 @@ def synthetic_store(path: Path, n_exposures: int = 640, n_stars: int = 400, size
     import dask.array as da
     import xarray as xr
 
-    from cubes import schema
-    from cubes import store as st
-    from cubes.rasters import EXPOSURE_BLOCK
+    from starcenter.cubes import schema
+    from starcenter.cubes import store as st
+    from starcenter.cubes.stages.rasters import EXPOSURE_BLOCK
 
     st.init_store(path, "starcenter_benchmark", "synthetic")
     st.write_dataset(path, schema.EXPOSURES, xr.Dataset(
@@ -61,8 +61,8 @@ def bench_bridge(store, chip: str, steps: int = 300, batch: int = 256) -> dict:
     import keras
     import tensorflow as tf
 
-    from model.architectures import build
-    from model.bridge import RasterSource, dataset
+    from starcenter.model.architectures import build
+    from starcenter.model.bridge import RasterSource, dataset
 
     src = RasterSource(store, chip, "train")
     x, y = src.to_numpy()
@@ -85,9 +85,9 @@ def bench_bridge(store, chip: str, steps: int = 300, batch: int = 256) -> dict:
 def bench_predict(store, chip: str, tmp: Path) -> float:
     import dask
 
-    from model.architectures import build
-    from model.predict import predict
-    from model.train import metadata_path
+    from starcenter.model.architectures import build
+    from starcenter.model.predict import predict
+    from starcenter.model.train import metadata_path
 
     src_size = 6
     m = build("v2", src_size)

@@ -23,7 +23,7 @@ from _rss import PeakRSS  # noqa: E402
 def run(exposures: int | None = None, store: str | None = None, workers: int = 2) -> dict:
     from distributed import Client, LocalCluster
 
-    from cubes.simulate import make_config, simulate
+    from starcenter.cubes.sim.simulate import make_config, simulate
 
     cfg = make_config("gilliland", n_exposures=exposures)
     tmp = None

@@ -34,8 +34,8 @@ GiB = 2**30
 def _figures(store, png, title) -> dict:
     import xarray as xr
 
-    from evaluation.metrics import catalog_vs_exact, classical_curves, phase_data
-    from evaluation.plots import plot_phase_curves
+    from starcenter.evaluation.metrics import catalog_vs_exact, classical_curves, phase_data
+    from starcenter.evaluation.plots import plot_phase_curves
 
     plot_phase_curves({"classical": phase_data(store)}, png, f"SIMULATION: {title}")
     cve = catalog_vs_exact(store)
@@ -74,10 +74,10 @@ def main(argv=None) -> dict:
     from _rss import PeakRSS
     from distributed import Client, LocalCluster
 
-    from cubes import store as st
-    from cubes.detections import DetectParams, detect
-    from cubes.pipeline import run_catalog
-    from cubes.simulate import make_config, simulate
+    from starcenter.cubes import store as st
+    from starcenter.cubes.stages.detections import DetectParams, detect
+    from starcenter.cubes.pipeline import run_catalog
+    from starcenter.cubes.sim.simulate import make_config, simulate
 
     kw = {"seed": a.seed}
     if a.exposures:

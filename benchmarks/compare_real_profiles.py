@@ -18,10 +18,10 @@ import numpy as np
 from astropy.io import fits
 from scipy.spatial import cKDTree
 
-from cubes import constants as C
-from cubes.detect import find_peaks
-from cubes.optics import PSFParams, get_epsf
-from cubes.psffit import fit_stars
+from starcenter.cubes import constants as C
+from starcenter.cubes.classical.peaks import find_peaks
+from starcenter.cubes.sim.optics import PSFParams, get_epsf
+from starcenter.cubes.classical.psffit import fit_stars
 
 DESPACES = (-10.0, -5.0, 0.0, 5.0, 10.0, 15.0, 20.0)
 

@@ -35,12 +35,12 @@ def main(argv=None) -> dict:
 
     import xarray as xr
 
-    from evaluation.metrics import (
+    from starcenter.evaluation.metrics import (
         method_positions,
         phase_curve,
         transforms_from_positions,
     )
-    from evaluation.plots import plot_phase_curves
+    from starcenter.evaluation.plots import plot_phase_curves
 
     stores = {"library": a.library, "other": a.other}
     ras = {k: xr.open_zarr(v, group="rasters") for k, v in stores.items()}

@@ -14,10 +14,10 @@ from astropy.io import fits
 from compare_real_profiles import real_exposure_path
 from scipy.stats import chisquare
 
-from cubes import constants as C
-from cubes.detections import DetectParams, detect_chunk
-from cubes.empirical import build_empirical_epsf
-from cubes.optics import PSFParams, get_epsf
+from starcenter.cubes import constants as C
+from starcenter.cubes.stages.detections import DetectParams, detect_chunk
+from starcenter.cubes.classical.empirical import build_empirical_epsf
+from starcenter.cubes.sim.optics import PSFParams, get_epsf
 
 NBINS = 10
 

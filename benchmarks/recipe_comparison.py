@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def export(store: str, chip: str, target: str, seed: int, out: str) -> None:
-    from model.bridge import RasterSource
+    from starcenter.model.bridge import RasterSource
 
     arrays = {}
     for subset in ("train", "validation"):
@@ -49,8 +49,8 @@ def run_recipe(name: str, arch: str, data, max_epochs: int | None, seed: int,
                steps_per_execution: int = 1) -> dict:
     import keras
 
-    from model.architectures import build
-    from model.train import RECIPES, compile_model, recipe_callbacks
+    from starcenter.model.architectures import build
+    from starcenter.model.train import RECIPES, compile_model, recipe_callbacks
 
     rc = RECIPES[name]
     keras.utils.set_random_seed(seed)  # same initial weights for both recipes

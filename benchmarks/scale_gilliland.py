@@ -40,13 +40,13 @@ def main(argv=None) -> dict:
     from distributed import Client, LocalCluster
 
     from _rss import PeakRSS
-    from cubes import schema
-    from cubes.detections import DetectParams, detect
-    from cubes.pipeline import run_catalog
-    from cubes.simulate import make_config, simulate
-    from evaluation.report import evaluate
-    from model.predict import predict
-    from model.train import train
+    from starcenter.cubes import schema
+    from starcenter.cubes.stages.detections import DetectParams, detect
+    from starcenter.cubes.pipeline import run_catalog
+    from starcenter.cubes.sim.simulate import make_config, simulate
+    from starcenter.evaluation.report import evaluate
+    from starcenter.model.predict import predict
+    from starcenter.model.train import train
 
     cfg = make_config("gilliland", **({"n_exposures": a.exposures} if a.exposures else {}))
     store = a.store

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from astropy.io import fits
 
-from cubes import constants as C
-from cubes.optics import PSFParams, get_epsf
+from starcenter.cubes import constants as C
+from starcenter.cubes.sim.optics import PSFParams, get_epsf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.test_optics import profile  # noqa: E402

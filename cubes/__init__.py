@@ -6,8 +6,13 @@ Modules: ``constants`` (WFPC2 numbers with sources), ``schema`` (the store's pub
 simulated data set), ``store`` (store helpers), ``errors``.
 """
 
-from .epsf import EffectivePSF
-from .errors import BadArgumentError, BadInputError, StarcenterError, StoreMismatchError
+from starcenter.cubes.classical.epsf import EffectivePSF
+from starcenter.cubes.errors import (
+    BadArgumentError,
+    BadInputError,
+    StarcenterError,
+    StoreMismatchError,
+)
 
 __all__ = ["EffectivePSF", "StarcenterError", "BadArgumentError", "BadInputError",
            "StoreMismatchError"]

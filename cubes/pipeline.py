@@ -6,10 +6,10 @@ model (train, predict: centers/NAME) -> evaluation.
 
 from __future__ import annotations
 
-from . import schema
-from .catalog import build_catalog
-from .rasters import RasterParams, make_rasters
-from .transforms import TransformParams, compute_transforms
+from starcenter.cubes import schema
+from starcenter.cubes.stages.catalog import build_catalog
+from starcenter.cubes.stages.rasters import RasterParams, make_rasters
+from starcenter.cubes.stages.transforms import TransformParams, compute_transforms
 
 
 def run_catalog(store, reference: int = 0, raster_size: int = 6, progress: bool = True,

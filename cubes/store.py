@@ -20,8 +20,8 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from . import schema
-from .errors import StoreMismatchError
+from starcenter.cubes import schema
+from starcenter.cubes.errors import StoreMismatchError
 
 
 def store_path(store) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cubes.epsf import EffectivePSF
+from starcenter.cubes.classical.epsf import EffectivePSF
 
 
 def position_bound(epsf: EffectivePSF, flux, sky, read_noise, phase_x=0.0, phase_y=0.0,

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cubes import constants as C
-from cubes import schema
-from cubes.catalog import tie_to_reference
-from cubes.store import open_group, open_root
-from cubes.transforms import fit_cubic, offset_phase
+from starcenter.cubes import constants as C
+from starcenter.cubes import schema
+from starcenter.cubes.stages.catalog import tie_to_reference
+from starcenter.cubes.store import open_group, open_root
+from starcenter.cubes.stages.transforms import fit_cubic, offset_phase
 
 
 #: Classical centres on exactly the stars a network trained on this store is scored on (its
@@ -41,7 +41,7 @@ class Scope:
 
 
 def _test_stars(keys: np.ndarray, record: dict) -> np.ndarray:
-    from model.bridge import split_fraction
+    from starcenter.model.bridge import split_fraction
 
     lo, hi = record.get("fractions", {}).get("test", (0.8, 1.0))
     f = split_fraction(keys, int(record["seed"]))

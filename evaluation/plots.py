@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cubes import schema
-from cubes.store import open_group
+from starcenter.cubes import schema
+from starcenter.cubes.store import open_group
 
 
 def _save(fig, path) -> Path:
@@ -110,7 +110,7 @@ def plot_phase_curves(curves: dict, path, title: str) -> Path:
     curves: {method: {chip: {"x": (phase, std_err_mpix), "y": (...)}}} as made by
     :func:`evaluation.metrics.phase_data`; one row per chip, x and y columns, one colour per
     method, binned medians drawn over the individual exposures."""
-    from .metrics import phase_curve
+    from starcenter.evaluation.metrics import phase_curve
 
     fig, axes, cells = _chip_grid(sorted({c for m in curves.values() for c in m}), sharex=True)
     for chip, ax_name, _, ax in cells:

@@ -13,14 +13,29 @@ from pathlib import Path
 
 import numpy as np
 
-from cubes import schema
-from cubes import store as st
+from starcenter.cubes import schema
+from starcenter.cubes import store as st
 
-from .metrics import (CLASSICAL, CLASSICAL_TEST, flatness, method_positions, network_methods, per_star_rms,
-                      phase_curve, phase_data, scopes, single_measurement_mpix, trained_here,
-                      truth_vs_magnitude)
-from .plots import (plot_per_star_rms, plot_phase_curves, plot_std_err_vs_offset,
-                    plot_truth_vs_magnitude)
+from starcenter.evaluation.metrics import (
+    CLASSICAL,
+    CLASSICAL_TEST,
+    flatness,
+    method_positions,
+    network_methods,
+    per_star_rms,
+    phase_curve,
+    phase_data,
+    scopes,
+    single_measurement_mpix,
+    trained_here,
+    truth_vs_magnitude,
+)
+from starcenter.evaluation.plots import (
+    plot_per_star_rms,
+    plot_phase_curves,
+    plot_std_err_vs_offset,
+    plot_truth_vs_magnitude,
+)
 
 #: The seed paper's published numbers, for the report's comparison table (all mpix).
 PAPER = {
@@ -170,9 +185,9 @@ def efficiency(store, methods) -> dict:
     """Simulations: per method, chip and flux bin (e-), the Cramér–Rao bound (rms over stars,
     mpix, x) from the true ePSF, each star's flux, the sky and read noise, and the efficiency
     bound^2 / measured variance (robust: 1.4826 MAD) of the x errors against exact truth."""
-    from cubes.epsf import EffectivePSF
+    from starcenter.cubes.classical.epsf import EffectivePSF
 
-    from .cramer_rao import position_bound
+    from starcenter.evaluation.cramer_rao import position_bound
 
     ras = st.open_group(store, schema.RASTERS)
     psf = st.open_group(store, schema.PSF)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from cubes import constants as C
-from cubes import schema
-from cubes.epsf import EffectivePSF
-from cubes.store import open_group
+from starcenter.cubes import constants as C
+from starcenter.cubes import schema
+from starcenter.cubes.classical.epsf import EffectivePSF
+from starcenter.cubes.store import open_group
 
 
 def central_third(x, y, size: int = C.CHIP_SIZE):

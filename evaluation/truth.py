@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from cubes import schema
-from cubes.store import open_group
+from starcenter.cubes import schema
+from starcenter.cubes.store import open_group
 
-from .summary import central_third
+from starcenter.evaluation.summary import central_third
 
 
 @dataclass

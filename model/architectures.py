@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cubes.errors import BadArgumentError
+from starcenter.cubes.errors import BadArgumentError
 
 
 def _vgg6(raster_size: int, filters: tuple[int, int], kernel: int, padded: int, first_pool: tuple,

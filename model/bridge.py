@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cubes import schema
-from cubes.errors import BadArgumentError, StoreMismatchError
-from cubes.rasters import EXPOSURE_BLOCK
+from starcenter.cubes import schema
+from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
+from starcenter.cubes.stages.rasters import EXPOSURE_BLOCK
 
 SPLITS = {"train": (0.0, 0.7), "validation": (0.7, 0.8), "test": (0.8, 1.0)}
 #: Subsets a trained model has seen: its weights (train) and its best-epoch choice (validation).
@@ -59,7 +59,7 @@ def training_identity(store, chip: str) -> dict:
     on the stars it never saw)."""
     import hashlib
 
-    from cubes import store as st
+    from starcenter.cubes import store as st
 
     root = st.read_attrs(store)
     prov = root.get("starcenter_simulation") or root.get("starcenter_ingest") or st.store_path(store)

@@ -12,12 +12,12 @@ from functools import lru_cache
 
 import numpy as np
 
-from cubes import schema
-from cubes import store as st
-from cubes.errors import BadArgumentError, StoreMismatchError
-from cubes.rasters import EXPOSURE_BLOCK
+from starcenter.cubes import schema
+from starcenter.cubes import store as st
+from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
+from starcenter.cubes.stages.rasters import EXPOSURE_BLOCK
 
-from .train import load_metadata
+from starcenter.model.train import load_metadata
 
 BATCH = 8192
 
@@ -49,7 +49,7 @@ def split_record(meta: dict, store, chip: str) -> dict:
     ``trained_here`` (the model was trained on this store's data: its training and validation
     stars must not be scored), ``seed`` and ``fractions`` of its split by star, and
     ``same_stars`` (the store's star axis is the one the split was drawn on)."""
-    from .bridge import SPLITS, training_identity
+    from starcenter.model.bridge import SPLITS, training_identity
 
     ident = training_identity(store, chip)
     seen = meta.get("dataset", {}).get("identity")

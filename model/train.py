@@ -22,11 +22,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cubes import schema
-from cubes import store as st
-from cubes.errors import BadArgumentError
+from starcenter.cubes import schema
+from starcenter.cubes import store as st
+from starcenter.cubes.errors import BadArgumentError
 
-from .architectures import build
+from starcenter.model.architectures import build
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ def train(store, chip: str, arch: str = "v2", recipe: str = "fast", epochs: int 
         raise BadArgumentError(f"epochs must be >= 1, got {epochs}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from .bridge import SEEN, SPLITS, RasterSource, dataset, training_identity
+    from starcenter.model.bridge import SEEN, SPLITS, RasterSource, dataset, training_identity
 
     train_src = RasterSource(store, chip, "train", seed, target)
     val_src = RasterSource(store, chip, "validation", seed, target)

@@ -46,8 +46,8 @@ def shared_file(*parts) -> Path:
 
 def omega_cen_file() -> Path:
     """The REAL ω Cen exposure from the stsci.tools wheel (a test dependency), or skip/fail."""
-    from cubes.errors import StarcenterError
-    from cubes.ingest import real_omega_cen_path
+    from starcenter.cubes.errors import StarcenterError
+    from starcenter.cubes.archive.ingest import real_omega_cen_path
 
     try:
         p = real_omega_cen_path()
@@ -60,7 +60,7 @@ def omega_cen_file() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_config():
-    from cubes.simulate import make_config
+    from starcenter.cubes.sim.simulate import make_config
 
     return make_config("demo", n_exposures=3, chips=("PC1", "WF3"), seed=7)
 
@@ -68,7 +68,7 @@ def tiny_config():
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory, tiny_config):
     """A 3-exposure PC1+WF3 simulated store, written with the synchronous scheduler."""
-    from cubes.simulate import simulate
+    from starcenter.cubes.sim.simulate import simulate
 
     path = tmp_path_factory.mktemp("stores") / "tiny.zarr"
     with dask.config.set(scheduler="synchronous"):
@@ -80,8 +80,8 @@ def derive_store(tiny_store, directory, psf: str = "library", catalog: bool = Tr
     """A copy of the tiny store with detections (``psf`` ePSF) and, if asked, the catalog."""
     import shutil
 
-    from cubes.detections import DetectParams, detect
-    from cubes.pipeline import run_catalog
+    from starcenter.cubes.stages.detections import DetectParams, detect
+    from starcenter.cubes.pipeline import run_catalog
 
     path = directory / f"{psf}{'-cat' if catalog else ''}.zarr"
     shutil.copytree(tiny_store, path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cubes.detector import render_stars
+from starcenter.cubes.sim.detector import render_stars
 
 GAIN, READ_NOISE, SKY_E = 7.0, 5.2, 10.0
 

@@ -8,10 +8,10 @@ import pytest
 import xarray as xr
 import zarr
 
-from cubes.catalog import clipped_mean
-from cubes.errors import StoreMismatchError
-from cubes.rasters import cut
-from cubes.transforms import STATUS, TransformParams, compute_transforms
+from starcenter.cubes.stages.catalog import clipped_mean
+from starcenter.cubes.errors import StoreMismatchError
+from starcenter.cubes.stages.rasters import cut
+from starcenter.cubes.stages.transforms import STATUS, TransformParams, compute_transforms
 
 from .conftest import derive_store
 
@@ -135,10 +135,10 @@ def test_second_iteration_from_better_centres_improves_the_catalog(store, tmp_pa
 
     import xarray as xr
 
-    from cubes import schema
-    from cubes import store as st
-    from cubes.catalog import refine_catalog
-    from evaluation.metrics import catalog_vs_exact
+    from starcenter.cubes import schema
+    from starcenter.cubes import store as st
+    from starcenter.cubes.stages.catalog import refine_catalog
+    from starcenter.evaluation.metrics import catalog_vs_exact
 
     path = tmp_path / "iter.zarr"
     shutil.copytree(store, path)
@@ -160,7 +160,7 @@ def test_second_iteration_from_better_centres_improves_the_catalog(store, tmp_pa
     with pytest.raises(Exception, match="centers/missing|'centers/missing'"):
         refine_catalog(path, "missing", progress=False)
     # the promised rerun: a plain catalog restores the classical catalog and targets exactly
-    from cubes.pipeline import run_catalog
+    from starcenter.cubes.pipeline import run_catalog
 
     with dask.config.set(scheduler="synchronous"):
         run_catalog(path, progress=False)

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from cubes.detections import DetectParams, detect_chunk
-from cubes.empirical import catalog_epsf
-from cubes.optics import PSFParams, get_epsf
-from cubes.psffit import cut_boxes, fit_stars
-from evaluation.truth import phase_profile, pixel_phase
+from starcenter.cubes.stages.detections import DetectParams, detect_chunk
+from starcenter.cubes.classical.empirical import catalog_epsf
+from starcenter.cubes.sim.optics import PSFParams, get_epsf
+from starcenter.cubes.classical.psffit import cut_boxes, fit_stars
+from starcenter.evaluation.truth import phase_profile, pixel_phase
 
 from .helpers import GAIN, READ_NOISE, SKY_E, star_grid
 
@@ -52,7 +52,7 @@ def test_catalog_epsf_learns_the_true_epsf_from_known_positions(wf3):
 def test_neighbour_subtraction_removes_a_detected_neighbours_pull(wf3):
     """Pairs 3.5 px apart (secondary 0.4 x the primary's flux): refitting on the image minus
     the neighbours' models more than halves the primaries' mean error."""
-    from cubes.detector import render_stars
+    from starcenter.cubes.sim.detector import render_stars
 
     true, _ = wf3
     rng = np.random.default_rng(4)
@@ -75,8 +75,8 @@ def test_neighbour_subtraction_removes_a_detected_neighbours_pull(wf3):
 
 
 def test_projection_weighted_by_catalog_scatter_ignores_noisy_stars():
-    from cubes.catalog import project_catalog
-    from cubes.transforms import apply
+    from starcenter.cubes.stages.catalog import project_catalog
+    from starcenter.cubes.stages.transforms import apply
 
     rng = np.random.default_rng(1)
     n, ne = 300, 6
@@ -105,11 +105,11 @@ def test_second_iteration_with_the_catalog_epsf_brings_the_truth_to_a_few_mpix(t
     library): library detections -> catalog -> catalog ePSF -> detections with it and
     neighbour subtraction -> catalog with the stacked-residual cut. The catalog truth must move
     from the library's pixel-phase-biased tens of mpix to a few mpix of the exact truth."""
-    from cubes.detections import build_catalog_psfs, detect
-    from cubes.epsf import EffectivePSF
-    from cubes.pipeline import run_catalog
-    from cubes.simulate import make_config, simulate
-    from evaluation.metrics import catalog_vs_exact
+    from starcenter.cubes.stages.detections import build_catalog_psfs, detect
+    from starcenter.cubes.classical.epsf import EffectivePSF
+    from starcenter.cubes.pipeline import run_catalog
+    from starcenter.cubes.sim.simulate import make_config, simulate
+    from starcenter.evaluation.metrics import catalog_vs_exact
 
     path = tmp_path / "iter.zarr"
     with dask.config.set(scheduler="synchronous"):
@@ -135,8 +135,8 @@ def test_second_iteration_with_the_catalog_epsf_brings_the_truth_to_a_few_mpix(t
 
 
 def test_catalog_epsf_without_a_catalog_is_a_clear_error_and_harms_nothing(tiny_store, tmp_path):
-    from cubes.detections import detect
-    from cubes.errors import StoreMismatchError
+    from starcenter.cubes.stages.detections import detect
+    from starcenter.cubes.errors import StoreMismatchError
 
     from .conftest import derive_store
 

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
-import starcenter
+from starcenter import cli as starcenter
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, str(REPO / "starcenter.py"), *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "starcenter", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=600)
 
 

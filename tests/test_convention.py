@@ -23,15 +23,15 @@ GAIN, READ_NOISE, SKY_E = 7.0, 5.2, 30.0
 
 @pytest.fixture(scope="module")
 def wf3():
-    from cubes.optics import PSFParams, get_epsf
+    from starcenter.cubes.sim.optics import PSFParams, get_epsf
 
     return get_epsf(PSFParams("WF3", "F555W"))
 
 
 def test_kernels_keep_x_along_columns_on_a_non_square_image(wf3):
-    from cubes.detections import DetectParams, detect_chunk
-    from cubes.detector import render_stars
-    from cubes.rasters import cut
+    from starcenter.cubes.stages.detections import DetectParams, detect_chunk
+    from starcenter.cubes.sim.detector import render_stars
+    from starcenter.cubes.stages.rasters import cut
 
     rng = np.random.default_rng(4)
     shape = (150, 410)  # rows (y, NAXIS2) != columns (x, NAXIS1)
@@ -75,7 +75,7 @@ def _stub_model(path, chip: str, k: tuple[float, float]):
 def test_known_positions_through_every_stage_to_centers(tiny_store, tmp_path):
     """Simulated truth -> detect (true ePSF) -> catalog -> rasters -> predict (stub) -> centres,
     compared with the truth group in chip pixels, nothing subtracted."""
-    from model.predict import predict
+    from starcenter.model.predict import predict
 
     store = derive_store(tiny_store, tmp_path, "true", catalog=True)
     k = (3.1, 2.8)
@@ -114,9 +114,9 @@ def test_real_file_x_runs_along_naxis1(tmp_path):
     from astropy.io import fits
     from photutils.detection import DAOStarFinder
 
-    from cubes.detections import DetectParams, detect_chunk
-    from cubes.ingest import ingest
-    from cubes.optics import PSFParams, get_epsf
+    from starcenter.cubes.stages.detections import DetectParams, detect_chunk
+    from starcenter.cubes.archive.ingest import ingest
+    from starcenter.cubes.sim.optics import PSFParams, get_epsf
 
     path = omega_cen_file()
     with fits.open(path) as hdul:

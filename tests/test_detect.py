@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from cubes import constants as C
-from cubes import detector
-from cubes.detect import find_peaks
-from cubes.optics import PSFParams, get_epsf
+from starcenter.cubes import constants as C
+from starcenter.cubes.sim import detector
+from starcenter.cubes.classical.peaks import find_peaks
+from starcenter.cubes.sim.optics import PSFParams, get_epsf
 
 SHAPE = (200, 200)
 

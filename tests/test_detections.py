@@ -8,9 +8,9 @@ import pytest
 import xarray as xr
 import zarr
 
-from cubes.detections import DetectParams, detect
-from cubes.errors import BadArgumentError, StoreMismatchError
-from evaluation.truth import match_to_truth
+from starcenter.cubes.stages.detections import DetectParams, detect
+from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
+from starcenter.evaluation.truth import match_to_truth
 
 from .conftest import derive_store
 
@@ -85,7 +85,7 @@ def test_empirical_epsf_is_built_and_stored(tiny_store, tmp_path):
     (0.18-0.20). On PC1 it comes out sharper than the truth (peak 0.31 vs 0.27, L1 0.15-0.17,
     worse than the library's 0.10): the ePSF / pixel-phase degeneracy of few exposures, which
     the catalog ePSF breaks."""
-    from cubes.epsf import EffectivePSF
+    from starcenter.cubes.classical.epsf import EffectivePSF
 
     path = tmp_path / "e.zarr"
     shutil.copytree(tiny_store, path)

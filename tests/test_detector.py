@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from cubes import constants as C
-from cubes import detector
+from starcenter.cubes import constants as C
+from starcenter.cubes.sim import detector
 
 
 def test_pixel_variance_follows_gain_and_read_noise():
@@ -48,7 +48,7 @@ def test_ad_saturation_flagged():
 
 
 def test_render_conserves_flux(tmp_path):
-    from cubes.optics import PSFParams, get_epsf
+    from starcenter.cubes.sim.optics import PSFParams, get_epsf
 
     e = get_epsf(PSFParams("WF3", "F555W"))
     for flux in (1e3, 5e4, 1e6):  # one per render tier
@@ -61,7 +61,7 @@ def test_render_conserves_flux(tmp_path):
 
 
 def test_render_star_off_the_edge_partially():
-    from cubes.optics import PSFParams, get_epsf
+    from starcenter.cubes.sim.optics import PSFParams, get_epsf
 
     e = get_epsf(PSFParams("PC1", "F555W"))
     img = detector.render_stars((50, 50), [-0.4, 70.0], [25.0, 25.0], [1e5, 1e5], e)

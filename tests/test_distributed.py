@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def config():
-    from cubes.simulate import make_config
+    from starcenter.cubes.sim.simulate import make_config
 
     return make_config("demo", n_exposures=6, chips=("WF3",), seed=11)
 
@@ -32,8 +32,8 @@ def config():
 @pytest.fixture(scope="module")
 def undisturbed(tmp_path_factory, config):
     """Simulated and detected with the synchronous scheduler, nothing interrupted."""
-    from cubes.detections import DetectParams, detect
-    from cubes.simulate import simulate
+    from starcenter.cubes.stages.detections import DetectParams, detect
+    from starcenter.cubes.sim.simulate import simulate
 
     path = tmp_path_factory.mktemp("undisturbed") / "u.zarr"
     with dask.config.set(scheduler="synchronous"):
@@ -59,12 +59,12 @@ def done_count(store, group) -> int:
 def test_whole_chain_on_an_fsspec_memory_store(undisturbed, config, tmp_path):
     """simulate -> detect -> catalog -> train/predict -> evaluate on memory://, same results as
     on a local path."""
-    from cubes.detections import DetectParams, detect
-    from cubes.pipeline import run_catalog
-    from cubes.simulate import simulate
-    from evaluation.report import evaluate
-    from model.predict import predict
-    from model.train import train
+    from starcenter.cubes.stages.detections import DetectParams, detect
+    from starcenter.cubes.pipeline import run_catalog
+    from starcenter.cubes.sim.simulate import simulate
+    from starcenter.evaluation.report import evaluate
+    from starcenter.model.predict import predict
+    from starcenter.model.train import train
 
     mem = f"memory://starcenter-test-{os.getpid()}/m.zarr"
     local = tmp_path / "local.zarr"
@@ -89,8 +89,8 @@ def test_worker_killed_mid_stage_on_a_local_cluster(undisturbed, config, tmp_pat
     SIGKILL while detect runs: the stage completes and equals the undisturbed run bit for bit."""
     from distributed import Client, LocalCluster
 
-    from cubes.detections import DetectParams, detect
-    from cubes.simulate import simulate
+    from starcenter.cubes.stages.detections import DetectParams, detect
+    from starcenter.cubes.sim.simulate import simulate
 
     store = tmp_path / "c.zarr"
     total = config.n_exposures
@@ -125,7 +125,7 @@ def test_driver_killed_mid_stage_resumes_to_the_same_store(undisturbed, tmp_path
     shutil.copytree(undisturbed, store)
     shutil.rmtree(store / "detections")
     zarr.consolidate_metadata(str(store))
-    cmd = [sys.executable, str(REPO / "starcenter.py"), "detect", str(store), "--scheduler",
+    cmd = [sys.executable, "-m", "starcenter", "detect", str(store), "--scheduler",
            "synchronous", "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -149,8 +149,8 @@ def test_driver_killed_mid_stage_resumes_to_the_same_store(undisturbed, tmp_path
 
 
 def test_lock_on_an_fsspec_store_refuses_a_second_writer():
-    from cubes.errors import StoreMismatchError
-    from cubes.store import filesystem, locked
+    from starcenter.cubes.errors import StoreMismatchError
+    from starcenter.cubes.store import filesystem, locked
 
     url = f"memory://starcenter-lock-{os.getpid()}/s.zarr"
     with locked(url, "detect"):

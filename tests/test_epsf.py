@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from cubes.epsf import EffectivePSF
-from cubes.errors import BadArgumentError
-from cubes.optics import PSFParams, get_epsf
+from starcenter.cubes.classical.epsf import EffectivePSF
+from starcenter.cubes.errors import BadArgumentError
+from starcenter.cubes.sim.optics import PSFParams, get_epsf
 
 
 def gaussian_epsf(sigma=1.0, size=25, os_=4):
@@ -31,7 +31,7 @@ def test_epsf_sums_to_one_at_every_phase(chip):
 
 
 def test_centroid_of_symmetric_psf_matches_truth():
-    from cubes.detector import render_stars
+    from starcenter.cubes.sim.detector import render_stars
 
     e = gaussian_epsf(sigma=1.0)
     rng = np.random.default_rng(3)

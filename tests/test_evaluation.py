@@ -20,7 +20,7 @@ def test_per_star_rms_recovers_the_injected_scatter():
     """Known truth: 400 stars, 30 exposures, each shifted, rotated slightly and scaled, with
     10 mpix of Gaussian noise per coordinate: the per-star rms must come back as ~10 mpix
     after the cubic transformations take the exposures into the reference frame."""
-    from evaluation.metrics import per_star_rms_from
+    from starcenter.evaluation.metrics import per_star_rms_from
 
     rng = np.random.default_rng(3)
     n_exp, n_star, sigma = 30, 400, 0.010
@@ -43,7 +43,7 @@ def test_full_offset_and_phase_views_by_hand(store):
     """phase_data against the transforms group read directly: every exposure with status 0
     except the reference, its offset (px) for the full view, offset mod 1 for the phase view,
     and std_err x 1000 (mpix) in both."""
-    from evaluation.metrics import phase_data
+    from starcenter.evaluation.metrics import phase_data
 
     tr = xr.open_zarr(store, group="transforms")
     ref = json.loads(tr.attrs["params"])["reference"]
@@ -63,7 +63,7 @@ def test_full_offset_and_phase_views_by_hand(store):
 
 
 def test_evaluate_writes_the_paper_figures(store, tmp_path):
-    from evaluation.report import evaluate
+    from starcenter.evaluation.report import evaluate
 
     m = evaluate(store, tmp_path)
     for png in ("std_error_vs_offset_phase.png", "std_error_vs_offset.png", "truth_vs_magnitude.png"):
@@ -72,7 +72,7 @@ def test_evaluate_writes_the_paper_figures(store, tmp_path):
 
 
 def test_raster_size_sweep_trains_per_size_and_restores_the_rasters(store, tmp_path):
-    from evaluation.sweep import raster_size_sweep
+    from starcenter.sweep import raster_size_sweep
 
     before = xr.open_zarr(store, group="rasters")
     raster, attrs = before["raster"].values, dict(before.attrs)
@@ -88,7 +88,7 @@ def test_raster_size_sweep_trains_per_size_and_restores_the_rasters(store, tmp_p
 
 
 def _write_centers(store, name, xy, attrs):
-    from cubes import store as st
+    from starcenter.cubes import store as st
 
     ras = xr.open_zarr(store, group="rasters")
     ds = xr.Dataset({"xy": (("exposure", "chip", "star", "axis"), xy)},
@@ -101,10 +101,10 @@ def test_a_network_is_scored_only_on_the_stars_it_never_saw(store):
     """A 'memoriser' exact on the stars a model would have trained on and 50 mpix off on its
     test stars: on its own store the report must say 50 mpix (a report mixing in the training
     stars says ~22), the in-sample table 0; trained on other data, every star is scored."""
-    from evaluation.metrics import CLASSICAL_TEST, transforms_from_centers
-    from evaluation.report import methods_in, truth_errors
-    from model.bridge import star_subset, training_identity
-    from model.predict import split_record
+    from starcenter.evaluation.metrics import CLASSICAL_TEST, transforms_from_centers
+    from starcenter.evaluation.report import methods_in, truth_errors
+    from starcenter.model.bridge import star_subset, training_identity
+    from starcenter.model.predict import split_record
 
     ras = xr.open_zarr(store, group="rasters")
     chips = [str(c) for c in ras.chip.values]

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from cubes import constants as C
-from cubes import field
+from starcenter.cubes import constants as C
+from starcenter.cubes.sim import field
 
 
 @pytest.mark.parametrize("chip", C.CHIPS)

@@ -9,8 +9,8 @@ import pytest
 import xarray as xr
 from astropy.io import fits
 
-from cubes.errors import BadInputError
-from cubes.ingest import export_fits, ingest, read_exposure
+from starcenter.cubes.errors import BadInputError
+from starcenter.cubes.archive.ingest import export_fits, ingest, read_exposure
 
 from .conftest import omega_cen_file, shared_file
 
@@ -46,7 +46,7 @@ def test_cropped_real_c0f_reader():
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """Two simulated 4-chip exposures exported in the MEF archive layout."""
-    from cubes.simulate import make_config, simulate
+    from starcenter.cubes.sim.simulate import make_config, simulate
 
     d = tmp_path_factory.mktemp("mef")
     store = d / "sim.zarr"
@@ -139,7 +139,7 @@ def test_other_filter_refused_and_mid_run_error_keeps_what_was_ingested(exported
 
 
 def test_detect_runs_on_an_ingested_real_store(omega_cen, tmp_path):
-    from cubes.detections import DetectParams, detect
+    from starcenter.cubes.stages.detections import DetectParams, detect
 
     store = tmp_path / "real.zarr"
     ingest(store, [omega_cen], progress=False)
@@ -150,7 +150,7 @@ def test_detect_runs_on_an_ingested_real_store(omega_cen, tmp_path):
 
 
 def test_geis_pair_round_trip_matches_the_simulator(exported, tmp_path):
-    from cubes.ingest import write_geis
+    from starcenter.cubes.archive.ingest import write_geis
 
     store, _ = exported
     ex = xr.open_zarr(store, group="exposures")

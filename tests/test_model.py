@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 @pytest.mark.parametrize("arch, total, trainable", [("v1", 34_418, 34_354), ("v2", 214_754, 214_626)])
 def test_vgg6_parameter_counts_match_table_1(arch, total, trainable):
-    from model.architectures import build
+    from starcenter.model.architectures import build
 
     m = build(arch, 6)
     assert m.count_params() == total
@@ -24,15 +24,15 @@ def test_vgg6_parameter_counts_match_table_1(arch, total, trainable):
 
 
 def test_unknown_architecture():
-    from cubes.errors import BadArgumentError
-    from model.architectures import build
+    from starcenter.cubes.errors import BadArgumentError
+    from starcenter.model.architectures import build
 
     with pytest.raises(BadArgumentError, match="resnet"):
         build("resnet")
 
 
 def test_split_is_by_star_deterministic_and_70_10_20():
-    from model.bridge import star_subset
+    from starcenter.model.bridge import star_subset
 
     keys = np.arange(200_000, dtype=np.int64)
     parts = {s: star_subset(keys, s, seed=3) for s in ("train", "validation", "test")}
@@ -49,7 +49,7 @@ def store(tiny_store, tmp_path_factory):
 
 
 def test_bridge_streams_every_valid_raster_once_without_leaks(store):
-    from model.bridge import RasterSource, dataset
+    from starcenter.model.bridge import RasterSource, dataset
 
     seen = {}
     for subset in ("train", "validation", "test"):
@@ -67,9 +67,9 @@ def test_bridge_streams_every_valid_raster_once_without_leaks(store):
 
 
 def test_train_resume_and_predict(store, tmp_path):
-    from cubes.errors import BadArgumentError
-    from model.predict import predict
-    from model.train import train
+    from starcenter.cubes.errors import BadArgumentError
+    from starcenter.model.predict import predict
+    from starcenter.model.train import train
 
     out = tmp_path / "wf3.keras"
     meta = train(store, "WF3", "v1", "fast", epochs=2, out=out, target="exact", verbose=0)
@@ -93,7 +93,7 @@ def test_train_resume_and_predict(store, tmp_path):
 def test_model_files_load_in_safe_mode(store, tmp_path):
     import keras
 
-    from model.architectures import build
+    from starcenter.model.architectures import build
 
     m = build("v2")
     m.save(tmp_path / "x.keras")
@@ -113,7 +113,7 @@ def test_killed_training_resumes_from_its_last_epoch(store, tmp_path):
 
     repo = Path(__file__).resolve().parents[1]
     out = tmp_path / "k.keras"
-    cmd = [sys.executable, str(repo / "starcenter.py"), "train", str(store), "--chip", "WF3",
+    cmd = [sys.executable, "-m", "starcenter", "train", str(store), "--chip", "WF3",
            "--arch", "v1", "--epochs", "400", "--out", str(out), "--target", "exact", "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     hist = tmp_path / "k.keras.history.csv"
@@ -138,8 +138,8 @@ def test_checkpoint_survives_a_kill_during_its_own_write(tmp_path):
     the restore must use the last complete checkpoint (keras' in-place BackupAndRestore did not)."""
     import numpy as np
 
-    from model.architectures import build
-    from model.train import EpochCheckpoint
+    from starcenter.model.architectures import build
+    from starcenter.model.train import EpochCheckpoint
 
     m = build("v1")
     m.compile(optimizer="adam", loss="mae")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cubes import constants as C
-from cubes.optics import (
+from starcenter.cubes import constants as C
+from starcenter.cubes.sim.optics import (
     PSFParams,
     band_sampling,
     cache_dir,

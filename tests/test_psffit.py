@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from cubes.optics import PSFParams, get_epsf
-from cubes.psffit import FLAGS, fit_stars
-from evaluation.truth import phase_profile, pixel_phase
+from starcenter.cubes.sim.optics import PSFParams, get_epsf
+from starcenter.cubes.classical.psffit import FLAGS, fit_stars
+from starcenter.evaluation.truth import phase_profile, pixel_phase
 
 from .helpers import GAIN, READ_NOISE, SKY_E, star_grid
 

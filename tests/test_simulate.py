@@ -7,11 +7,11 @@ import pytest
 import xarray as xr
 import zarr
 
-from cubes import constants as C
-from cubes import schema
-from cubes.epsf import EffectivePSF
-from cubes.errors import BadArgumentError, StoreMismatchError
-from cubes.simulate import make_config, simulate
+from starcenter.cubes import constants as C
+from starcenter.cubes import schema
+from starcenter.cubes.classical.epsf import EffectivePSF
+from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
+from starcenter.cubes.sim.simulate import make_config, simulate
 
 
 def test_groups_open_with_plain_xarray(tiny_store, tiny_config):
@@ -35,8 +35,13 @@ def test_sky_level_and_noise(tiny_config, chip):
     the sky (PC1 0.28 DN, WF3 1.39 DN) to 0.01 DN and the scatter is the noise model (sky and
     dark Poisson, read noise, digitisation) to 3 %: a chip with no sky, or the wrong gain or read
     noise, fails."""
-    from cubes.field import gilliland_dithers
-    from cubes.simulate import ChipContext, chip_psfs, exposure_focus, simulate_chunk
+    from starcenter.cubes.sim.field import gilliland_dithers
+    from starcenter.cubes.sim.simulate import (
+        ChipContext,
+        chip_psfs,
+        exposure_focus,
+        simulate_chunk,
+    )
 
     cfg = tiny_config
     one = np.zeros(1)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cubes.transforms import apply, design, find_offset, fit_cubic
+from starcenter.cubes.stages.transforms import apply, design, find_offset, fit_cubic
 
 
 def test_fit_cubic_recovers_a_known_transformation_and_culls_outliers():
@@ -51,7 +51,7 @@ def test_standard_error_is_sqrt_of_sum_of_squares_over_n_minus_10_by_hand():
     """Residuals built orthogonal to the cubic design: the fit returns the injected
     transformation exactly and the standard error is sqrt(sum r^2 / (n - 10)), computed here by
     hand (n = 40 stars, 10 cubic terms per coordinate, no star culled)."""
-    from cubes.transforms import N_TERMS
+    from starcenter.cubes.stages.transforms import N_TERMS
 
     rng = np.random.default_rng(2)
     x, y = rng.uniform(0, 799, (2, 40))
@@ -72,7 +72,7 @@ def test_single_measurement_error_is_the_standard_error_over_sqrt_2():
     """Every exposure (and the reference) measures 500 stars with its own 10 mpix error per
     coordinate: the exposure -> reference standard error is sqrt(2) x 10 = 14.1 mpix, and the
     report's single-measurement conversion gives back 10 mpix."""
-    from evaluation.metrics import single_measurement_mpix, transforms_from_positions
+    from starcenter.evaluation.metrics import single_measurement_mpix, transforms_from_positions
 
     rng = np.random.default_rng(5)
     xy0 = rng.uniform(20, 780, (500, 2))

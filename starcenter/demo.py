@@ -16,15 +16,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cubes import schema
-from cubes import store as st
-from cubes.detections import DetectParams, detect
-from cubes.pipeline import run_catalog
-from cubes.simulate import make_config, simulate
+from starcenter.cubes import schema
+from starcenter.cubes import store as st
+from starcenter.cubes.stages.detections import DetectParams, detect
+from starcenter.cubes.pipeline import run_catalog
+from starcenter.cubes.sim.simulate import make_config, simulate
 
-from .plots import plot_exposure, plot_loss
-from .report import evaluate
-from .summary import isolated_stars
+from starcenter.evaluation.plots import plot_exposure, plot_loss
+from starcenter.evaluation.report import evaluate
+from starcenter.evaluation.summary import isolated_stars
 
 ARCHS = ("v1", "v2")
 
@@ -44,8 +44,8 @@ def _classical(store, progress):
 def run_demo(outdir="demo-output", progress: bool = True, exposures: int = 48,
              epochs: int | None = None, real: bool = True) -> str:
     """Run the demo into ``outdir``; returns the text summary (also written to summary.txt)."""
-    from model.predict import predict
-    from model.train import train
+    from starcenter.model.predict import predict
+    from starcenter.model.train import train
 
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,9 +112,9 @@ def run_demo(outdir="demo-output", progress: bool = True, exposures: int = 48,
 
 def _real(out: Path, models: dict, progress: bool):
     """Ingest, centre and evaluate the real ω Cen exposure (skipped without stsci.tools)."""
-    from cubes.errors import StarcenterError
-    from cubes.ingest import ingest, real_omega_cen_path
-    from model.predict import predict
+    from starcenter.cubes.errors import StarcenterError
+    from starcenter.cubes.archive.ingest import ingest, real_omega_cen_path
+    from starcenter.model.predict import predict
 
     try:
         path = real_omega_cen_path()

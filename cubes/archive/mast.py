@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BadArgumentError, StarcenterError
+from starcenter.cubes.errors import BadArgumentError, StarcenterError
 
 MAST_HOST = ("mast.stsci.edu", 443)
 #: productSubGroupDescription of the products kept, in order of preference per exposure.

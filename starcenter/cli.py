@@ -14,7 +14,7 @@ def _chips(text: str) -> tuple[str, ...]:
 
 
 def _cmd_simulate(args) -> int:
-    from cubes.simulate import make_config, simulate
+    from starcenter.cubes.sim.simulate import make_config, simulate
 
     cfg = make_config(args.preset, n_exposures=args.exposures, chips=args.chips,
                       filter=args.filter, focus_um=args.focus_um, seed=args.seed,
@@ -31,7 +31,7 @@ def _cmd_simulate(args) -> int:
 
 
 def _cmd_ingest(args) -> int:
-    from cubes.ingest import ingest
+    from starcenter.cubes.archive.ingest import ingest
 
     with _cluster(args):
         out = ingest(args.store, args.inputs, args.separate_filters, progress=not args.quiet)
@@ -43,7 +43,7 @@ def _cmd_ingest(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from cubes.ingest import export_fits
+    from starcenter.cubes.archive.ingest import export_fits
 
     files = export_fits(args.store, args.outdir)
     print(f"{len(files)} exposures written to {args.outdir} as *_c0m.fits / *_c1m.fits")
@@ -51,7 +51,7 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_fetch(args) -> int:
-    from cubes.mast import fetch_mast
+    from starcenter.cubes.archive.mast import fetch_mast
 
     files = fetch_mast(args.proposal, args.filter, args.outdir)
     print(f"{len(files)} files in {args.outdir}; next: starcenter ingest STORE {args.outdir}")
@@ -59,7 +59,7 @@ def _cmd_fetch(args) -> int:
 
 
 def _cmd_detect(args) -> int:
-    from cubes.detections import DetectParams, detect
+    from starcenter.cubes.stages.detections import DetectParams, detect
 
     params = DetectParams(args.psf, args.threshold, args.min_separation, args.neighbour_passes)
     with _cluster(args):
@@ -71,16 +71,16 @@ def _cmd_detect(args) -> int:
 
 
 def _cmd_catalog(args) -> int:
-    from cubes.pipeline import run_catalog
+    from starcenter.cubes.pipeline import run_catalog
 
     if args.from_centers:
-        from cubes.catalog import refine_catalog
+        from starcenter.cubes.stages.catalog import refine_catalog
 
         cat = refine_catalog(args.store, args.from_centers, progress=not args.quiet)
         print(f"{args.store}: catalog and raster targets rebuilt from centers/{args.from_centers} "
               f"({int((cat['count'] >= 3).sum())} stars); retrain on them for the next iteration")
         return 0
-    from cubes.rasters import RasterParams
+    from starcenter.cubes.stages.rasters import RasterParams
 
     rp = RasterParams(size=args.raster_size, max_stack_residual=args.max_stack_residual)
     with _cluster(args):
@@ -92,8 +92,8 @@ def _cmd_catalog(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from evaluation.plots import plot_loss
-    from model.train import train
+    from starcenter.evaluation.plots import plot_loss
+    from starcenter.model.train import train
 
     meta = train(args.store, args.chip.upper(), args.arch, args.recipe, args.epochs, args.out,
                  args.seed, args.target, verbose=0 if args.quiet else 2)
@@ -105,7 +105,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from model.predict import predict
+    from starcenter.model.predict import predict
 
     with _cluster(args):
         c = predict(args.store, args.model, args.name, args.chip, args.force, progress=not args.quiet)
@@ -114,7 +114,7 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from evaluation.demo import run_demo
+    from starcenter.demo import run_demo
 
     with _cluster(args):
         report = run_demo(args.outdir, progress=not args.quiet, exposures=args.exposures,
@@ -124,7 +124,7 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from evaluation.report import evaluate
+    from starcenter.evaluation.report import evaluate
 
     with _cluster(args):
         evaluate(args.store, args.report)
@@ -133,7 +133,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
-    from evaluation.sweep import raster_size_sweep
+    from starcenter.sweep import raster_size_sweep
 
     with _cluster(args):
         res = raster_size_sweep(args.store, args.chip.upper(), args.sizes, args.arch, args.epochs,
@@ -331,12 +331,12 @@ WRITERS = {"simulate": "store", "ingest": "store", "detect": "store", "catalog":
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cubes.errors import StarcenterError
+    from starcenter.cubes.errors import StarcenterError
 
     args = build_parser().parse_args(argv)
     try:
         if args.command in WRITERS:
-            from cubes.store import locked
+            from starcenter.cubes.store import locked
 
             with locked(getattr(args, WRITERS[args.command]), args.command):
                 return args.func(args)

@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from . import constants as C
+from starcenter.cubes import constants as C
 
 #: Box (px) of the local-sky mesh (photutils Background2D), and its median filter size.
 SKY_BOX = 32

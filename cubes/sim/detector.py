@@ -10,8 +10,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import constants as C
-from .epsf import EffectivePSF
+from starcenter.cubes import constants as C
+from starcenter.cubes.classical.epsf import EffectivePSF
 
 #: Render half-widths (px) by star flux: faint stars need only their core; the ePSF's full
 #: radius is used above 2e5 e-. Flux beyond the box is below ~0.3 e- per pixel for each tier.

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cubes import schema
-from cubes import store as st
-from cubes.rasters import RasterParams, make_rasters
+from starcenter.cubes import schema
+from starcenter.cubes import store as st
+from starcenter.cubes.stages.rasters import RasterParams, make_rasters
 
 
 def raster_size_sweep(store, chip: str, sizes=(4, 5, 6, 7, 8), arch: str = "v1",
@@ -26,9 +26,9 @@ def raster_size_sweep(store, chip: str, sizes=(4, 5, 6, 7, 8), arch: str = "v1",
                       progress: bool = True) -> dict:
     """Train and test one network per raster size; writes ``sweep.json`` and
     ``error_vs_raster_size.png`` into ``out_dir`` and returns the figures (mpix)."""
-    from model.bridge import RasterSource
-    from model.predict import load_model
-    from model.train import train
+    from starcenter.model.bridge import RasterSource
+    from starcenter.model.predict import load_model
+    from starcenter.model.train import train
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +69,7 @@ def _plot(res: dict, path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plots import _save
+    from starcenter.evaluation.plots import _save
 
     fig, ax = plt.subplots(figsize=(6, 4))
     s = [r["size"] for r in res["sizes"]]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import constants as C
+from starcenter.cubes import constants as C
 
 #: Pixel of each chip that sits at the pyramid apex, and the chip rotation (deg) from the
 #: chip (x, y) axes to (u, v). Approximate WFPC2 layout: the chips tile four quadrants.

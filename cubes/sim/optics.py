@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import convolve
 
-from . import constants as C
-from . import schema
-from .epsf import EffectivePSF
-from .errors import BadArgumentError
+from starcenter.cubes import constants as C
+from starcenter.cubes import schema
+from starcenter.cubes.classical.epsf import EffectivePSF
+from starcenter.cubes.errors import BadArgumentError
 
 #: Fine sampling of the poppy PSF per detector pixel (must be a multiple of the oversampling).
 FINE = 8

@@ -15,12 +15,19 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from . import constants as C
-from . import detector, schema
-from .epsf import EffectivePSF
-from .errors import BadArgumentError
-from .field import ClusterModel, Dithers, gilliland_dithers, global_to_chip, star_field
-from .optics import FIELD_NODES, PSFEpoch, PSFParams, get_epsf
+from starcenter.cubes import constants as C
+from starcenter.cubes.sim import detector
+from starcenter.cubes import schema
+from starcenter.cubes.classical.epsf import EffectivePSF
+from starcenter.cubes.errors import BadArgumentError
+from starcenter.cubes.sim.field import (
+    ClusterModel,
+    Dithers,
+    gilliland_dithers,
+    global_to_chip,
+    star_field,
+)
+from starcenter.cubes.sim.optics import FIELD_NODES, PSFEpoch, PSFParams, get_epsf
 
 #: HST orbital period (days), the period of focus breathing.
 ORBIT_DAYS = 96.4 / 1440
@@ -379,7 +386,7 @@ def simulate(store, config: SimulationConfig, progress: bool = True) -> Simulati
     """
     import dask
 
-    from . import store as st
+    from starcenter.cubes import store as st
 
     path = st.store_path(store)
     resumed = st.init_store(path, PROVENANCE_KEY, config.to_json())

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import constants as C
-from . import schema
-from . import store as st
-from .errors import BadInputError, StarcenterError
+from starcenter.cubes import constants as C
+from starcenter.cubes import schema
+from starcenter.cubes import store as st
+from starcenter.cubes.errors import BadInputError, StarcenterError
 
 PATTERNS = ("*_c0m.fits", "*_c0f.fits", "*.c0h")
 PROVENANCE_KEY = "starcenter_ingest"

@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from . import schema
-from . import store as st
-from .detections import DetectParams, chip_epsfs
-from .errors import BadArgumentError, StoreMismatchError
-from .transforms import offset_phase, read_detections
+from starcenter.cubes import schema
+from starcenter.cubes import store as st
+from starcenter.cubes.stages.detections import DetectParams, chip_epsfs
+from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
+from starcenter.cubes.stages.transforms import offset_phase, read_detections
 
 RY, RX, AXIS = "ry", "rx", "axis"
 #: Exposures per chunk of the rasters group: many exposures of one chip per chunk, the unit
@@ -128,8 +128,8 @@ STACK_PSFS = ("catalog", "true")
 def _stack_block(path, c, exposures, stars, epsf_for, gain, rn):
     """Sums and counts of the normalized residuals (pixel - sky) / flux - ePSF of ``stars`` over
     ``exposures``, binned in each star's frame: two arrays (n_star * nb * nb,)."""
-    from .catalog import catalog_stamps
-    from .empirical import linear_flux_sky, stamp_offsets
+    from starcenter.cubes.stages.catalog import catalog_stamps
+    from starcenter.cubes.classical.empirical import linear_flux_sky, stamp_offsets
 
     nb = round(2 * STACK_HALF / STACK_BIN) + 1
     num, den = np.zeros(len(stars) * nb * nb), np.zeros(len(stars) * nb * nb)

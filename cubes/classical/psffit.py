@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .epsf import EffectivePSF
+from starcenter.cubes.classical.epsf import EffectivePSF
 
 #: Half-width of the fit box: 5x5 pixels as hst1pass.
 HALF = 2

@@ -16,14 +16,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import constants as C
-from . import schema
-from . import store as st
-from .detect import find_peaks
-from .epsf import EffectivePSF
-from .errors import BadArgumentError, StarcenterError, StoreMismatchError
-from .optics import PSFParams, get_epsf
-from .psffit import FLAGS, fit_stars, model_image
+from starcenter.cubes import constants as C
+from starcenter.cubes import schema
+from starcenter.cubes import store as st
+from starcenter.cubes.classical.peaks import find_peaks
+from starcenter.cubes.classical.epsf import EffectivePSF
+from starcenter.cubes.errors import BadArgumentError, StarcenterError, StoreMismatchError
+from starcenter.cubes.sim.optics import PSFParams, get_epsf
+from starcenter.cubes.classical.psffit import FLAGS, fit_stars, model_image
 
 PSF_KINDS = ("library", "true", "empirical", "catalog")
 #: Slots per (exposure, chip) reserved while writing; the det dimension is shrunk to the
@@ -137,7 +137,7 @@ def build_empirical_psfs(store, n_exposures: int = 3, progress: bool = True):
     """Build and store ``psf/empirical(chip, ey, ex)`` from the first ``n_exposures`` exposures."""
     import xarray as xr
 
-    from .empirical import build_empirical_epsf
+    from starcenter.cubes.classical.empirical import build_empirical_epsf
 
     ex = st.open_group(store, schema.EXPOSURES)
     chips, lib = chip_epsfs(store, DetectParams("library"))
@@ -174,8 +174,8 @@ def build_catalog_psfs(store, max_exposures: int = 400, iterations: int = 10, pr
     import dask
     import xarray as xr
 
-    from .catalog import catalog_stamps
-    from .empirical import CATALOG_HALF, catalog_epsf
+    from starcenter.cubes.stages.catalog import catalog_stamps
+    from starcenter.cubes.classical.empirical import CATALOG_HALF, catalog_epsf
 
     path = st.store_path(store)
     for g in (schema.CATALOG, schema.RASTERS):

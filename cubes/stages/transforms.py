@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from . import constants as C
-from . import schema
-from . import store as st
-from .errors import BadArgumentError, StoreMismatchError
+from starcenter.cubes import constants as C
+from starcenter.cubes import schema
+from starcenter.cubes import store as st
+from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
 
 N_TERMS = 10  # general cubic: 1, u, v, u2, uv, v2, u3, u2v, uv2, v3
 TERMS = ("1", "u", "v", "u2", "uv", "v2", "u3", "u2v", "uv2", "v3")

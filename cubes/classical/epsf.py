@@ -15,7 +15,7 @@ import numpy as np
 from scipy.interpolate import RectBivariateSpline
 from scipy.ndimage import map_coordinates, spline_filter
 
-from .errors import BadArgumentError
+from starcenter.cubes.errors import BadArgumentError
 
 
 class EffectivePSF:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from . import schema
-from .detect import find_peaks
-from .epsf import EffectivePSF
-from .errors import StarcenterError
-from .psffit import fit_stars
+from starcenter.cubes import schema
+from starcenter.cubes.classical.peaks import find_peaks
+from starcenter.cubes.classical.epsf import EffectivePSF
+from starcenter.cubes.errors import StarcenterError
+from starcenter.cubes.classical.psffit import fit_stars
 
 #: Cutout side (px) of the stars fed to the builder.
 STAR_SIZE = 11

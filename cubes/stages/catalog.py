@@ -16,10 +16,10 @@ import json
 import numpy as np
 from scipy.spatial import cKDTree
 
-from . import schema
-from . import store as st
-from .errors import StoreMismatchError
-from .transforms import (
+from starcenter.cubes import schema
+from starcenter.cubes import store as st
+from starcenter.cubes.errors import StoreMismatchError
+from starcenter.cubes.stages.transforms import (
     N_TERMS,
     STATUS,
     TransformParams,
@@ -91,7 +91,7 @@ def catalog_stamps(path: str, e: int, c: int, stars: np.ndarray, half: int):
     """
     import zarr
 
-    from .psffit import cut_boxes
+    from starcenter.cubes.classical.psffit import cut_boxes
 
     root = zarr.open_group(path, mode="r")
     xy = root[f"{schema.CATALOG}/truth"][e, c][stars]

@@ -1,0 +1,4 @@
+"""The pipeline stages: each reads earlier groups of a store and writes its own, chunk by chunk,
+resumable. In data-flow order (``starcenter.cubes.pipeline.STAGES``): ``psf``, ``detections``,
+``transforms``, ``catalog``, ``selection``, ``rasters``; ``refine`` (the catalog rebuilt from a
+network's centres) comes after the model's ``predict``."""
