@@ -75,7 +75,8 @@ def main(argv=None) -> dict:
     from distributed import Client, LocalCluster
 
     from starcenter.cubes import store as st
-    from starcenter.cubes.stages.detections import DetectParams, detect
+    from starcenter.cubes.params import DetectParams
+    from starcenter.cubes.stages.detections import detect
     from starcenter.cubes.pipeline import run_catalog
     from starcenter.cubes.sim.simulate import make_config, simulate
 

@@ -41,7 +41,8 @@ def main(argv=None) -> dict:
 
     from _rss import PeakRSS
     from starcenter.cubes import schema
-    from starcenter.cubes.stages.detections import DetectParams, detect
+    from starcenter.cubes.params import DetectParams
+    from starcenter.cubes.stages.detections import detect
     from starcenter.cubes.pipeline import run_catalog
     from starcenter.cubes.sim.simulate import make_config, simulate
     from starcenter.evaluation.report import evaluate

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from starcenter.cubes import schema
 from starcenter.cubes.stages.catalog import build_catalog
-from starcenter.cubes.stages.rasters import RasterParams, make_rasters
-from starcenter.cubes.stages.transforms import TransformParams, compute_transforms
+from starcenter.cubes.params import RasterParams
+from starcenter.cubes.stages.rasters import make_rasters
+from starcenter.cubes.params import TransformParams
+from starcenter.cubes.stages.transforms import compute_transforms
 
 
 def run_catalog(store, reference: int = 0, raster_size: int = 6, progress: bool = True,

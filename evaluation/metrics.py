@@ -10,9 +10,9 @@ import numpy as np
 
 from starcenter.cubes import constants as C
 from starcenter.cubes import schema
-from starcenter.cubes.stages.catalog import tie_to_reference
+from starcenter.cubes.classical.transforms import tie_to_reference
 from starcenter.cubes.store import open_group, open_root
-from starcenter.cubes.stages.transforms import fit_cubic, offset_phase
+from starcenter.cubes.classical.transforms import fit_cubic, offset_phase
 
 
 #: Classical centres on exactly the stars a network trained on this store is scored on (its

@@ -59,7 +59,8 @@ def _cmd_fetch(args) -> int:
 
 
 def _cmd_detect(args) -> int:
-    from starcenter.cubes.stages.detections import DetectParams, detect
+    from starcenter.cubes.params import DetectParams
+    from starcenter.cubes.stages.detections import detect
 
     params = DetectParams(args.psf, args.threshold, args.min_separation, args.neighbour_passes)
     with _cluster(args):
@@ -74,13 +75,13 @@ def _cmd_catalog(args) -> int:
     from starcenter.cubes.pipeline import run_catalog
 
     if args.from_centers:
-        from starcenter.cubes.stages.catalog import refine_catalog
+        from starcenter.cubes.stages.refine import refine_catalog
 
         cat = refine_catalog(args.store, args.from_centers, progress=not args.quiet)
         print(f"{args.store}: catalog and raster targets rebuilt from centers/{args.from_centers} "
               f"({int((cat['count'] >= 3).sum())} stars); retrain on them for the next iteration")
         return 0
-    from starcenter.cubes.stages.rasters import RasterParams
+    from starcenter.cubes.params import RasterParams
 
     rp = RasterParams(size=args.raster_size, max_stack_residual=args.max_stack_residual)
     with _cluster(args):

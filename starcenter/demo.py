@@ -18,7 +18,8 @@ from pathlib import Path
 
 from starcenter.cubes import schema
 from starcenter.cubes import store as st
-from starcenter.cubes.stages.detections import DetectParams, detect
+from starcenter.cubes.params import DetectParams
+from starcenter.cubes.stages.detections import detect
 from starcenter.cubes.pipeline import run_catalog
 from starcenter.cubes.sim.simulate import make_config, simulate
 

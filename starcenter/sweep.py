@@ -18,7 +18,8 @@ import numpy as np
 
 from starcenter.cubes import schema
 from starcenter.cubes import store as st
-from starcenter.cubes.stages.rasters import RasterParams, make_rasters
+from starcenter.cubes.params import RasterParams
+from starcenter.cubes.stages.rasters import make_rasters
 
 
 def raster_size_sweep(store, chip: str, sizes=(4, 5, 6, 7, 8), arch: str = "v1",

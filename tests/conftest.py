@@ -80,7 +80,8 @@ def derive_store(tiny_store, directory, psf: str = "library", catalog: bool = Tr
     """A copy of the tiny store with detections (``psf`` ePSF) and, if asked, the catalog."""
     import shutil
 
-    from starcenter.cubes.stages.detections import DetectParams, detect
+    from starcenter.cubes.params import DetectParams
+    from starcenter.cubes.stages.detections import detect
     from starcenter.cubes.pipeline import run_catalog
 
     path = directory / f"{psf}{'-cat' if catalog else ''}.zarr"

@@ -8,10 +8,12 @@ import pytest
 import xarray as xr
 import zarr
 
-from starcenter.cubes.stages.catalog import clipped_mean
+from starcenter.cubes.classical.stats import clipped_mean
 from starcenter.cubes.errors import StoreMismatchError
-from starcenter.cubes.stages.rasters import cut
-from starcenter.cubes.stages.transforms import STATUS, TransformParams, compute_transforms
+from starcenter.cubes.classical.cutouts import cut
+from starcenter.cubes.classical.transforms import STATUS
+from starcenter.cubes.params import TransformParams
+from starcenter.cubes.stages.transforms import compute_transforms
 
 from .conftest import derive_store
 
@@ -137,7 +139,7 @@ def test_second_iteration_from_better_centres_improves_the_catalog(store, tmp_pa
 
     from starcenter.cubes import schema
     from starcenter.cubes import store as st
-    from starcenter.cubes.stages.catalog import refine_catalog
+    from starcenter.cubes.stages.refine import refine_catalog
     from starcenter.evaluation.metrics import catalog_vs_exact
 
     path = tmp_path / "iter.zarr"

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from starcenter.cubes.stages.detections import DetectParams, detect_chunk
+from starcenter.cubes.params import DetectParams
+from starcenter.cubes.stages.detections import detect_chunk
 from starcenter.cubes.classical.empirical import catalog_epsf
 from starcenter.cubes.sim.optics import PSFParams, get_epsf
 from starcenter.cubes.classical.psffit import cut_boxes, fit_stars
@@ -75,8 +76,8 @@ def test_neighbour_subtraction_removes_a_detected_neighbours_pull(wf3):
 
 
 def test_projection_weighted_by_catalog_scatter_ignores_noisy_stars():
-    from starcenter.cubes.stages.catalog import project_catalog
-    from starcenter.cubes.stages.transforms import apply
+    from starcenter.cubes.classical.transforms import project_catalog
+    from starcenter.cubes.classical.transforms import apply
 
     rng = np.random.default_rng(1)
     n, ne = 300, 6
@@ -105,7 +106,8 @@ def test_second_iteration_with_the_catalog_epsf_brings_the_truth_to_a_few_mpix(t
     library): library detections -> catalog -> catalog ePSF -> detections with it and
     neighbour subtraction -> catalog with the stacked-residual cut. The catalog truth must move
     from the library's pixel-phase-biased tens of mpix to a few mpix of the exact truth."""
-    from starcenter.cubes.stages.detections import build_catalog_psfs, detect
+    from starcenter.cubes.stages.psf import build_catalog_psfs
+    from starcenter.cubes.stages.detections import detect
     from starcenter.cubes.classical.epsf import EffectivePSF
     from starcenter.cubes.pipeline import run_catalog
     from starcenter.cubes.sim.simulate import make_config, simulate

@@ -8,7 +8,8 @@ import pytest
 import xarray as xr
 import zarr
 
-from starcenter.cubes.stages.detections import DetectParams, detect
+from starcenter.cubes.params import DetectParams
+from starcenter.cubes.stages.detections import detect
 from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
 from starcenter.evaluation.truth import match_to_truth
 

@@ -32,7 +32,8 @@ def config():
 @pytest.fixture(scope="module")
 def undisturbed(tmp_path_factory, config):
     """Simulated and detected with the synchronous scheduler, nothing interrupted."""
-    from starcenter.cubes.stages.detections import DetectParams, detect
+    from starcenter.cubes.params import DetectParams
+    from starcenter.cubes.stages.detections import detect
     from starcenter.cubes.sim.simulate import simulate
 
     path = tmp_path_factory.mktemp("undisturbed") / "u.zarr"
@@ -59,7 +60,8 @@ def done_count(store, group) -> int:
 def test_whole_chain_on_an_fsspec_memory_store(undisturbed, config, tmp_path):
     """simulate -> detect -> catalog -> train/predict -> evaluate on memory://, same results as
     on a local path."""
-    from starcenter.cubes.stages.detections import DetectParams, detect
+    from starcenter.cubes.params import DetectParams
+    from starcenter.cubes.stages.detections import detect
     from starcenter.cubes.pipeline import run_catalog
     from starcenter.cubes.sim.simulate import simulate
     from starcenter.evaluation.report import evaluate
@@ -89,7 +91,8 @@ def test_worker_killed_mid_stage_on_a_local_cluster(undisturbed, config, tmp_pat
     SIGKILL while detect runs: the stage completes and equals the undisturbed run bit for bit."""
     from distributed import Client, LocalCluster
 
-    from starcenter.cubes.stages.detections import DetectParams, detect
+    from starcenter.cubes.params import DetectParams
+    from starcenter.cubes.stages.detections import detect
     from starcenter.cubes.sim.simulate import simulate
 
     store = tmp_path / "c.zarr"

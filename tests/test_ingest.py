@@ -139,7 +139,8 @@ def test_other_filter_refused_and_mid_run_error_keeps_what_was_ingested(exported
 
 
 def test_detect_runs_on_an_ingested_real_store(omega_cen, tmp_path):
-    from starcenter.cubes.stages.detections import DetectParams, detect
+    from starcenter.cubes.params import DetectParams
+    from starcenter.cubes.stages.detections import detect
 
     store = tmp_path / "real.zarr"
     ingest(store, [omega_cen], progress=False)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from starcenter.cubes.stages.transforms import apply, design, find_offset, fit_cubic
+from starcenter.cubes.classical.transforms import apply, design, find_offset, fit_cubic
 
 
 def test_fit_cubic_recovers_a_known_transformation_and_culls_outliers():
@@ -51,7 +51,7 @@ def test_standard_error_is_sqrt_of_sum_of_squares_over_n_minus_10_by_hand():
     """Residuals built orthogonal to the cubic design: the fit returns the injected
     transformation exactly and the standard error is sqrt(sum r^2 / (n - 10)), computed here by
     hand (n = 40 stars, 10 cubic terms per coordinate, no star culled)."""
-    from starcenter.cubes.stages.transforms import N_TERMS
+    from starcenter.cubes.classical.transforms import N_TERMS
 
     rng = np.random.default_rng(2)
     x, y = rng.uniform(0, 799, (2, 40))

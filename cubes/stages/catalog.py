@@ -19,15 +19,11 @@ from scipy.spatial import cKDTree
 from starcenter.cubes import schema
 from starcenter.cubes import store as st
 from starcenter.cubes.errors import StoreMismatchError
-from starcenter.cubes.stages.transforms import (
-    N_TERMS,
-    STATUS,
-    TransformParams,
-    apply,
-    fit_cubic,
-    read_detections,
-    select,
-)
+from starcenter.cubes.classical.transforms import N_TERMS, STATUS, apply, select
+from starcenter.cubes.params import TransformParams
+from starcenter.cubes.stages.transforms import read_detections
+from starcenter.cubes.classical.stats import clipped_mean
+from starcenter.cubes.classical.transforms import project_catalog
 
 AXIS = "axis"
 #: Stars per chunk of the star-wise reduction.
@@ -68,75 +64,6 @@ def measures_from_detections(root, exposure: int, chip: int, ref_xy, params: Tra
     native[jj] = np.c_[det["x"][ok][kk], det["y"][ok][kk]]
     idx[jj] = ok[kk]
     return in_ref, native, idx
-
-
-def clipped_mean(measures, sigma: float = 3.0, maxiters: int = 10):
-    """Sigma-clipped mean, rms about it and count along axis 0 (exposures), NaN-aware (astropy)."""
-    from astropy.stats import sigma_clip
-
-    m = sigma_clip(np.ma.masked_invalid(measures), sigma=sigma, maxiters=maxiters, axis=0,
-                   cenfunc="mean", stdfunc="std")
-    count = (~np.ma.getmaskarray(m)).sum(axis=0)
-    mean = np.ma.filled(m.mean(axis=0), np.nan)
-    rms = np.ma.filled(m.std(axis=0), np.nan)
-    return mean, rms, count
-
-
-def catalog_stamps(path: str, e: int, c: int, stars: np.ndarray, half: int):
-    """Pixels around the catalog positions of ``stars`` in exposure ``e``, chip ``c``.
-
-    Returns stamps (n, 2h+1, 2h+1) DN (NaN on dq-flagged or off-chip pixels) centred on the pixel
-    nearest each star, the star positions relative to that pixel (dx, dy, px) and the indices
-    into ``stars`` of the n stars with a projected catalog position in this exposure.
-    """
-    import zarr
-
-    from starcenter.cubes.classical.psffit import cut_boxes
-
-    root = zarr.open_group(path, mode="r")
-    xy = root[f"{schema.CATALOG}/truth"][e, c][stars]
-    ok = np.flatnonzero(np.all(np.isfinite(xy), axis=1))
-    xy = xy[ok]
-    ix, iy = np.floor(xy[:, 0] + 0.5).astype(int), np.floor(xy[:, 1] + 0.5).astype(int)
-    stamps = cut_boxes(root[f"{schema.EXPOSURES}/image"][e, c], ix, iy, half)[0]
-    if "dq" in root[schema.EXPOSURES]:
-        bad = cut_boxes(root[f"{schema.EXPOSURES}/dq"][e, c].astype(float), ix, iy, half)[0]
-        stamps[np.nan_to_num(bad, nan=1) != 0] = np.nan
-    return stamps.astype(np.float32), xy[:, 0] - ix, xy[:, 1] - iy, ok
-
-
-#: Smallest catalog rms (px) used in the projection weights (a star measured identically
-#: everywhere must not take all the weight).
-RMS_FLOOR = 1e-3
-
-
-def project_catalog(mean, rms, native, good, usable, min_stars: int = 20):
-    """Project one chip's catalog into every exposure (the paper's truth).
-
-    mean, rms : (star, 2) px, catalog positions and scatter; native : (exposure, star, 2) px, each
-    exposure's own measures of the catalog stars; good : (star,) stars to use and project;
-    usable : (exposure,) exposures with a valid transformation. Per exposure, a cubic from the
-    catalog to the exposure's measures is fitted with weights 1 / mean(rms^2) and 3-sigma culling
-    (:func:`cubes.transforms.fit_cubic`) and applied to the good stars' mean positions. Returns
-    truth (exposure, star, 2) px (NaN where not projected) and the coefficients (2, exposure, 10).
-    """
-    ne, nstar = native.shape[:2]
-    truth = np.full((ne, nstar, 2), np.nan)
-    coef = np.full((2, ne, N_TERMS), np.nan)
-    good = good & np.all(np.isfinite(mean), axis=1) & np.all(np.isfinite(rms), axis=1)
-    w = 1.0 / np.maximum(np.mean(np.where(np.isfinite(rms), rms, np.inf) ** 2, axis=1), RMS_FLOOR ** 2)
-    for e in np.flatnonzero(usable):
-        fit = good & np.all(np.isfinite(native[e]), axis=1)
-        if fit.sum() < max(min_stars, N_TERMS + 1):
-            continue
-        cx, cy, *_ = fit_cubic(mean[fit, 0], mean[fit, 1], native[e, fit, 0], native[e, fit, 1],
-                               weights=w[fit], min_stars=min_stars)
-        if not (np.all(np.isfinite(cx)) and np.all(np.isfinite(cy))):
-            continue
-        coef[0, e], coef[1, e] = cx, cy
-        tx, ty = apply(cx, cy, mean[good, 0], mean[good, 1])
-        truth[e, good, 0], truth[e, good, 1] = tx, ty
-    return truth, coef
 
 
 def _reduce_block(block):
@@ -246,86 +173,3 @@ def build_catalog(store, params: TransformParams | None = None, progress: bool =
     return st.open_group(path, schema.CATALOG)
 
 
-def tie_to_reference(xy: np.ndarray, reference: int, min_stars: int = 20):
-    """Carry every exposure's positions ``xy`` (exposure, star, 2) px into the reference
-    exposure's system with a cubic fit (3-sigma culling) on the stars measured in both; NaN for
-    exposures with fewer than ``min_stars`` such stars."""
-    moved = np.full(xy.shape, np.nan)
-    in_ref = np.all(np.isfinite(xy[reference]), axis=1)
-    for e in range(xy.shape[0]):
-        fin = np.all(np.isfinite(xy[e]), axis=1)
-        ok = fin & in_ref
-        if ok.sum() < min_stars:
-            continue
-        cx, cy, *_ = fit_cubic(xy[e, ok, 0], xy[e, ok, 1], xy[reference, ok, 0], xy[reference, ok, 1])
-        if not np.all(np.isfinite(cx)):
-            continue
-        moved[e, fin] = np.stack(apply(cx, cy, xy[e, fin, 0], xy[e, fin, 1]), axis=-1)
-    return moved
-
-
-def refine_catalog(store, name: str, progress: bool = True, min_count: int = 3):
-    """The second iteration (``starcenter catalog --from-centers NAME``): the average catalog
-    rebuilt from the centres in ``centers/NAME`` (e.g. a network's) instead of the classical ones.
-
-    Per chip, every exposure's centres are tied to the reference exposure's centres of the same
-    method by a cubic transformation (iterative 3-sigma culling), carried into its system, and
-    averaged per star with the same 3-sigma clipping; the mean is projected back into every
-    exposure with :func:`project_catalog` (catalog -> exposure, weighted by the catalog rms). The
-    catalog's ``mean``, ``rms``, ``count`` and ``truth`` are replaced for the stars that have such
-    centres (the raster stars; the others keep the classical values) and the rasters' ``target``
-    becomes the new truth minus the raster corner. The arrays involved are (exposure, star) per
-    chip: a few MB for a 636-exposure set. A later plain ``starcenter catalog`` restores the
-    classical catalog and rasters.
-    """
-    import xarray as xr
-
-    path = st.store_path(store)
-    group = schema.centers_group(name)
-    for g, why in ((schema.CATALOG, "run `starcenter catalog` first"),
-                   (schema.RASTERS, "run `starcenter catalog` first"),
-                   (group, f"run `starcenter predict --name {name}` first")):
-        if not st.has_group(path, g):
-            raise StoreMismatchError(path, f"has no {g!r} group: {why}")
-    params = json.loads(st.open_group(path, schema.TRANSFORMS).attrs["params"])
-    ref = params["reference"]
-    cat = st.open_group(path, schema.CATALOG)
-    ras = st.open_group(path, schema.RASTERS)
-    cen = st.open_group(path, group)
-    mean, rms = cat["mean"].values.copy(), cat["rms"].values.copy()
-    count, truth = cat["count"].values.copy(), cat["truth"].values.copy()
-    mask = ras["mask"].values
-    n_refined = 0
-    for c in range(ras.sizes[schema.CHIP]):
-        xy = np.where(mask[:, c, :, None], cen["xy"].isel({schema.CHIP: c}).values, np.nan)
-        measures = tie_to_reference(xy, ref)
-        m, r, n = clipped_mean(measures)
-        n = n.min(axis=-1)
-        good = n >= min_count
-        mean[c, good], rms[c, good], count[c, good] = m[good], r[good], n[good]
-        usable = np.any(np.all(np.isfinite(xy), axis=-1), axis=1)
-        t, _ = project_catalog(m, r, xy, good, usable)
-        rows = np.any(np.isfinite(t[..., 0]), axis=1)
-        truth[rows, c] = np.where(good[None, :, None], t[rows], truth[rows, c])
-        n_refined += int(good.sum())
-    st.add_variables(path, schema.CATALOG, xr.Dataset(
-        {"mean": (cat["mean"].dims, mean, cat["mean"].attrs),
-         "rms": (cat["rms"].dims, rms, cat["rms"].attrs),
-         "count": (cat["count"].dims, count.astype(np.int32), cat["count"].attrs),
-         "truth": (cat["truth"].dims, truth, cat["truth"].attrs)}))
-    import dask.array as da
-
-    # same chunks as the rasters stage wrote (schema: many exposures of one chip per chunk)
-    target = da.from_array(np.where(mask[..., None], truth - ras["corner"].values, np.nan),
-                           chunks=ras["target"].data.chunks)
-    st.add_variables(path, schema.RASTERS, xr.Dataset(
-        {"target": (ras["target"].dims, target, {**ras["target"].attrs,
-                                                 "description": f"catalog truth (from centers/{name}) - corner"})},
-        coords={schema.CHIP: ras[schema.CHIP].values}))
-    st.set_attr(path, schema.CATALOG, centers_source=name)
-    # a plain `starcenter catalog` afterwards sees the rasters as stale and rebuilds them
-    st.set_attr(path, schema.RASTERS, catalog_source=ras.attrs.get("catalog_source", "")
-                + f" refined from centers/{name}")
-    if progress:
-        print(f"catalog refined from centers/{name}: {n_refined} stars", flush=True)
-    return st.open_group(path, schema.CATALOG)

@@ -11,21 +11,23 @@ classical branch's second iteration, see :func:`build_catalog_psfs`).
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from starcenter.cubes import constants as C
 from starcenter.cubes import schema
 from starcenter.cubes import store as st
 from starcenter.cubes.classical.peaks import find_peaks
 from starcenter.cubes.classical.epsf import EffectivePSF
-from starcenter.cubes.errors import BadArgumentError, StarcenterError, StoreMismatchError
-from starcenter.cubes.sim.optics import PSFParams, get_epsf
+from starcenter.cubes.errors import StoreMismatchError
 from starcenter.cubes.classical.psffit import FLAGS, fit_stars, model_image
+from starcenter.cubes.params import DetectParams
+from starcenter.cubes.stages.psf import (
+    _saturation_dn,
+    build_catalog_psfs,
+    build_empirical_psfs,
+    chip_epsfs,
+)
 
-PSF_KINDS = ("library", "true", "empirical", "catalog")
 #: Slots per (exposure, chip) reserved while writing; the det dimension is shrunk to the
 #: largest count once every chunk is written.
 CAPACITY = 32768
@@ -40,30 +42,6 @@ DET_VARS = {
     "saturated": ("bool", "", "saturated star (not fitted; centre = peak pixel)"),
     "flags": ("int32", "", "fit flag bits: " + ", ".join(f"{v} {k}" for k, v in FLAGS.items())),
 }
-
-
-@dataclass(frozen=True)
-class DetectParams:
-    psf: str = "library"
-    threshold: float = 5.0
-    min_separation: float = 2.0
-    #: passes of neighbour subtraction (0: none, the hst1pass situation): each star refitted on
-    #: the image minus the ePSF models of all other fitted stars
-    neighbour_passes: int = 0
-
-    def __post_init__(self):
-        if self.psf not in PSF_KINDS:
-            raise BadArgumentError(f"unknown --psf {self.psf!r}; expected one of {PSF_KINDS}")
-        if self.threshold <= 0 or self.min_separation < 0:
-            raise BadArgumentError("threshold must be > 0 and min_separation >= 0")
-        if not 0 <= self.neighbour_passes <= 5:
-            raise BadArgumentError(f"neighbour passes must be 0..5, got {self.neighbour_passes}")
-
-    def to_json(self) -> str:
-        d = asdict(self)
-        if not d["neighbour_passes"]:  # stores made before the option existed stay compatible
-            del d["neighbour_passes"]
-        return json.dumps(d, sort_keys=True)
 
 
 def detect_chunk(image, dq, epsf: EffectivePSF, gain: float, read_noise: float,
@@ -85,139 +63,6 @@ def detect_chunk(image, dq, epsf: EffectivePSF, gain: float, read_noise: float,
     out = {"x": fit.x, "y": fit.y, "flux": fit.flux, "sky": fit.sky, "q": fit.q, "mag": mag,
            "saturated": pk.saturated, "flags": fit.flags}
     return {k: np.asarray(v)[order] for k, v in out.items()}
-
-
-def chip_epsfs(store, params: DetectParams):
-    """(chips, {chip: callable(exposure) -> EffectivePSF}) for the chosen kind (the ePSF a
-    detections group was fitted with, for every later stage that models its stars). The true ePSF
-    follows each exposure's focus (linear between the stored focus nodes, chip-centre field
-    node); a store without a psf group (real data) gets the physical model's library ePSF."""
-    ex = st.open_group(store, schema.EXPOSURES)
-    chips = [str(c) for c in ex[schema.CHIP].values]
-    filt = ex.attrs.get("filter")
-    have_psf = st.has_group(store, schema.PSF)
-    psf = st.open_group(store, schema.PSF) if have_psf else None
-    os_ = int(psf.attrs["oversampling"]) if have_psf else schema.OVERSAMPLING
-    out = {}
-    for k, chip in enumerate(chips):
-        if params.psf == "library":
-            e = (EffectivePSF(psf["library"].sel(chip=chip).values, os_) if have_psf
-                 else get_epsf(PSFParams(chip, filt)))
-            out[chip] = lambda exp, e=e: e
-        elif params.psf == "true":
-            if not have_psf or "true" not in psf:
-                raise StoreMismatchError(st.store_path(store), "has no true ePSF (only simulations "
-                                         "do); use --psf library or empirical")
-            true = psf["true"].sel(chip=chip)
-            mid = true.sizes[schema.FIELD_Y] // 2
-            nodes = true.isel({schema.FIELD_Y: mid, schema.FIELD_X: mid}).values
-            focus = psf[schema.FOCUS].values
-            exp_focus = ex["focus"].values if "focus" in ex.coords else np.full(ex.sizes["exposure"], focus[0])
-
-            def true_for(exp, nodes=nodes, focus=focus, exp_focus=exp_focus):
-                if len(focus) == 1:
-                    return EffectivePSF(nodes[0], os_)
-                w = np.interp(exp_focus[exp], focus, np.arange(len(focus)))
-                i = min(int(w), len(focus) - 2)
-                t = w - i
-                return EffectivePSF((1 - t) * nodes[i] + t * nodes[i + 1], os_)
-
-            out[chip] = true_for
-        else:
-            kind = params.psf
-            if have_psf and kind in psf and chip in psf[kind][schema.CHIP].values:
-                e = EffectivePSF(psf[kind].sel(chip=chip).values, os_)
-            else:
-                raise StarcenterError(f"{kind} ePSF missing: build_{kind}_psfs first")
-            out[chip] = lambda exp, e=e: e
-    return chips, out
-
-
-def build_empirical_psfs(store, n_exposures: int = 3, progress: bool = True):
-    """Build and store ``psf/empirical(chip, ey, ex)`` from the first ``n_exposures`` exposures."""
-    import xarray as xr
-
-    from starcenter.cubes.classical.empirical import build_empirical_epsf
-
-    ex = st.open_group(store, schema.EXPOSURES)
-    chips, lib = chip_epsfs(store, DetectParams("library"))
-    sat = _saturation_dn(ex)
-    data = {}
-    for k, chip in enumerate(chips):
-        sel = ex.isel(exposure=slice(0, n_exposures), chip=k)
-        if progress:
-            print(f"empirical ePSF {chip}: building from {sel.sizes['exposure']} exposures")
-        e = build_empirical_epsf(sel["image"].values, sel["dq"].values if "dq" in sel else
-                                 [None] * sel.sizes["exposure"], float(ex["gain"].values[k]),
-                                 float(ex["read_noise"].values[k]), lib[chip](0), saturation_dn=sat)
-        data[chip] = e.data
-    n = schema.EPSF_SAMPLES
-    off = (np.arange(n) - (n - 1) / 2) / schema.OVERSAMPLING
-    emp = xr.DataArray(np.stack([data[c] for c in chips]), dims=(schema.CHIP, schema.EY, schema.EX),
-                       coords={schema.CHIP: np.array(chips, dtype=object), schema.EY: off, schema.EX: off},
-                       attrs={"description": f"empirical ePSF (photutils EPSFBuilder) from the first "
-                                             f"{n_exposures} exposures"})
-    st.add_variables(store, schema.PSF, xr.Dataset({"empirical": emp}, attrs={
-        "oversampling": schema.OVERSAMPLING, "pixel_convention": schema.PIXEL_CONVENTION}))
-
-
-def build_catalog_psfs(store, max_exposures: int = 400, iterations: int = 10, progress: bool = True):
-    """Build and store ``psf/catalog(chip, ey, ex)``: per chip, the Anderson & King (2000) ePSF
-    learnt at the average catalog's positions (:func:`cubes.empirical.catalog_epsf`) from the
-    raster-selected stars (isolated, measured in most exposures) of up to ``max_exposures``
-    exposures evenly spread over the set, starting from the library ePSF.
-
-    This is the classical branch's second iteration: detections with the library ePSF ->
-    catalog -> this ePSF -> ``detect --psf catalog`` -> catalog. Memory: the stamps, exposures x
-    stars x 49 x 4 B (about 30 MB per chip for 400 exposures of 400 stars).
-    """
-    import dask
-    import xarray as xr
-
-    from starcenter.cubes.stages.catalog import catalog_stamps
-    from starcenter.cubes.classical.empirical import CATALOG_HALF, catalog_epsf
-
-    path = st.store_path(store)
-    for g in (schema.CATALOG, schema.RASTERS):
-        if not st.has_group(path, g):
-            raise StoreMismatchError(path, f"has no {g!r} group: the catalog ePSF is learnt at the "
-                                           "average catalog's positions; run `starcenter catalog` first")
-    ex = st.open_group(path, schema.EXPOSURES)
-    cat = st.open_group(path, schema.CATALOG)
-    chips, lib = chip_epsfs(path, DetectParams("library"))
-    selected = st.open_group(path, schema.RASTERS)["selected"].values
-    ne = cat.sizes[schema.EXPOSURE]
-    use = np.unique(np.linspace(0, ne - 1, min(ne, max_exposures)).round().astype(int))
-    data = {}
-    for c, chip in enumerate(chips):
-        stars = np.flatnonzero(selected[c])
-        if stars.size < 20:
-            raise StarcenterError(f"{path}: only {stars.size} catalog stars selected on {chip}; "
-                                  "too few to learn a catalog ePSF (need 20)")
-        parts = [dask.delayed(catalog_stamps)(path, int(e), c, stars, CATALOG_HALF) for e in use]
-        parts = st.run_tasks(parts, f"catalog ePSF stamps {chip}", progress)
-        stamps = np.concatenate([p[0] for p in parts])
-        x, y = np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
-        if progress:
-            print(f"catalog ePSF {chip}: {stamps.shape[0]} star images from {use.size} exposures "
-                  f"({stars.size} stars)", flush=True)
-        e = catalog_epsf(stamps, x, y, lib[chip](0), float(ex["gain"].values[c]),
-                         float(ex["read_noise"].values[c]), iterations=iterations, progress=progress)
-        data[chip] = e.data
-    n = schema.EPSF_SAMPLES
-    off = (np.arange(n) - (n - 1) / 2) / schema.OVERSAMPLING
-    arr = xr.DataArray(np.stack([data[c] for c in chips]), dims=(schema.CHIP, schema.EY, schema.EX),
-                       coords={schema.CHIP: np.array(chips, dtype=object), schema.EY: off, schema.EX: off},
-                       attrs={"description": "Anderson & King ePSF learnt at the average catalog's "
-                                             f"positions from {use.size} exposures",
-                              "catalog_source": cat.attrs.get("detections_params", "")})
-    st.add_variables(path, schema.PSF, xr.Dataset({"catalog": arr}, attrs={
-        "oversampling": schema.OVERSAMPLING, "pixel_convention": schema.PIXEL_CONVENTION}))
-
-
-def _saturation_dn(ex) -> float | None:
-    """Calibrated-DN level above which a pixel is treated as saturated when no dq is stored."""
-    return None if "dq" in ex else float(ex.attrs.get("saturation_dn", C.AD_SATURATION_DN)) - C.BIAS_DN - 100
 
 
 def _template(store, ex, capacity: int, params: DetectParams):

@@ -12,177 +12,30 @@ corner in the schema pixel convention, so a target lies in [size//2 - 0.5, size/
 from __future__ import annotations
 
 import json
-import warnings
-from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.spatial import cKDTree
 
 from starcenter.cubes import schema
 from starcenter.cubes import store as st
-from starcenter.cubes.stages.detections import DetectParams, chip_epsfs
-from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
-from starcenter.cubes.stages.transforms import offset_phase, read_detections
+from starcenter.cubes.params import DetectParams
+from starcenter.cubes.stages.psf import chip_epsfs
+from starcenter.cubes.errors import StoreMismatchError
+from starcenter.cubes.classical.transforms import offset_phase
+from starcenter.cubes.classical.cutouts import cut
+from starcenter.cubes.params import RasterParams
+from starcenter.cubes.stages.selection import (
+    STACK_EXPOSURES,
+    STACK_MIN_EXPOSURES,
+    STACK_PSFS,
+    select_stars,
+    stacked_residual,
+)
 
 RY, RX, AXIS = "ry", "rx", "axis"
 #: Exposures per chunk of the rasters group: many exposures of one chip per chunk, the unit
 #: the tf.data bridge streams (64 x ~400 stars x 36 px x 4 B ~ 3.7 MB).
 EXPOSURE_BLOCK = 64
-
-
-@dataclass(frozen=True)
-class RasterParams:
-    """size: raster side (px). isolation: no other reference detection within this (px).
-    min_fraction: measured in at least this fraction of the usable exposures. q_rel_max: a
-    star's median q over exposures at most this multiple of the chip's median (undetected
-    neighbours raise q; on the demo simulation the stars above 1.5x median q carry 60-75% of
-    the catalog's > 50 mpix crowding errors). max_stack_residual: largest departure (fraction of
-    the star's flux per pixel) of a star's stacked residual from the chip's common residual
-    pattern (:func:`stacked_residual`); 0 turns the cut off. An undetected neighbour within 2 px
-    shows in the stack of hundreds of exposures although each single fit hides it; measured on a
-    160-exposure simulation with the catalog ePSF, the stars above 0.002 carry the catalog
-    truth's crowding tail (truth - exact rms 9-13 mpix -> 1.9-2.9 mpix for the 45 % kept)."""
-
-    size: int = 6
-    isolation: float = 5.0
-    min_fraction: float = 0.5
-    q_rel_max: float = 1.5
-    max_stack_residual: float = 0.002
-
-    def __post_init__(self):
-        if not 3 <= self.size <= 21:
-            raise BadArgumentError(f"raster size must be 3..21 px, got {self.size}")
-        if not 0 < self.min_fraction <= 1:
-            raise BadArgumentError("min_fraction must be in (0, 1]")
-        if self.max_stack_residual < 0:
-            raise BadArgumentError("max_stack_residual must be >= 0 (0: no cut)")
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-
-def cut(image: np.ndarray, x, y, size: int):
-    """Rasters (n, size, size) around positions (x, y), their integer corners (n, 2) (x, y) and
-    a validity mask (inside the image, finite, positive sum). Normalized to sum 1."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    cx = np.floor(x + 0.5).astype(int) - size // 2
-    cy = np.floor(y + 0.5).astype(int) - size // 2
-    k = np.arange(size)
-    px = cx[:, None, None] + k[None, None, :]
-    py = cy[:, None, None] + k[None, :, None]
-    px, py = np.broadcast_arrays(px, py)
-    inside = (cx >= 0) & (cy >= 0) & (cx + size <= image.shape[1]) & (cy + size <= image.shape[0])
-    r = np.zeros(px.shape, np.float64)
-    r[inside] = image[py[inside], px[inside]]
-    s = r.sum(axis=(1, 2))
-    ok = inside & np.isfinite(s) & (s > 0)
-    r[ok] /= s[ok, None, None]
-    r[~ok] = 0.0
-    return r.astype(np.float32), np.stack([cx, cy], axis=-1), ok
-
-
-def median_q(root, chip: int) -> np.ndarray:
-    """Median over exposures of each catalog star's fit quality q (NaN if never measured)."""
-    di = root[f"{schema.CATALOG}/det_index"][:, chip]
-    q = np.full(di.shape, np.nan)
-    for e in range(di.shape[0]):
-        ok = di[e] >= 0
-        if ok.any():
-            q[e, ok] = root[f"{schema.DETECTIONS}/q"][e, chip][di[e, ok]]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # never-measured stars -> NaN, handled
-        return np.nanmedian(q, axis=0)
-
-
-def select_stars(root, chip: int, ref_index: np.ndarray, count: np.ndarray, n_ok: int,
-                 params: RasterParams, reference: int) -> np.ndarray:
-    """Star-level selection mask over the catalog stars of one chip."""
-    det = read_detections(root, reference, chip)
-    n = len(ref_index)
-    keep = np.zeros(count.shape, bool)
-    if n == 0:
-        return keep
-    allxy = np.c_[det["x"], det["y"]]
-    xy = allxy[ref_index]
-    nbrs = cKDTree(allxy).query_ball_point(xy, params.isolation)
-    isolated = np.array([len(v) == 1 for v in nbrs])
-    keep[:n] = isolated & (count[:n] >= params.min_fraction * n_ok)
-    mq = median_q(root, chip)
-    if keep.any():
-        keep &= np.nan_to_num(mq, nan=np.inf) <= params.q_rel_max * np.nanmedian(mq[keep])
-    return keep
-
-
-#: The stacked residual: bins of STACK_BIN px over +-STACK_HALF px in each star's frame, from
-#: up to STACK_EXPOSURES exposures spread over the set, in tasks of STACK_BLOCK exposures.
-STACK_BIN, STACK_HALF, STACK_EXPOSURES, STACK_BLOCK = 0.5, 3, 200, 20
-#: Fewest exposures with catalog truth for the stacked-residual cut to apply.
-STACK_MIN_EXPOSURES = 20
-#: Detection ePSFs the cut applies to. With the library ePSF of a mismatched epoch the residual
-#: pattern depends on each star's own phase sampling and swamps neighbours (measured on a
-#: 24-exposure simulation: every WF3 star's stack departs by 0.005-0.03 > the 0.002 cut), so the
-#: cut waits for the catalog ePSF (the second iteration) or, on simulations, the true one.
-STACK_PSFS = ("catalog", "true")
-
-
-def _stack_block(path, c, exposures, stars, epsf_for, gain, rn):
-    """Sums and counts of the normalized residuals (pixel - sky) / flux - ePSF of ``stars`` over
-    ``exposures``, binned in each star's frame: two arrays (n_star * nb * nb,)."""
-    from starcenter.cubes.stages.catalog import catalog_stamps
-    from starcenter.cubes.classical.empirical import linear_flux_sky, stamp_offsets
-
-    nb = round(2 * STACK_HALF / STACK_BIN) + 1
-    num, den = np.zeros(len(stars) * nb * nb), np.zeros(len(stars) * nb * nb)
-    for e in exposures:
-        stamps, x, y, idx = catalog_stamps(path, int(e), c, stars, STACK_HALF)
-        if idx.size == 0:
-            continue
-        dx, dy = stamp_offsets(x, y, STACK_HALF)
-        model = epsf_for(int(e)).evaluate(dx, dy)
-        d = stamps.astype(float)
-        flux, sky = linear_flux_sky(d, model, np.full(d.shape, (rn / gain) ** 2))
-        fitted = np.isfinite(flux) & np.isfinite(sky) & (np.nan_to_num(flux) > 0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r = (d - sky[:, None, None]) / flux[:, None, None] - model
-        bx = np.round(dx / STACK_BIN).astype(int) + nb // 2
-        by = np.round(dy / STACK_BIN).astype(int) + nb // 2
-        ok = fitted[:, None, None] & np.isfinite(r) & (bx >= 0) & (bx < nb) & (by >= 0) & (by < nb)
-        k = ((idx[:, None, None] * nb + by) * nb + bx)[ok]
-        num += np.bincount(k, r[ok], num.size)
-        den += np.bincount(k, None, den.size)
-    return num, den
-
-
-def stacked_residual(path: str, c: int, stars: np.ndarray, epsf_for, gain: float, rn: float,
-                     exposures: np.ndarray, progress: bool = False) -> np.ndarray:
-    """Per star, the largest |stacked residual - common pattern| within 2 px (fraction of flux
-    per pixel; inf where it cannot be measured).
-
-    The normalized residuals of every star image (fitted for flux and sky at the catalog's
-    position with the detections' ePSF) are averaged over ``exposures`` in STACK_BIN px bins of
-    the star's own frame; the median stack over the stars (the ePSF's error, common to all) is
-    subtracted. A neighbour too faint or too close to be detected in one exposure stands out in
-    the stack of hundreds, where noise falls as 1/sqrt(exposures).
-    """
-    import dask
-
-    nb = round(2 * STACK_HALF / STACK_BIN) + 1
-    if len(stars) == 0:
-        return np.zeros(0)
-    blocks = [exposures[i:i + STACK_BLOCK] for i in range(0, len(exposures), STACK_BLOCK)]
-    parts = st.run_tasks([dask.delayed(_stack_block)(path, c, b, stars, epsf_for, gain, rn) for b in blocks],
-                         f"stacked residuals chip {c}", progress)
-    num = sum(p[0] for p in parts).reshape(len(stars), nb, nb)
-    den = sum(p[1] for p in parts).reshape(len(stars), nb, nb)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # empty bins -> NaN, handled below
-        stack = np.where(den >= 3, num / np.where(den > 0, den, 1), np.nan)
-        common = np.nanmedian(stack, axis=0)
-        off = (np.arange(nb) - nb // 2) * STACK_BIN
-        inner = (np.abs(off)[:, None] <= 2) & (np.abs(off)[None, :] <= 2)
-        dev = np.abs(stack - common)[:, inner]
-        metric = np.nanmax(np.where(np.isfinite(dev), dev, -np.inf), axis=1)
-    return np.where(np.isfinite(metric) & (metric >= 0), metric, np.inf)
 
 
 def _write_block(path, c, e0, e1, selected, params: RasterParams):

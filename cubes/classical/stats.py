@@ -1,0 +1,17 @@
+"""Robust statistics shared by every stage and the evaluation (astropy where it has them)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def clipped_mean(measures, sigma: float = 3.0, maxiters: int = 10):
+    """Sigma-clipped mean, rms about it and count along axis 0 (exposures), NaN-aware (astropy)."""
+    from astropy.stats import sigma_clip
+
+    m = sigma_clip(np.ma.masked_invalid(measures), sigma=sigma, maxiters=maxiters, axis=0,
+                   cenfunc="mean", stdfunc="std")
+    count = (~np.ma.getmaskarray(m)).sum(axis=0)
+    mean = np.ma.filled(m.mean(axis=0), np.nan)
+    rms = np.ma.filled(m.std(axis=0), np.nan)
+    return mean, rms, count

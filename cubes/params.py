@@ -1,0 +1,97 @@
+"""Parameters of the stages, validated on construction and stored as JSON on their group.
+
+:func:`read_params` reads a group's ``params`` attribute back as its typed class.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from starcenter.cubes.errors import BadArgumentError
+
+
+PSF_KINDS = ("library", "true", "empirical", "catalog")
+
+
+@dataclass(frozen=True)
+class DetectParams:
+    psf: str = "library"
+    threshold: float = 5.0
+    min_separation: float = 2.0
+    #: passes of neighbour subtraction (0: none, the hst1pass situation): each star refitted on
+    #: the image minus the ePSF models of all other fitted stars
+    neighbour_passes: int = 0
+
+    def __post_init__(self):
+        if self.psf not in PSF_KINDS:
+            raise BadArgumentError(f"unknown --psf {self.psf!r}; expected one of {PSF_KINDS}")
+        if self.threshold <= 0 or self.min_separation < 0:
+            raise BadArgumentError("threshold must be > 0 and min_separation >= 0")
+        if not 0 <= self.neighbour_passes <= 5:
+            raise BadArgumentError(f"neighbour passes must be 0..5, got {self.neighbour_passes}")
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        if not d["neighbour_passes"]:  # stores made before the option existed stay compatible
+            del d["neighbour_passes"]
+        return json.dumps(d, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class TransformParams:
+    """reference: reference exposure index. central: fraction of the chip kept (1/3).
+    q_min, q_max: quality-of-fit window. max_offset: px searched for the offset; match_radius:
+    px for nearest neighbours after the offset; min_stars: fewest stars for a cubic fit.
+    min_flux: faintest fitted flux (DN) used; the standard error is an rms over stars, and the
+    crowd of faint detections (S/N ~ 5-20) would otherwise dominate it."""
+
+    reference: int = 0
+    central: float = 1 / 3
+    q_min: float = 1e-4
+    q_max: float = 1.0
+    max_offset: float = 10.0
+    match_radius: float = 0.75
+    clip_sigma: float = 3.0
+    min_stars: int = 20
+    min_flux: float = 500.0
+
+    def __post_init__(self):
+        if not 0 < self.central <= 1:
+            raise BadArgumentError(f"central fraction must be in (0, 1], got {self.central}")
+        if self.max_offset <= 0 or self.match_radius <= 0:
+            raise BadArgumentError("max_offset and match_radius must be > 0")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class RasterParams:
+    """size: raster side (px). isolation: no other reference detection within this (px).
+    min_fraction: measured in at least this fraction of the usable exposures. q_rel_max: a
+    star's median q over exposures at most this multiple of the chip's median (undetected
+    neighbours raise q; on the demo simulation the stars above 1.5x median q carry 60-75% of
+    the catalog's > 50 mpix crowding errors). max_stack_residual: largest departure (fraction of
+    the star's flux per pixel) of a star's stacked residual from the chip's common residual
+    pattern (:func:`stacked_residual`); 0 turns the cut off. An undetected neighbour within 2 px
+    shows in the stack of hundreds of exposures although each single fit hides it; measured on a
+    160-exposure simulation with the catalog ePSF, the stars above 0.002 carry the catalog
+    truth's crowding tail (truth - exact rms 9-13 mpix -> 1.9-2.9 mpix for the 45 % kept)."""
+
+    size: int = 6
+    isolation: float = 5.0
+    min_fraction: float = 0.5
+    q_rel_max: float = 1.5
+    max_stack_residual: float = 0.002
+
+    def __post_init__(self):
+        if not 3 <= self.size <= 21:
+            raise BadArgumentError(f"raster size must be 3..21 px, got {self.size}")
+        if not 0 < self.min_fraction <= 1:
+            raise BadArgumentError("min_fraction must be in (0, 1]")
+        if self.max_stack_residual < 0:
+            raise BadArgumentError("max_stack_residual must be >= 0 (0: no cut)")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)

@@ -1,0 +1,126 @@
+"""The selection step: which catalog stars become rasters (paper sec. 3, 5.1).
+
+Per chip, star-level: catalog stars of the central region with 1e-4 <= q <= 1, unsaturated, no
+other detection within ``isolation`` px in the reference exposure, measured in at least
+``min_fraction`` of the usable exposures, median q not above ``q_rel_max`` x the chip median,
+and (with the catalog or true ePSF) a stacked fit residual close to the chip's common pattern.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy.spatial import cKDTree
+from starcenter.cubes import schema
+from starcenter.cubes import store as st
+from starcenter.cubes.params import RasterParams
+from starcenter.cubes.stages.transforms import read_detections
+
+
+def median_q(root, chip: int) -> np.ndarray:
+    """Median over exposures of each catalog star's fit quality q (NaN if never measured)."""
+    di = root[f"{schema.CATALOG}/det_index"][:, chip]
+    q = np.full(di.shape, np.nan)
+    for e in range(di.shape[0]):
+        ok = di[e] >= 0
+        if ok.any():
+            q[e, ok] = root[f"{schema.DETECTIONS}/q"][e, chip][di[e, ok]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # never-measured stars -> NaN, handled
+        return np.nanmedian(q, axis=0)
+
+
+def select_stars(root, chip: int, ref_index: np.ndarray, count: np.ndarray, n_ok: int,
+                 params: RasterParams, reference: int) -> np.ndarray:
+    """Star-level selection mask over the catalog stars of one chip."""
+    det = read_detections(root, reference, chip)
+    n = len(ref_index)
+    keep = np.zeros(count.shape, bool)
+    if n == 0:
+        return keep
+    allxy = np.c_[det["x"], det["y"]]
+    xy = allxy[ref_index]
+    nbrs = cKDTree(allxy).query_ball_point(xy, params.isolation)
+    isolated = np.array([len(v) == 1 for v in nbrs])
+    keep[:n] = isolated & (count[:n] >= params.min_fraction * n_ok)
+    mq = median_q(root, chip)
+    if keep.any():
+        keep &= np.nan_to_num(mq, nan=np.inf) <= params.q_rel_max * np.nanmedian(mq[keep])
+    return keep
+
+
+#: The stacked residual: bins of STACK_BIN px over +-STACK_HALF px in each star's frame, from
+#: up to STACK_EXPOSURES exposures spread over the set, in tasks of STACK_BLOCK exposures.
+STACK_BIN, STACK_HALF, STACK_EXPOSURES, STACK_BLOCK = 0.5, 3, 200, 20
+
+
+#: Fewest exposures with catalog truth for the stacked-residual cut to apply.
+STACK_MIN_EXPOSURES = 20
+
+
+#: Detection ePSFs the cut applies to. With the library ePSF of a mismatched epoch the residual
+#: pattern depends on each star's own phase sampling and swamps neighbours (measured on a
+#: 24-exposure simulation: every WF3 star's stack departs by 0.005-0.03 > the 0.002 cut), so the
+#: cut waits for the catalog ePSF (the second iteration) or, on simulations, the true one.
+STACK_PSFS = ("catalog", "true")
+
+
+def _stack_block(path, c, exposures, stars, epsf_for, gain, rn):
+    """Sums and counts of the normalized residuals (pixel - sky) / flux - ePSF of ``stars`` over
+    ``exposures``, binned in each star's frame: two arrays (n_star * nb * nb,)."""
+    from starcenter.cubes.stages.psf import catalog_stamps
+    from starcenter.cubes.classical.empirical import linear_flux_sky, stamp_offsets
+
+    nb = round(2 * STACK_HALF / STACK_BIN) + 1
+    num, den = np.zeros(len(stars) * nb * nb), np.zeros(len(stars) * nb * nb)
+    for e in exposures:
+        stamps, x, y, idx = catalog_stamps(path, int(e), c, stars, STACK_HALF)
+        if idx.size == 0:
+            continue
+        dx, dy = stamp_offsets(x, y, STACK_HALF)
+        model = epsf_for(int(e)).evaluate(dx, dy)
+        d = stamps.astype(float)
+        flux, sky = linear_flux_sky(d, model, np.full(d.shape, (rn / gain) ** 2))
+        fitted = np.isfinite(flux) & np.isfinite(sky) & (np.nan_to_num(flux) > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = (d - sky[:, None, None]) / flux[:, None, None] - model
+        bx = np.round(dx / STACK_BIN).astype(int) + nb // 2
+        by = np.round(dy / STACK_BIN).astype(int) + nb // 2
+        ok = fitted[:, None, None] & np.isfinite(r) & (bx >= 0) & (bx < nb) & (by >= 0) & (by < nb)
+        k = ((idx[:, None, None] * nb + by) * nb + bx)[ok]
+        num += np.bincount(k, r[ok], num.size)
+        den += np.bincount(k, None, den.size)
+    return num, den
+
+
+def stacked_residual(path: str, c: int, stars: np.ndarray, epsf_for, gain: float, rn: float,
+                     exposures: np.ndarray, progress: bool = False) -> np.ndarray:
+    """Per star, the largest |stacked residual - common pattern| within 2 px (fraction of flux
+    per pixel; inf where it cannot be measured).
+
+    The normalized residuals of every star image (fitted for flux and sky at the catalog's
+    position with the detections' ePSF) are averaged over ``exposures`` in STACK_BIN px bins of
+    the star's own frame; the median stack over the stars (the ePSF's error, common to all) is
+    subtracted. A neighbour too faint or too close to be detected in one exposure stands out in
+    the stack of hundreds, where noise falls as 1/sqrt(exposures).
+    """
+    import dask
+
+    nb = round(2 * STACK_HALF / STACK_BIN) + 1
+    if len(stars) == 0:
+        return np.zeros(0)
+    blocks = [exposures[i:i + STACK_BLOCK] for i in range(0, len(exposures), STACK_BLOCK)]
+    parts = st.run_tasks([dask.delayed(_stack_block)(path, c, b, stars, epsf_for, gain, rn) for b in blocks],
+                         f"stacked residuals chip {c}", progress)
+    num = sum(p[0] for p in parts).reshape(len(stars), nb, nb)
+    den = sum(p[1] for p in parts).reshape(len(stars), nb, nb)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # empty bins -> NaN, handled below
+        stack = np.where(den >= 3, num / np.where(den > 0, den, 1), np.nan)
+        common = np.nanmedian(stack, axis=0)
+        off = (np.arange(nb) - nb // 2) * STACK_BIN
+        inner = (np.abs(off)[:, None] <= 2) & (np.abs(off)[None, :] <= 2)
+        dev = np.abs(stack - common)[:, inner]
+        metric = np.nanmax(np.where(np.isfinite(dev), dev, -np.inf), axis=1)
+    return np.where(np.isfinite(metric) & (metric >= 0), metric, np.inf)
