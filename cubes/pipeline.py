@@ -1,28 +1,139 @@
-"""The pipeline's stages in order, as one readable list (the demo and the CLI use it).
+"""The pipeline: its stages in data-flow order, in one place, and the driver that runs them.
 
-sources (simulate, ingest) -> exposures -> detections -> transforms -> catalog -> rasters ->
-model (train, predict: centers/NAME) -> evaluation.
+sources (simulate, ingest) -> exposures -> psf -> detections -> transforms -> catalog ->
+selection + rasters -> model (train, predict: centers/NAME) -> refine (second iteration) ->
+evaluation (reads only).
+
+:func:`run` runs a stretch of :data:`STAGES` on a store under the store's lock and in the cluster
+asked for; every stage skips the chunks it finished before (resume) and says what to run first
+when an input is missing. The command line, the demo, notebooks and benchmarks all call it::
+
+    from starcenter.cubes import pipeline
+    pipeline.run("set.zarr", start="simulate", until="rasters",
+                 params={"simulate": {"config": make_config("demo")}})
 """
 
 from __future__ import annotations
 
-from starcenter.cubes import schema
-from starcenter.cubes.stages.catalog import build_catalog
-from starcenter.cubes.params import RasterParams
-from starcenter.cubes.stages.rasters import make_rasters
-from starcenter.cubes.params import TransformParams
-from starcenter.cubes.stages.transforms import compute_transforms
+import importlib
+import inspect
+from dataclasses import dataclass
+
+from starcenter.cubes import driver, schema
+from starcenter.cubes import store as st
+from starcenter.cubes.cluster import ClusterOptions, cluster
+from starcenter.cubes.errors import BadArgumentError
+
+S = schema
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: its name (the command's), the groups it reads and writes, and its function
+    as 'module:function' (imported when run, so this table imports no stage)."""
+
+    name: str
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    function: str
+    summary: str
+
+    def load(self):
+        module, name = self.function.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("simulate", (), (S.EXPOSURES, S.PSF, S.TRUTH), "starcenter.cubes.sim.simulate:simulate",
+          "a simulated dithered data set with exact truth (source)"),
+    Stage("ingest", (), (S.EXPOSURES,), "starcenter.cubes.archive.ingest:ingest",
+          "calibrated WFPC2 files (source)"),
+    Stage("psf", (S.EXPOSURES,), (S.PSF,), "starcenter.cubes.stages.psf:ensure_psf",
+          "the empirical or catalog ePSF when detect asks for one"),
+    Stage("detect", (S.EXPOSURES,), (S.DETECTIONS,), "starcenter.cubes.stages.detections:detect",
+          "peaks and ePSF fits: the classical centres"),
+    Stage("transforms", (S.DETECTIONS,), (S.TRANSFORMS,),
+          "starcenter.cubes.stages.transforms:compute_transforms",
+          "cubic exposure -> reference transformations and their standard errors"),
+    Stage("catalog", (S.DETECTIONS, S.TRANSFORMS), (S.CATALOG,),
+          "starcenter.cubes.stages.catalog:build_catalog",
+          "the sigma-clipped average catalog and its projection into every exposure (truth)"),
+    Stage("rasters", (S.CATALOG, S.TRANSFORMS, S.DETECTIONS, S.EXPOSURES), (S.RASTERS,),
+          "starcenter.cubes.stages.rasters:make_rasters",
+          "the selection step, then 6x6 rasters normalized to sum 1 with their targets"),
+    Stage("train", (S.RASTERS,), (), "starcenter.model.train:train", "a VGG6 network (model file)"),
+    Stage("predict", (S.RASTERS,), (S.CENTERS,), "starcenter.model.predict:predict",
+          "a network's centres of every raster"),
+    Stage("refine", (S.CATALOG, S.RASTERS, S.CENTERS), (S.CATALOG, S.RASTERS),
+          "starcenter.cubes.stages.refine:refine_catalog",
+          "the catalog and raster targets rebuilt from a method's centres (second iteration)"),
+)
+NAMES = tuple(s.name for s in STAGES)
+SOURCES = ("simulate", "ingest")
+
+
+def stage(name: str) -> Stage:
+    if name not in NAMES:
+        raise BadArgumentError(f"unknown stage {name!r}; the stages are {', '.join(NAMES)}")
+    return STAGES[NAMES.index(name)]
+
+
+def run(store, start: str = "detect", until: str = "rasters", params: dict | None = None,
+        cluster_options: ClusterOptions | None = None, progress: bool = True) -> dict:
+    """Run the stages from ``start`` to ``until`` (inclusive) on ``store``.
+
+    params : {stage name: keyword arguments of its function}, e.g. ``{"detect": {"params":
+    DetectParams("catalog")}}``; cluster_options : where the dask work runs (None: the active
+    scheduler or client). The store's lock is held throughout (a second writer is refused). A
+    source stage runs only as ``start``. Returns {stage name: what its function returned}.
+    """
+    first, last = NAMES.index(stage(start).name), NAMES.index(stage(until).name)
+    if last < first:
+        raise BadArgumentError(f"stage {until!r} comes before {start!r}")
+    chain = [s for s in STAGES[first:last + 1] if s.name == start or s.name not in SOURCES]
+    params = _psf_from_detect(dict(params or {}), [s.name for s in chain])
+    made: set[str] = set()
+    for s in chain:  # before the lock and the cluster: a missing input is one line, no side effect
+        driver.require(store, *[g for g in s.reads if g not in made and g != S.CENTERS])
+        made |= set(s.writes)
+    out = {}
+    with st.locked(store, f"{start}..{until}" if len(chain) > 1 else start), cluster(cluster_options):
+        for s in chain:
+            out[s.name] = _call(s, store, params.get(s.name, {}), progress)
+    return out
+
+
+def run_stage(stage_name: str, store, /, cluster_options: ClusterOptions | None = None,
+              progress: bool = True, **kwargs):
+    """Run one stage (as :func:`run` with start == until) and return its function's result."""
+    return run(store, stage_name, stage_name, {stage_name: kwargs}, cluster_options, progress)[stage_name]
+
+
+def _psf_from_detect(params: dict, chain: list[str]) -> dict:
+    """The psf stage builds the ePSF that detect's parameters ask for (and rebuilds it once,
+    for detect's ``rebuild_psf``), unless given its own parameters."""
+    det = dict(params.get("detect", {}))
+    if "psf" in chain and "psf" not in params and "params" in det:
+        params["psf"] = {"kind": det["params"].psf, "rebuild": det.pop("rebuild_psf", False)}
+        params["detect"] = det
+    return params
+
+
+def _call(s: Stage, store, kwargs: dict, progress: bool):
+    fn = s.load()
+    if "progress" in inspect.signature(fn).parameters:
+        kwargs = {"progress": progress, **kwargs}
+    return fn(store, **kwargs)
 
 
 def run_catalog(store, reference: int = 0, raster_size: int = 6, progress: bool = True,
-                transform_params: TransformParams | None = None,
-                raster_params: RasterParams | None = None):
-    """``starcenter catalog``: transforms -> average catalog + truth -> rasters."""
+                transform_params=None, raster_params=None, cluster_options=None):
+    """``starcenter catalog``: transforms -> average catalog + truth -> rasters (the rasters
+    group is returned)."""
+    from starcenter.cubes.params import RasterParams, TransformParams
+
     tp = transform_params or TransformParams(reference=reference)
     rp = raster_params or RasterParams(size=raster_size)
-    compute_transforms(store, tp, progress)
-    build_catalog(store, tp, progress)
-    return make_rasters(store, rp, progress)
-
-
-STAGES = (schema.EXPOSURES, schema.DETECTIONS, schema.TRANSFORMS, schema.CATALOG, schema.RASTERS)
+    out = run(store, "transforms", "rasters", {"transforms": {"params": tp}, "catalog": {"params": tp},
+                                                "rasters": {"params": rp}}, cluster_options, progress)
+    return out["rasters"]

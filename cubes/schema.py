@@ -1,8 +1,10 @@
 """The store schema: group names, dimensions, dtypes, chunking, units and the pixel convention.
 
-This module is the public contract between the pipeline stages. Every stage reads and writes a
-store only through the names defined here, and every group opens with plain
-``xarray.open_zarr(store, group=NAME)``.
+This module is the public contract between the pipeline stages: one :class:`GroupSpec` per group
+(its variables with dims, dtype, units and fill value; its chunks; its parameters class; the
+command that makes it), from which every stage builds its group (:func:`template`) and reads its
+parameters back (:func:`read_params`). All dimension names and chunk sizes live here. Every group
+opens with plain ``xarray.open_zarr(store, group=NAME)``.
 
 Pixel convention
 ----------------
@@ -22,25 +24,25 @@ Groups (one Zarr group per pipeline product)
                the unit every later stage (detection, rasters) reads, and the unit of resume.
 ``psf``        the true and library ePSFs per chip on a 4x supersampled grid (small, one chunk);
                ``empirical`` and ``catalog`` (the Anderson & King ePSF learnt at the average
-               catalog's positions, cubes.detections.build_catalog_psfs) once built.
+               catalog's positions, stages.psf.build_catalog_psfs) once built.
 ``truth``      simulations only: star ids, magnitudes, fluxes per (chip, star) and the true
                positions x, y(exposure, chip, star) in each exposure's chip pixels. Chunks: one
                (exposure, chip) per chunk so they are written with their image.
 ``detections`` x, y, flux, sky, q, mag, saturated, flags (exposure, chip, det), padded with NaN
-               beyond ``count(exposure, chip)``; one (exposure, chip) per chunk (cubes.detections).
+               beyond ``count(exposure, chip)``; one (exposure, chip) per chunk (stages.detections).
 ``transforms`` per (exposure, chip): cubic coefficients target -> reference and back (term), the
                offset at the chip centre, standard errors, star counts, a status code (small,
-               one chunk; cubes.transforms).
+               one chunk; stages.transforms).
 ``catalog``    measures(exposure, chip, star, axis) in the reference system (one (exposure, chip)
                per chunk, rechunked by star for the clipped mean), mean/rms/count(chip, star, axis)
                and truth(exposure, chip, star, axis) projected back with the catalog -> exposure
-               cubics proj_x/proj_y(exposure, chip, term) (cubes.catalog).
+               cubics proj_x/proj_y(exposure, chip, term) (stages.catalog).
 ``rasters``    raster(exposure, chip, star, ry, rx) float32 normalized to sum 1, target, prelim,
                corner (exposure, chip, star, axis), mag, mask, offset_phase, selected and
                stack_residual (chip, star); chunks of 64 exposures
-               of one chip with every star, the unit the tf.data bridge streams (cubes.rasters).
+               of one chip with every star, the unit the tf.data bridge streams (stages.rasters).
 ``centers/NAME`` xy(exposure, chip, star, axis): centres of method NAME in chip pixels, aligned
-               with the rasters' stars (model.predict). Attributes ``model_<chip>`` (the model
+               with the rasters' stars (starcenter.model.predict). Attributes ``model_<chip>`` (the model
                file and its hash) and ``split_<chip>`` (whether the model trained on this
                store's data, its split seed and fractions: evaluation scores such a network on
                its test stars only).
@@ -48,21 +50,17 @@ Groups (one Zarr group per pipeline product)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+
+from dataclasses import dataclass, field
+
+import numpy as np
 
 #: Version of this schema, written into every store's root attributes.
 SCHEMA_VERSION = "1"
 
-# Group names: the public schema.
-EXPOSURES = "exposures"
-PSF = "psf"
-TRUTH = "truth"
-DETECTIONS = "detections"
-TRANSFORMS = "transforms"
-CATALOG = "catalog"
-RASTERS = "rasters"
-CENTERS = "centers"  # centers/NAME, one subgroup per centring method
-
+# Group names.
+EXPOSURES, PSF, TRUTH, DETECTIONS = "exposures", "psf", "truth", "detections"
+TRANSFORMS, CATALOG, RASTERS, CENTERS = "transforms", "catalog", "rasters", "centers"
 GROUPS = (EXPOSURES, PSF, TRUTH, DETECTIONS, TRANSFORMS, CATALOG, RASTERS, CENTERS)
 
 
@@ -73,8 +71,12 @@ def centers_group(name: str) -> str:
 
 # Dimension names.
 EXPOSURE, CHIP, STAR, Y, X = "exposure", "chip", "star", "y", "x"
+#: position axis (x, y), detection slot, cubic term, raster pixel rows/columns, exposure block
+AXIS, DET, TERM, RY, RX, BLOCK = "axis", "det", "term", "ry", "rx", "block"
 #: ePSF grid dimensions (supersampled), the focus-node dimension and the field-node dims.
 EY, EX, FOCUS, FIELD_Y, FIELD_X = "ey", "ex", "focus", "field_y", "field_x"
+#: Every dimension name a group may use.
+DIMS = (EXPOSURE, CHIP, STAR, Y, X, AXIS, DET, TERM, RY, RX, BLOCK, EY, EX, FOCUS, FIELD_Y, FIELD_X)
 
 #: ePSF supersampling factor (Anderson & King 2000 use 4x).
 OVERSAMPLING = 4
@@ -83,38 +85,181 @@ EPSF_SIZE_PX = 25
 #: Number of ePSF grid samples per side: centre sample at index EPSF_SIZE_PX*OVERSAMPLING//2.
 EPSF_SAMPLES = EPSF_SIZE_PX * OVERSAMPLING + 1
 
+# Chunk sizes, chosen on purpose:
+#: Exposures per chunk of rasters and centers: many exposures of one chip per chunk, the unit the
+#: tf.data bridge streams and predict centres (64 x ~400 stars x 36 px x 4 B ~ 3.7 MB).
+EXPOSURE_BLOCK = 64
+#: Detection slots per (exposure, chip) reserved while writing; the det dimension is shrunk to the
+#: largest count once every chunk is written.
+DET_CAPACITY = 32768
+#: Stars per chunk of the catalog's star-wise clipped mean (measures rechunked by star).
+STAR_CHUNK = 512
+
+PIXEL_CONVENTION = ("0-based, pixel centres at integer coordinates; x along columns (NAXIS1), "
+                    "y along rows (NAXIS2)")
+
 
 @dataclass(frozen=True)
 class Var:
-    """One variable of the schema: dims, dtype, units and meaning."""
+    """One variable of the schema: dims, dtype, units, meaning and the zarr fill value (what an
+    unwritten chunk reads as; None: zarr's default, 0)."""
 
     dims: tuple[str, ...]
     dtype: str
     units: str
     description: str
+    fill: float | int | None = None
 
 
-EXPOSURE_VARS: dict[str, Var] = {
-    "image": Var((EXPOSURE, CHIP, Y, X), "float32", "DN",
-                 "calibrated exposure (bias, dark and flat corrected) in data numbers"),
-    "dq": Var((EXPOSURE, CHIP, Y, X), "uint16", "",
-              "data-quality bit flags, see attribute flag_masks / flag_meanings"),
-    "done": Var((EXPOSURE, CHIP), "uint8", "",
-                "1 once the (exposure, chip) chunk of every variable is written (resume marker)"),
+@dataclass(frozen=True)
+class GroupSpec:
+    """One group: its variables, chunk size per dimension (absent: one chunk), the name of its
+    parameters class in :mod:`starcenter.cubes.params` and the command that makes it."""
+
+    name: str
+    variables: dict[str, Var]
+    chunks: dict[str, int] = field(default_factory=dict)
+    params: str | None = None
+    made_by: str = ""
+
+
+def _v(dims, dtype, units, description, fill=None):
+    return Var(tuple(dims), dtype, units, description, fill)
+
+
+NAN = float("nan")
+_EC, _ECS, _ECSA = (EXPOSURE, CHIP), (EXPOSURE, CHIP, STAR), (EXPOSURE, CHIP, STAR, AXIS)
+_DONE = _v(_EC, "uint8", "", "1 once the (exposure, chip) chunk of every variable is written (resume marker)")
+_BLOCK_DONE = _v((BLOCK, CHIP), "uint8", "", "1 once the chunk of EXPOSURE_BLOCK exposures of the chip is written")
+
+SPECS: dict[str, GroupSpec] = {
+    EXPOSURES: GroupSpec(EXPOSURES, {
+        "image": _v((*_EC, Y, X), "float32", "DN",
+                    "calibrated exposure (bias, dark and flat corrected) in data numbers"),
+        "dq": _v((*_EC, Y, X), "uint16", "", "data-quality bit flags, see attribute flag_masks / flag_meanings"),
+        "done": _DONE,
+    }, {EXPOSURE: 1, CHIP: 1, Y: 800, X: 800}, None, "`starcenter simulate` or `starcenter ingest`"),
+    PSF: GroupSpec(PSF, {
+        "library": _v((CHIP, EY, EX), "float64", "flux fraction per pixel",
+                      "library ePSF: nominal focus (zero despace), chip centre"),
+        "true": _v((CHIP, FOCUS, FIELD_Y, FIELD_X, EY, EX), "float64", "flux fraction per pixel",
+                   "true ePSF nodes of this data set; exposures interpolate linearly in focus and field"),
+        "empirical": _v((CHIP, EY, EX), "float64", "flux fraction per pixel", "photutils EPSFBuilder ePSF"),
+        "catalog": _v((CHIP, EY, EX), "float64", "flux fraction per pixel",
+                      "Anderson & King ePSF learnt at the average catalog's positions"),
+    }, {}, None, "`starcenter simulate` (or `starcenter detect --psf empirical|catalog`)"),
+    TRUTH: GroupSpec(TRUTH, {
+        "star_id": _v((CHIP, STAR), "int64", "", "global star id, -1 for padding"),
+        "mag": _v((CHIP, STAR), "float64", "mag", "Vega magnitude in the data set's filter"),
+        "flux": _v((CHIP, STAR), "float64", "e-", "total flux per exposure within the ePSF box"),
+        "x": _v(_ECS, "float64", "px", "true x in the exposure's chip pixels (schema pixel convention)"),
+        "y": _v(_ECS, "float64", "px", "true y in the exposure's chip pixels"),
+        "done": _DONE,
+    }, {EXPOSURE: 1, CHIP: 1}, None, "`starcenter simulate`"),
+    DETECTIONS: GroupSpec(DETECTIONS, {
+        "x": _v((*_EC, DET), "float64", "px", "fitted x, chip pixels (schema convention)", NAN),
+        "y": _v((*_EC, DET), "float64", "px", "fitted y, chip pixels", NAN),
+        "flux": _v((*_EC, DET), "float32", "DN", "fitted flux", NAN),
+        "sky": _v((*_EC, DET), "float32", "DN", "fitted sky per pixel", NAN),
+        "q": _v((*_EC, DET), "float32", "",
+                "quality of fit: sum |residual| / flux over 5x5 (hst1pass-like); 0 = saturated", NAN),
+        "mag": _v((*_EC, DET), "float32", "mag", "instrumental magnitude -2.5 log10(flux / DN)", NAN),
+        "saturated": _v((*_EC, DET), "bool", "", "saturated star (not fitted; centre = peak pixel)"),
+        "flags": _v((*_EC, DET), "int32", "", "fit flag bits, see attributes flag_masks / flag_meanings"),
+        "count": _v(_EC, "int32", "", "number of detections (the rest of det is padding)"),
+        "done": _DONE,
+    }, {EXPOSURE: 1, CHIP: 1, DET: DET_CAPACITY}, "DetectParams", "`starcenter detect`"),
+    TRANSFORMS: GroupSpec(TRANSFORMS, {
+        "coef_x": _v((*_EC, TERM), "float64", "px", "target -> reference x, cubic in u, v"),
+        "coef_y": _v((*_EC, TERM), "float64", "px", "target -> reference y, cubic in u, v"),
+        "inv_x": _v((*_EC, TERM), "float64", "px", "reference -> target x"),
+        "inv_y": _v((*_EC, TERM), "float64", "px", "reference -> target y"),
+        "std_err_x": _v(_EC, "float64", "px", "standard error of the transformation, x"),
+        "std_err_y": _v(_EC, "float64", "px", "standard error of the transformation, y"),
+        "n_stars": _v(_EC, "int32", "", "stars kept by the fit"),
+        "offset_x": _v(_EC, "float64", "px", "reference - target at the chip centre, x"),
+        "offset_y": _v(_EC, "float64", "px", "reference - target at the chip centre, y"),
+        "status": _v(_EC, "int8", "", "status code, see attributes flag_values / flag_meanings"),
+    }, {}, "TransformParams", "`starcenter catalog`"),
+    CATALOG: GroupSpec(CATALOG, {
+        "measures": _v(_ECSA, "float64", "px", "positions in the reference exposure's system", NAN),
+        "native": _v(_ECSA, "float64", "px", "the same measures in each exposure's own pixels", NAN),
+        "det_index": _v(_ECS, "int32", "", "index of the star's detection in the exposure, -1: none"),
+        "done": _DONE,
+        "mean": _v((CHIP, STAR, AXIS), "float64", "px",
+                   "3-sigma-clipped mean position in the reference exposure's system"),
+        "rms": _v((CHIP, STAR, AXIS), "float64", "px", "rms about the mean"),
+        "count": _v((CHIP, STAR), "int32", "", "measures kept after clipping"),
+        "ref_mag": _v((CHIP, STAR), "float64", "mag", "instrumental mag in the reference"),
+        "truth": _v(_ECSA, "float64", "px", "catalog projected back into each exposure's pixels"),
+        "proj_x": _v((*_EC, TERM), "float64", "px", "cubic catalog -> exposure x coefficients"),
+        "proj_y": _v((*_EC, TERM), "float64", "px", "cubic catalog -> exposure y coefficients"),
+    }, {EXPOSURE: 1, CHIP: 1}, "TransformParams", "`starcenter catalog`"),
+    RASTERS: GroupSpec(RASTERS, {
+        "raster": _v((*_ECS, RY, RX), "float32", "", "cutout normalized to sum 1"),
+        "target": _v(_ECSA, "float64", "px", "catalog truth - corner (raster convention)", NAN),
+        "prelim": _v(_ECSA, "float64", "px", "preliminary classical position (chip px)", NAN),
+        "corner": _v(_ECSA, "int32", "px", "chip pixel of raster pixel (0, 0), (x, y)"),
+        "mag": _v(_ECS, "float32", "mag", "instrumental magnitude of the star in the exposure", NAN),
+        "mask": _v(_ECS, "bool", "", "True where the raster is valid"),
+        "selected": _v((CHIP, STAR), "bool", "", "star passes the selection (stages.selection)"),
+        "stack_residual": _v((CHIP, STAR), "float64", "flux fraction per px",
+                             "largest departure of the star's stacked fit residual from the chip's "
+                             "common pattern within 2 px (NaN: not a candidate or cut off)"),
+        "offset_phase": _v((*_EC, AXIS), "float64", "", "fractional part of the exposure's offset from the reference"),
+        "done": _BLOCK_DONE,
+        "target_exact": _v(_ECSA, "float64", "px", "simulation truth - corner (simulations only)"),
+        "sim_index": _v((CHIP, STAR), "int64", "", "index into truth's star dimension, -1 if unmatched"),
+    }, {EXPOSURE: EXPOSURE_BLOCK, CHIP: 1, BLOCK: 1}, "RasterParams", "`starcenter catalog`"),
+    CENTERS: GroupSpec(CENTERS, {
+        "xy": _v(_ECSA, "float64", "px", "centre in chip pixels (schema convention)", NAN),
+        "done": _BLOCK_DONE,
+    }, {EXPOSURE: EXPOSURE_BLOCK, CHIP: 1, BLOCK: 1}, None, "`starcenter predict`"),
 }
 
-#: Chunk shape of every exposures variable, per dimension.
-EXPOSURE_CHUNKS = {EXPOSURE: 1, CHIP: 1, Y: 800, X: 800}
 
-TRUTH_VARS: dict[str, Var] = {
-    "star_id": Var((CHIP, STAR), "int64", "", "global star id, -1 for padding"),
-    "mag": Var((CHIP, STAR), "float64", "mag", "Vega magnitude in the data set's filter"),
-    "flux": Var((CHIP, STAR), "float64", "e-", "total flux per exposure within the ePSF box"),
-    "x": Var((EXPOSURE, CHIP, STAR), "float64", "px",
-             "true x in the exposure's chip pixels (schema pixel convention)"),
-    "y": Var((EXPOSURE, CHIP, STAR), "float64", "px", "true y in the exposure's chip pixels"),
-}
-TRUTH_CHUNKS = {EXPOSURE: 1, CHIP: 1}
+def spec(group: str) -> GroupSpec:
+    """The spec of ``group`` (``centers/NAME`` -> the centers spec)."""
+    return SPECS[group.split("/", 1)[0]]
 
-PIXEL_CONVENTION = ("0-based, pixel centres at integer coordinates; x along columns (NAXIS1), "
-                    "y along rows (NAXIS2)")
+
+def template(group: str, names, sizes: dict, coords: dict, attrs: dict, values: dict | None = None):
+    """The lazy template of variables ``names`` of ``group`` and its zarr encoding.
+
+    sizes : length of every dimension used; coords, attrs : the dataset's; values : variables given
+    as in-memory arrays (written at once) instead of lazy zeros (whose chunks are written later by
+    the stage). Chunks and fill values come from the group's spec.
+    """
+    import dask.array as da
+    import xarray as xr
+
+    sp, values = spec(group), values or {}
+    data, encoding = {}, {}
+    for name in names:
+        v = sp.variables[name]
+        shape = tuple(sizes[d] for d in v.dims)
+        meta = {k: t for k, t in (("units", v.units), ("description", v.description)) if t}
+        if name in values:
+            data[name] = (v.dims, np.asarray(values[name]).astype(v.dtype, copy=False), meta)
+        else:
+            chunks = tuple(max(1, min(sp.chunks.get(d, n), n)) for d, n in zip(v.dims, shape))
+            data[name] = (v.dims, da.zeros(shape, chunks=chunks, dtype=v.dtype), meta)
+        if v.fill is not None:
+            encoding[name] = {"fill_value": v.fill}
+    return xr.Dataset(data, coords=coords, attrs=attrs), encoding
+
+
+def variable(group: str, name: str, data, **attrs):
+    """(dims, data, attrs) of one variable of ``group`` for an in-memory xarray.Dataset."""
+    v = spec(group).variables[name]
+    meta = {k: t for k, t in (("units", v.units), ("description", v.description)) if t}
+    return (v.dims, np.asarray(data).astype(v.dtype, copy=False), {**meta, **attrs})
+
+
+def read_params(ds_or_attrs, cls):
+    """A group's stored ``params`` attribute (JSON) as its parameters class ``cls`` (the spec's
+    ``params``, in :mod:`starcenter.cubes.params`)."""
+    import json
+
+    attrs = getattr(ds_or_attrs, "attrs", ds_or_attrs)
+    return cls(**json.loads(attrs["params"]))

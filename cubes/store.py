@@ -13,6 +13,7 @@ the group's ``done`` marker for that chunk last, so an interrupted run resumes w
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from contextlib import contextmanager
 
@@ -164,32 +165,46 @@ def set_attr(store, group: str, **attrs):
 
 
 def run_tasks(tasks, description: str, progress: bool = True):
-    """Compute dask delayed ``tasks`` with a progress bar (distributed if a client is active)."""
+    """Compute dask delayed ``tasks`` (distributed if a client is active) with a progress bar.
+
+    On a terminal the bar updates in place; when the output is a file or a pipe (a CI log, the
+    demo's log) a bar would write a line per update, so the start and the end are printed instead.
+    """
+    import time
+
     import dask
 
     if not tasks:
         return []
     try:
         from distributed import get_client
-        from distributed import progress as dprogress
 
         client = get_client()
     except (ImportError, ValueError):
         client = None
+    live = progress and sys.stdout.isatty()
+    if progress:
+        where = f" on {client.dashboard_link}" if client is not None else ""
+        print(f"{description}: {len(tasks)} chunks{where}", flush=True)
+    t0 = time.perf_counter()
     if client is not None:
         futures = client.compute(tasks)
-        if progress:
-            print(f"{description}: {len(tasks)} chunks on {client.dashboard_link}")
+        if live:
+            from distributed import progress as dprogress
+
             dprogress(futures)
             print()
-        return client.gather(futures)
-    if progress:
+        out = client.gather(futures)
+    elif live:
         from dask.diagnostics import ProgressBar
 
-        print(f"{description}: {len(tasks)} chunks")
         with ProgressBar(dt=1.0):
-            return dask.compute(*tasks)
-    return dask.compute(*tasks)
+            out = dask.compute(*tasks)
+    else:
+        out = dask.compute(*tasks)
+    if progress and not live:
+        print(f"{description}: done in {time.perf_counter() - t0:.1f} s", flush=True)
+    return out
 
 
 @contextmanager

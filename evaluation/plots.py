@@ -9,6 +9,7 @@ import numpy as np
 
 from starcenter.cubes import schema
 from starcenter.cubes.store import open_group
+from starcenter.cubes.classical.stats import robust_sigma
 
 
 def _save(fig, path) -> Path:
@@ -45,7 +46,7 @@ def plot_exposure(store, exposure: int, path, zoom: int | None = 200) -> Path:
     for k, chip in enumerate(chips):
         img = ex["image"].isel(exposure=exposure, chip=k).values
         sky = float(np.median(img))
-        noise = float(1.4826 * np.median(np.abs(img - sky))) or 1.0
+        noise = float(robust_sigma(img - sky)) or 1.0
         stretch = np.arcsinh((img - sky) / (3 * noise))
         vmax = np.percentile(stretch, 99.7)
         ax = axes[0, k]
@@ -192,7 +193,7 @@ def plot_truth_vs_magnitude(data: dict, path, title: str) -> Path:
                 sel = idx == b
                 if sel.sum() >= 20:
                     centres.append(0.5 * (edges[b - 1] + edges[b]))
-                    sig.append(1.4826 * np.median(np.abs(dd[sel] - np.median(dd[sel]))))
+                    sig.append(robust_sigma(dd[sel]))
             ax.plot(centres, sig, "-o", ms=3, color=f"C{k}", label=f"{method} robust sigma")
         ax.axhline(0, color="k", lw=0.5)
         lim = 3 * np.nanpercentile(np.abs(data[next(iter(data))][chip][1 + j]), 68)

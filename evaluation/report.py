@@ -15,6 +15,7 @@ import numpy as np
 
 from starcenter.cubes import schema
 from starcenter.cubes import store as st
+from starcenter.cubes.classical.stats import robust_sigma
 
 from starcenter.evaluation.metrics import (
     CLASSICAL,
@@ -172,7 +173,7 @@ def truth_errors(store, methods, stars: str = "scored") -> dict:
             d = d[np.all(np.isfinite(d), axis=1)]
             if not len(d):
                 continue
-            mad = 1.4826 * np.median(np.abs(d - np.median(d, axis=0)), axis=0)
+            mad = robust_sigma(d, axis=0)
             out[m][chip] = {"rms_mpix": np.round(np.sqrt(np.mean(d**2, axis=0)), 2).tolist(),
                             "robust_mpix": np.round(mad, 2).tolist(), "n": int(len(d))}
     return out
@@ -218,7 +219,7 @@ def efficiency(store, methods) -> dict:
                 if sel.sum() < 20:
                     continue
                 e = err[sel]
-                mad = 1.4826 * np.median(np.abs(e - np.median(e)))
+                mad = robust_sigma(e)
                 bound = float(np.sqrt(np.mean(bx[sel] ** 2)))
                 rows.append({"flux_e": [lo, hi], "n": int(sel.sum()), "bound_mpix": round(bound * 1e3, 2),
                              "robust_error_mpix": round(float(mad) * 1e3, 2),
@@ -260,11 +261,28 @@ def _truth_table(per_method: dict, heading: str, suffix: str) -> list[str]:
 
 
 def markdown(metrics: dict, figures, title: str) -> str:
+    """The report's text: one section per figure family, each labelled with its data kind."""
+    lines = []
+    for section in (_header, _scoring, _transforms_table, _rms_table, _truth_tables, _cramer_rao_table,
+                    _fractional_tables, _paper_table):
+        lines += section(metrics) if section is not _header else _header(metrics, title)
+    lines += [""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures]
+    return "\n".join(lines) + "\n"
+
+
+def _header(metrics: dict, title: str) -> list[str]:
+    """Title and the data-kind line."""
     lines = [f"# starcenter report — {title}", "",
              f"**Data: {metrics['kind']}.** " + ("Every number below comes from simulated exposures "
                                                 "with exact truth, not from real observations."
                                                 if metrics["kind"] == "SIMULATION" else
                                                 "Real exposures: no truth; only truth-free checks."), ""]
+    return lines
+
+
+def _scoring(metrics: dict) -> list[str]:
+    """What each method is scored on (the networks' split)."""
+    lines = []
     if metrics.get("scoring"):
         lines += ["## What each method is scored on", "",
                   "A network is judged only on stars it never saw: on the store it was trained on, "
@@ -274,6 +292,12 @@ def markdown(metrics: dict, figures, title: str) -> str:
         lines += [f"| {m} | {chip} | {label} |" for m, per in metrics["scoring"].items()
                   for chip, label in per.items()]
         lines.append("")
+    return lines
+
+
+def _transforms_table(metrics: dict) -> list[str]:
+    """Standard error of the transformations against offset phase."""
+    lines = []
     rows = []
     for m, res in metrics["methods"].items():
         for chip, axes in res.get("transforms", {}).items():
@@ -283,12 +307,24 @@ def markdown(metrics: dict, figures, title: str) -> str:
         lines += ["## Standard error of the transformations against offset phase", "",
                   "| method | chip | single-measurement error x / y [mpix] | flatness x / y (max/min) |",
                   "|---|---|---|---|", *rows, ""]
+    return lines
+
+
+def _rms_table(metrics: dict) -> list[str]:
+    """Per-star rms over repeats."""
+    lines = []
     rows = [f"| {m} | {chip} | {r['median_mpix'][0]} / {r['median_mpix'][1]} | {r['n_stars']} |"
             for m, res in metrics["methods"].items() for chip, r in res.get("per_star_rms", {}).items()]
     if rows:
         lines += ["## Per-star rms about the mean position over repeats (Fig. 19 style)", "",
                   "| method | chip | median per-star rms x / y [mpix] | stars |", "|---|---|---|---|",
                   *rows, ""]
+    return lines
+
+
+def _truth_tables(metrics: dict) -> list[str]:
+    """Errors against exact truth: scored stars, then the in-sample gap."""
+    lines = []
     for key, heading, suffix in (
             ("truth", "## Error against exact truth (simulation; networks on their scored stars)", ""),
             ("truth_in_sample", "## IN-SAMPLE, for the overfitting gap only: error against exact truth "
@@ -296,6 +332,12 @@ def markdown(metrics: dict, figures, title: str) -> str:
              " (in-sample)")):
         if key in metrics:
             lines += _truth_table(metrics[key], heading, suffix)
+    return lines
+
+
+def _cramer_rao_table(metrics: dict) -> list[str]:
+    """Efficiency against the Cramér–Rao bound."""
+    lines = []
     if "cramer_rao" in metrics:
         lines += ["## Against the Cramér–Rao bound (simulation; x, true ePSF, 5x5 fit of x, y, flux, sky)", "",
                   "Efficiency = bound² / measured variance. The bound holds for unbiased estimators using "
@@ -309,6 +351,12 @@ def markdown(metrics: dict, figures, title: str) -> str:
                     lines.append(f"| {m} | {chip} | {r['flux_e'][0]:.0e}-{r['flux_e'][1]:.0e} | {r['n']} | "
                                  f"{r['bound_mpix']} | {r['robust_error_mpix']} | {r['efficiency']} |")
         lines.append("")
+    return lines
+
+
+def _fractional_tables(metrics: dict) -> list[str]:
+    """Fractional-pixel histograms (the truth-free check)."""
+    lines = []
     for m, res in metrics["methods"].items():
         if "fractional_pixel" in res:
             lines += [f"## Fractional-pixel histograms, {m} ({metrics['kind']})", "",
@@ -318,10 +366,14 @@ def markdown(metrics: dict, figures, title: str) -> str:
                 lines.append(f"| {chip} | {h['n']} | {h['p_uniform_x']:.2g} / {h['p_uniform_y']:.2g} | "
                              f"{' '.join(map(str, h['hist_x']))} |")
             lines.append("")
-    lines += ["## The seed paper's published numbers beside this store's", "",
+    return lines
+
+
+def _paper_table(metrics: dict) -> list[str]:
+    """The seed paper's published numbers beside this store's."""
+    lines = ["## The seed paper's published numbers beside this store's", "",
               f"Paper values are REAL data unless labelled simulations; this store's are "
               f"**{metrics['kind']}**.", "", f"| quantity | paper | this store ({metrics['kind']}) |",
               "|---|---|---|"]
     lines += [f"| {k} | {v} | {ours} |" for (k, v), ours in zip(PAPER.items(), _ours(metrics))]
-    lines += [""] + [f"![{Path(f).stem}]({Path(f).name})" for f in figures]
-    return "\n".join(lines) + "\n"
+    return lines

@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from starcenter.cubes.errors import BadArgumentError
+from starcenter.model import quiet_tensorflow
 
 
 def _vgg6(raster_size: int, filters: tuple[int, int], kernel: int, padded: int, first_pool: tuple,
           name: str):
+    quiet_tensorflow()
     import keras
     from keras import layers
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from starcenter.cubes import schema
 from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
-from starcenter.cubes.stages.rasters import EXPOSURE_BLOCK
+from starcenter.model import quiet_tensorflow
 
 SPLITS = {"train": (0.0, 0.7), "validation": (0.7, 0.8), "test": (0.8, 1.0)}
 #: Subsets a trained model has seen: its weights (train) and its best-epoch choice (validation).
@@ -104,14 +104,14 @@ class RasterSource:
 
     @property
     def n_chunks(self) -> int:
-        return -(-self.n_exposures // EXPOSURE_BLOCK)
+        return -(-self.n_exposures // schema.EXPOSURE_BLOCK)
 
     def read_chunk(self, i: int):
         """(rasters (n, size, size, 1) float32, targets (n, 2) float32) of chunk ``i``."""
         import zarr
 
         g = zarr.open_group(self.store, mode="r")[schema.RASTERS]
-        e0, e1 = i * EXPOSURE_BLOCK, min(self.n_exposures, (i + 1) * EXPOSURE_BLOCK)
+        e0, e1 = i * schema.EXPOSURE_BLOCK, min(self.n_exposures, (i + 1) * schema.EXPOSURE_BLOCK)
         c = self.chip_index
         ok = np.asarray(g["mask"][e0:e1, c]) & self.stars[None, :]
         tgt = np.asarray(g[TARGETS[self.target]][e0:e1, c])
@@ -138,6 +138,7 @@ class RasterSource:
 def dataset(source: RasterSource, batch_size: int = 256, shuffle_buffer: int = 20_000,
             cycle_length: int = 2, shuffle: bool = True, epoch_seed: int = 0, repeat: bool = False):
     """A tf.data.Dataset of (raster, target) batches streamed from the Zarr cube."""
+    quiet_tensorflow()
     import tensorflow as tf
 
     n, size = source.n_chunks, source.size

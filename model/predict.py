@@ -12,19 +12,24 @@ from functools import lru_cache
 
 import numpy as np
 
-from starcenter.cubes import schema
+import hashlib
+from pathlib import Path
+
+from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
 from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
-from starcenter.cubes.stages.rasters import EXPOSURE_BLOCK
 
 from starcenter.model.train import load_metadata
+from starcenter.model import quiet_tensorflow
 
+EXPOSURE_BLOCK = schema.EXPOSURE_BLOCK
 BATCH = 8192
 
 
 @lru_cache(maxsize=4)
 def load_model(path: str):
     """The Keras model at ``path``, loaded once per process, in safe mode."""
+    quiet_tensorflow()
     import keras
 
     return keras.models.load_model(path, compile=False, safe_mode=True)
@@ -83,8 +88,6 @@ def predict(store, model_path, name: str = "vgg6", chip: str | None = None, forc
             progress: bool = True):
     """Write centers/NAME for the model's chip (or ``chip``) of every exposure of ``store``."""
     import dask
-    import dask.array as da
-    import xarray as xr
 
     path = st.store_path(store)
     model_path = str(model_path)
@@ -100,33 +103,24 @@ def predict(store, model_path, name: str = "vgg6", chip: str | None = None, forc
                      st.open_group(path, schema.EXPOSURES).attrs.get("filter"), force, model_path)
     c = chips.index(chip)
     ne, nc, ns = ras.sizes[schema.EXPOSURE], ras.sizes[schema.CHIP], ras.sizes[schema.STAR]
-    nblk = -(-ne // EXPOSURE_BLOCK)
     group = schema.centers_group(name)
+    sizes = {schema.EXPOSURE: ne, schema.CHIP: nc, schema.STAR: ns, schema.AXIS: 2,
+             schema.BLOCK: -(-ne // EXPOSURE_BLOCK)}
+    coords = {schema.EXPOSURE: ras[schema.EXPOSURE].values, schema.CHIP: ras[schema.CHIP].values,
+              schema.AXIS: np.array(["x", "y"], dtype=object)}
     if not st.has_group(path, group):
-        ds = xr.Dataset(
-            {"xy": ((schema.EXPOSURE, schema.CHIP, schema.STAR, "axis"),
-                    da.full((ne, nc, ns, 2), np.nan, chunks=(min(EXPOSURE_BLOCK, ne), 1, ns, 2)),
-                    {"units": "px", "description": "centre in chip pixels (schema convention)"}),
-             "done": (("block", schema.CHIP), da.zeros((nblk, nc), chunks=(1, 1), dtype=np.uint8), {})},
-            coords={schema.EXPOSURE: ras[schema.EXPOSURE].values, schema.CHIP: ras[schema.CHIP].values,
-                    "axis": np.array(["x", "y"], dtype=object)},
-            attrs={"method": name, "pixel_convention": schema.PIXEL_CONVENTION},
-        )
-        st.write_template(path, group, ds, {"xy": {"fill_value": np.nan}})
+        driver.prepare(path, group, lambda: schema.template(group, ("xy", "done"), sizes, coords, {
+            "method": name, "pixel_convention": schema.PIXEL_CONVENTION}), {})
     key = f"model_{chip}"
-    import hashlib
-    from pathlib import Path
-
     ident = f"{model_path} sha256:{hashlib.sha256(Path(model_path).read_bytes()).hexdigest()[:16]}"
     if st.open_group(path, group).attrs.get(key) not in (None, ident):
         # another model wrote this chip before: redo it
-        import zarr
-
-        zarr.open_group(path, mode="r+")[f"{group}/done"][:, c] = 0
+        st.open_root(path, "r+")[f"{group}/done"][:, c] = 0
     st.set_attr(path, group, **{key: ident, f"split_{chip}": split_record(meta, path, chip)})
     done = st.done_mask(path, group)
-    tasks = [dask.delayed(_predict_block)(path, model_path, name, c, b * EXPOSURE_BLOCK,
-                                          min(ne, (b + 1) * EXPOSURE_BLOCK))
-             for b in range(nblk) if not done[b, c]]
-    st.run_tasks(tasks, f"predict {name} {chip} {path}", progress)
+    ready = np.zeros(done.shape, bool)
+    ready[:, c] = True
+    driver.run_chunks(path, group, done, lambda b, k: dask.delayed(_predict_block)(
+        path, model_path, name, k, b * EXPOSURE_BLOCK, min(ne, (b + 1) * EXPOSURE_BLOCK)),
+        f"predict {name} {chip} {path}", progress, ready)
     return st.open_group(path, group)

@@ -27,6 +27,7 @@ from starcenter.cubes import store as st
 from starcenter.cubes.errors import BadArgumentError
 
 from starcenter.model.architectures import build
+from starcenter.model import quiet_tensorflow
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ def _package_version() -> str:
 def compile_model(model, rc: Recipe, steps_per_execution: int = 1) -> None:
     """MAE loss (pixels) and Adam at the recipe's learning rate. ``steps_per_execution`` runs
     several optimizer steps per compiled call (same updates, less Python overhead per step)."""
+    quiet_tensorflow()
     import keras
 
     model.compile(optimizer=keras.optimizers.Adam(rc.learning_rate), loss="mae",
@@ -81,6 +83,8 @@ def recipe_callbacks(rc: Recipe, n_epochs: int | None = None) -> list:
     """The recipe's schedule over ``n_epochs`` (default its max_epochs) and, if asked, the
     best-validation weights restored at the end."""
     import math
+
+    quiet_tensorflow()
 
     import keras
 
@@ -129,6 +133,7 @@ class EpochCheckpoint:
         return int(st["epoch"]), list(st["history"])
 
     def callback(self, model_history: list[dict]):
+        quiet_tensorflow()
         import keras
 
         ckpt = self
@@ -180,6 +185,7 @@ def train(store, chip: str, arch: str = "v2", recipe: str = "fast", epochs: int 
           out="model.keras", seed: int = 0, target: str = "catalog", verbose: int = 2) -> dict:
     """Train a centring network on ``chip``'s rasters of ``store``; returns the metadata dict
     (with the loss history) that is also written to ``out + '.json'``."""
+    quiet_tensorflow()
     import keras
 
     if recipe not in RECIPES:

@@ -8,13 +8,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from starcenter.cubes import pipeline
+from starcenter.cubes.cluster import ClusterOptions, cluster
+
 
 def _chips(text: str) -> tuple[str, ...]:
     return tuple(c.strip().upper() for c in text.split(",") if c.strip())
 
 
 def _cmd_simulate(args) -> int:
-    from starcenter.cubes.sim.simulate import make_config, simulate
+    from starcenter.cubes.sim.simulate import make_config
 
     cfg = make_config(args.preset, n_exposures=args.exposures, chips=args.chips,
                       filter=args.filter, focus_um=args.focus_um, seed=args.seed,
@@ -22,8 +25,7 @@ def _cmd_simulate(args) -> int:
                       breathing_um=args.breathing_um,
                       field_varying=args.field_varying or None,
                       cosmic_rays=args.cosmic_rays or None, cti=args.cti or None)
-    with _cluster(args):
-        s = simulate(args.store, cfg, progress=not args.quiet)
+    s = pipeline.run_stage("simulate", args.store, _cluster(args), not args.quiet, config=cfg)
     print(f"{s.store}: {cfg.n_exposures} exposures x {len(cfg.chips)} chips "
           f"({s.written} chunks written, {s.skipped} already done); "
           f"stars per chip {s.stars_per_chip}")
@@ -31,10 +33,8 @@ def _cmd_simulate(args) -> int:
 
 
 def _cmd_ingest(args) -> int:
-    from starcenter.cubes.archive.ingest import ingest
-
-    with _cluster(args):
-        out = ingest(args.store, args.inputs, args.separate_filters, progress=not args.quiet)
+    out = pipeline.run_stage("ingest", args.store, _cluster(args), not args.quiet, inputs=args.inputs,
+                             separate_filters=args.separate_filters)
     for line in out["errors"]:
         print(f"starcenter ingest: {line}", file=sys.stderr)
     print(f"{args.store}: {out['ingested']} exposures ingested, {out['skipped']} already there, "
@@ -60,32 +60,27 @@ def _cmd_fetch(args) -> int:
 
 def _cmd_detect(args) -> int:
     from starcenter.cubes.params import DetectParams
-    from starcenter.cubes.stages.detections import detect
 
     params = DetectParams(args.psf, args.threshold, args.min_separation, args.neighbour_passes)
-    with _cluster(args):
-        out = detect(args.store, params, progress=not args.quiet, overwrite=args.overwrite,
-                     rebuild_psf=args.rebuild_psf)
+    out = pipeline.run(args.store, "psf", "detect", {"detect": {
+        "params": params, "overwrite": args.overwrite, "rebuild_psf": args.rebuild_psf}},
+        _cluster(args), not args.quiet)["detect"]
     print(f"{args.store}: detections ({args.psf} ePSF): {out['written']} chunks written, "
           f"{out['skipped']} already done; largest count {out['max_count']}")
     return 0
 
 
 def _cmd_catalog(args) -> int:
-    from starcenter.cubes.pipeline import run_catalog
-
     if args.from_centers:
-        from starcenter.cubes.stages.refine import refine_catalog
-
-        cat = refine_catalog(args.store, args.from_centers, progress=not args.quiet)
+        cat = pipeline.run_stage("refine", args.store, None, not args.quiet, name=args.from_centers)
         print(f"{args.store}: catalog and raster targets rebuilt from centers/{args.from_centers} "
               f"({int((cat['count'] >= 3).sum())} stars); retrain on them for the next iteration")
         return 0
     from starcenter.cubes.params import RasterParams
 
     rp = RasterParams(size=args.raster_size, max_stack_residual=args.max_stack_residual)
-    with _cluster(args):
-        ras = run_catalog(args.store, reference=args.reference, raster_params=rp, progress=not args.quiet)
+    ras = pipeline.run_catalog(args.store, reference=args.reference, raster_params=rp,
+                               progress=not args.quiet, cluster_options=_cluster(args))
     n = int(ras["mask"].sum())
     print(f"{args.store}: transforms, catalog and {n} rasters of "
           f"{args.raster_size}x{args.raster_size} px ({int(ras['selected'].sum())} stars)")
@@ -106,10 +101,8 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from starcenter.model.predict import predict
-
-    with _cluster(args):
-        c = predict(args.store, args.model, args.name, args.chip, args.force, progress=not args.quiet)
+    c = pipeline.run_stage("predict", args.store, _cluster(args), not args.quiet, model_path=args.model,
+                           name=args.name, chip=args.chip, force=args.force)
     print(f"{args.store}: centers/{args.name} written ({int(c['xy'].notnull().all('axis').sum())} centres)")
     return 0
 
@@ -117,7 +110,7 @@ def _cmd_predict(args) -> int:
 def _cmd_demo(args) -> int:
     from starcenter.demo import run_demo
 
-    with _cluster(args):
+    with cluster(_cluster(args)):
         report = run_demo(args.outdir, progress=not args.quiet, exposures=args.exposures,
                           epochs=args.epochs, real=not args.no_real)
     print(report)
@@ -127,7 +120,7 @@ def _cmd_demo(args) -> int:
 def _cmd_evaluate(args) -> int:
     from starcenter.evaluation.report import evaluate
 
-    with _cluster(args):
+    with cluster(_cluster(args)):
         evaluate(args.store, args.report)
     print(f"report: {args.report}/report.md (metrics.json, figures beside it)")
     return 0
@@ -136,7 +129,7 @@ def _cmd_evaluate(args) -> int:
 def _cmd_sweep(args) -> int:
     from starcenter.sweep import raster_size_sweep
 
-    with _cluster(args):
+    with cluster(_cluster(args)):
         res = raster_size_sweep(args.store, args.chip.upper(), args.sizes, args.arch, args.epochs,
                                 args.out, progress=not args.quiet)
     best = min(res["sizes"], key=lambda r: sum(r["robust_mpix"]))
@@ -145,48 +138,10 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
-class _cluster:
-    """Context for a stage's dask work: by default a LocalCluster sized to the machine (one
-    single-threaded worker process per core, memory split between them, dashboard on
-    127.0.0.1), or a running scheduler (--scheduler ADDRESS), or a local dask scheduler
-    (--scheduler synchronous|threads|processes). Prints the dashboard link."""
-
-    def __init__(self, args):
-        self.args = args
-        self.client = None
-
-    def __enter__(self):
-        sched = getattr(self.args, "scheduler", "local")
-        if sched in ("synchronous", "threads", "processes"):
-            import dask
-
-            self._cfg = dask.config.set(scheduler=sched)
-            self._cfg.__enter__()
-            return self
-        from distributed import Client, LocalCluster
-
-        if sched == "local":
-            import os
-
-            cluster = LocalCluster(n_workers=self.args.workers or os.cpu_count(),
-                                   threads_per_worker=self.args.threads,
-                                   dashboard_address=self.args.dashboard_address, processes=True,
-                                   memory_limit=self.args.memory_limit)
-            self.client = Client(cluster)
-        else:
-            self.client = Client(sched)
-        print(f"dask dashboard: {self.client.dashboard_link}")
-        return self
-
-    def __exit__(self, *exc):
-        if self.client is not None:
-            cluster = self.client.cluster
-            self.client.close()
-            if cluster is not None:
-                cluster.close()
-        else:
-            self._cfg.__exit__(*exc)
-        return False
+def _cluster(args) -> ClusterOptions:
+    """Where the command's dask work runs (starcenter.cubes.cluster)."""
+    return ClusterOptions(args.scheduler, args.workers, args.threads, args.memory_limit,
+                          args.dashboard_address, args.quiet)
 
 
 def _add_cluster_args(p):
@@ -204,10 +159,7 @@ def _add_cluster_args(p):
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="starcenter", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_simulate(sub):
     p = sub.add_parser("simulate", help="simulate a dithered WFPC2 data set into a Zarr store")
     p.add_argument("store", help="output store (OUT.zarr); rerun with the same arguments resumes")
     p.add_argument("--preset", default="demo", help="demo (24 x PC1,WF3) or gilliland (636 x 4)")
@@ -224,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_args(p)
     p.set_defaults(func=_cmd_simulate)
 
+
+def _add_ingest(sub):
     p = sub.add_parser("ingest", help="ingest calibrated WFPC2 files (c0m/c1m, c0f/c1f, GEIS) into a store")
     p.add_argument("store")
     p.add_argument("inputs", nargs="+", help="c0 files or directories")
@@ -232,17 +186,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_args(p)
     p.set_defaults(func=_cmd_ingest)
 
+
+def _add_export_fits(sub):
     p = sub.add_parser("export-fits", help="write a store's exposures as archive-layout *_c0m.fits")
     p.add_argument("store")
     p.add_argument("outdir")
     p.set_defaults(func=_cmd_export)
 
+
+def _add_fetch_mast(sub):
     p = sub.add_parser("fetch-mast", help="download a proposal's calibrated WFPC2 exposures from MAST")
     p.add_argument("outdir")
     p.add_argument("--proposal", required=True, help="HST proposal id, e.g. 8267 (Gilliland, NGC 104)")
     p.add_argument("--filter", required=True, help="e.g. F555W")
     p.set_defaults(func=_cmd_fetch)
 
+
+def _add_detect(sub):
     p = sub.add_parser("detect", help="detect and ePSF-fit stars in every exposure (classical centres)")
     p.add_argument("store", help="store with an exposures group")
     p.add_argument("--psf", default="library", choices=("library", "true", "empirical", "catalog"),
@@ -263,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_args(p)
     p.set_defaults(func=_cmd_detect)
 
+
+def _add_catalog(sub):
     p = sub.add_parser("catalog", help="transforms, average catalog (truth) and training rasters")
     p.add_argument("store", help="store with a detections group")
     p.add_argument("--reference", type=int, default=0, help="reference exposure index (default 0)")
@@ -275,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_args(p)
     p.set_defaults(func=_cmd_catalog)
 
+
+def _add_train(sub):
     p = sub.add_parser("train", help="train a centring network (VGG6) from a store's rasters")
     p.add_argument("store")
     p.add_argument("--chip", required=True, help="chip whose rasters to train on, e.g. PC1")
@@ -290,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_train)
 
+
+def _add_predict(sub):
     p = sub.add_parser("predict", help="centre every raster with a trained model -> centers/NAME")
     p.add_argument("store")
     p.add_argument("--model", required=True, help="a model written by `starcenter train`")
@@ -299,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_args(p)
     p.set_defaults(func=_cmd_predict)
 
+
+def _add_demo(sub):
     p = sub.add_parser("demo", help="run the demo on the embedded default data set")
     p.add_argument("outdir", nargs="?", default="demo-output", help="output directory")
     p.add_argument("--exposures", type=int, default=48, help="exposures of the demo set (default 48)")
@@ -307,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_args(p)
     p.set_defaults(func=_cmd_demo)
 
+
+def _add_sweep_raster_size(sub):
     p = sub.add_parser("sweep-raster-size", help="train and test a network per raster size (Fig. 7)")
     p.add_argument("store", help="store with rasters (starcenter catalog)")
     p.add_argument("--chip", required=True)
@@ -318,23 +288,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_args(p)
     p.set_defaults(func=_cmd_sweep)
 
+
+def _add_evaluate(sub):
     p = sub.add_parser("evaluate", help="figures, metrics.json and report.md for a store")
     p.add_argument("store")
     p.add_argument("--report", required=True, help="output directory")
     _add_cluster_args(p)
     p.set_defaults(func=_cmd_evaluate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per pipeline stage or stretch, plus demo and reports."""
+    parser = argparse.ArgumentParser(prog="starcenter", description=__doc__.splitlines()[0])
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up messages (hidden by default)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_simulate, _add_ingest, _add_export_fits, _add_fetch_mast, _add_detect, _add_catalog, _add_train, _add_predict, _add_demo, _add_sweep_raster_size, _add_evaluate):
+        add(sub)
     return parser
 
 
-#: Commands that write a store, and the argument naming it: they hold the store's lock.
-WRITERS = {"simulate": "store", "ingest": "store", "detect": "store", "catalog": "store",
-           "predict": "store", "demo": "outdir", "sweep-raster-size": "store"}
+
+#: Commands that write outside the pipeline driver (which locks each store it writes), and the
+#: argument naming what they write: they hold its lock.
+WRITERS = {"demo": "outdir"}
 
 
 def main(argv: list[str] | None = None) -> int:
     from starcenter.cubes.errors import StarcenterError
 
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        import os
+
+        os.environ["STARCENTER_VERBOSE"] = "1"  # TensorFlow's start-up lines (starcenter.model)
     try:
         if args.command in WRITERS:
             from starcenter.cubes.store import locked

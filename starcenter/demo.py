@@ -18,11 +18,9 @@ from pathlib import Path
 
 from starcenter.cubes import schema
 from starcenter.cubes import store as st
+from starcenter.cubes import pipeline
 from starcenter.cubes.params import DetectParams
-from starcenter.cubes.stages.detections import detect
-from starcenter.cubes.pipeline import run_catalog
-from starcenter.cubes.sim.simulate import make_config, simulate
-
+from starcenter.cubes.sim.simulate import make_config
 from starcenter.evaluation.plots import plot_exposure, plot_loss
 from starcenter.evaluation.report import evaluate
 from starcenter.evaluation.summary import isolated_stars
@@ -35,47 +33,42 @@ def _say(progress, text):
         print(f"== {text}", flush=True)
 
 
-def _classical(store, progress):
-    if not (st.has_group(store, schema.DETECTIONS)
-            and st.open_group(store, schema.DETECTIONS).attrs.get("complete")):
-        detect(store, DetectParams("library"), progress=progress)
-    run_catalog(store, progress=progress)
+def _classical(store, progress, start="detect", **source):
+    """The source stage (if given), then detect (library ePSF) .. rasters: the classical branch."""
+    return pipeline.run(store, start, "rasters", {start: source, "detect": {"params": DetectParams("library")}},
+                        progress=progress)
 
 
 def run_demo(outdir="demo-output", progress: bool = True, exposures: int = 48,
              epochs: int | None = None, real: bool = True) -> str:
     """Run the demo into ``outdir``; returns the text summary (also written to summary.txt)."""
-    from starcenter.model.predict import predict
-    from starcenter.model.train import train
-
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     store = out / "demo.zarr"
     cfg = make_config("demo", n_exposures=exposures)
     _say(progress, f"1/3 SIMULATION: {cfg.n_exposures} exposures x {cfg.chips}, true focus "
                    f"{cfg.focus_um:+.1f} um vs the library ePSF")
-    sim = simulate(store, cfg, progress=progress)
+    sim = _classical(store, progress, "simulate", config=cfg)["simulate"]
     plot_exposure(store, 0, out / "exposure0.png")
-    _classical(store, progress)
     models = {}
     for chip in cfg.chips:
         for arch in ARCHS:
             path = out / "models" / f"{chip}_{arch}.keras"
             if not path.exists():
                 _say(progress, f"training VGG6 {arch} on {chip} (fast recipe, exact simulation truth)")
-                train(store, chip, arch, "fast", epochs, path, target="exact", verbose=0)
+                pipeline.run_stage("train", store, chip=chip, arch=arch, recipe="fast", epochs=epochs,
+                                   out=path, target="exact", verbose=0)
                 plot_loss(path)
             models[chip, arch] = path
-            predict(store, path, f"vgg6-{arch}", progress=False)
+            _predict(store, path, f"vgg6-{arch}", chip)
     main = evaluate(store, out / "report", f"SIMULATION demo set, true focus {cfg.focus_um:+.1f} um")
 
     other_store = out / "other-epoch.zarr"
     other = make_config("demo", n_exposures=max(8, exposures // 2), focus_um=2.0, seed=cfg.seed + 1)
     _say(progress, f"2/3 SIMULATION, another epoch: true focus {other.focus_um:+.1f} um, models of step 1")
-    simulate(other_store, other, progress=progress)
-    _classical(other_store, progress)
+    _classical(other_store, progress, "simulate", config=other)
     for (chip, arch), path in models.items():
-        predict(other_store, path, f"vgg6-{arch}", chip=chip, progress=False)
+        _predict(other_store, path, f"vgg6-{arch}", chip)
     second = evaluate(other_store, out / "report-other-epoch",
                       f"SIMULATION other epoch, true focus {other.focus_um:+.1f} um, models from the demo set")
 
@@ -83,6 +76,15 @@ def run_demo(outdir="demo-output", progress: bool = True, exposures: int = 48,
     if real:
         real_metrics = _real(out, models, progress)
 
+    text = _summary(out, store, cfg, sim, main, second, real_metrics)
+    (out / "summary.txt").write_text(text + "\n")
+    (out / "summary.json").write_text(json.dumps({"demo": main, "other_epoch": second, "real": real_metrics,
+                                                  "config": json.loads(cfg.to_json())}, indent=1))
+    return text
+
+
+def _summary(out: Path, store, cfg, sim, main: dict, second: dict, real_metrics) -> str:
+    """The demo's text summary, every line labelled with the data it was made from."""
     lines = ["starcenter demo — SIMULATED data except the last section (REAL DATA, one exposure)",
              f"store {store}: {cfg.n_exposures} exposures x {', '.join(cfg.chips)}, {cfg.filter}, "
              f"true focus {cfg.focus_um:+.1f} um vs library; stars per chip {sim.stars_per_chip}",
@@ -104,18 +106,13 @@ def run_demo(outdir="demo-output", progress: bool = True, exposures: int = 48,
         f"{c}: {v['central_third']} stars > 1000 e-, {v['isolated']} isolated" for c, v in iso.items()),
         f"reports: {out / 'report' / 'report.md'}, {out / 'report-other-epoch' / 'report.md'}"
         + (f", {out / 'report-real' / 'report.md'}" if real_metrics else "")]
-    text = "\n".join(lines)
-    (out / "summary.txt").write_text(text + "\n")
-    (out / "summary.json").write_text(json.dumps({"demo": main, "other_epoch": second, "real": real_metrics,
-                                                  "config": json.loads(cfg.to_json())}, indent=1))
-    return text
+    return "\n".join(lines)
 
 
 def _real(out: Path, models: dict, progress: bool):
     """Ingest, centre and evaluate the real ω Cen exposure (skipped without stsci.tools)."""
     from starcenter.cubes.errors import StarcenterError
-    from starcenter.cubes.archive.ingest import ingest, real_omega_cen_path
-    from starcenter.model.predict import predict
+    from starcenter.cubes.archive.wfpc2 import real_omega_cen_path
 
     try:
         path = real_omega_cen_path()
@@ -124,9 +121,14 @@ def _real(out: Path, models: dict, progress: bool):
         return None
     _say(progress, "3/3 REAL DATA: ω Cen u40x010hm (F555W, 100 s), simulation-trained models")
     store = out / "real.zarr"
-    if not st.has_group(store, schema.EXPOSURES):
-        ingest(store, [path], progress=progress)
-    _classical(store, progress)
+    if st.has_group(store, schema.EXPOSURES):
+        _classical(store, progress)
+    else:
+        _classical(store, progress, "ingest", inputs=[path])
     for (chip, arch), model in models.items():
-        predict(store, model, f"vgg6-{arch}", chip=chip, progress=False)
+        _predict(store, model, f"vgg6-{arch}", chip)
     return evaluate(store, out / "report-real", "REAL DATA: ω Cen u40x010hm_c0f, one exposure")
+
+
+def _predict(store, model, name: str, chip: str):
+    pipeline.run_stage("predict", store, progress=False, model_path=model, name=name, chip=chip)

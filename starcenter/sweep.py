@@ -19,7 +19,8 @@ import numpy as np
 from starcenter.cubes import schema
 from starcenter.cubes import store as st
 from starcenter.cubes.params import RasterParams
-from starcenter.cubes.stages.rasters import make_rasters
+from starcenter.cubes import pipeline
+from starcenter.cubes.classical.stats import robust_sigma
 
 
 def raster_size_sweep(store, chip: str, sizes=(4, 5, 6, 7, 8), arch: str = "v1",
@@ -34,20 +35,20 @@ def raster_size_sweep(store, chip: str, sizes=(4, 5, 6, 7, 8), arch: str = "v1",
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ras = st.open_group(store, schema.RASTERS)
-    original = RasterParams(**json.loads(ras.attrs["params"]))
+    original = schema.read_params(ras, RasterParams)
     kind = "SIMULATION" if st.open_group(store, schema.EXPOSURES).attrs.get("source") == "simulation" \
         else "REAL DATA"
     target = "exact" if "target_exact" in ras else "catalog"
     rows = []
     try:
         for size in sizes:
-            make_rasters(store, replace(original, size=int(size)), progress)
+            pipeline.run_stage("rasters", store, progress=progress, params=replace(original, size=int(size)))
             path = out_dir / f"{chip}-{arch}-s{size}.keras"
             meta = train(store, chip, arch, "fast", epochs, path, seed, target, verbose=0)
             x, y = RasterSource(str(store), chip, "test", seed, target).to_numpy()
             pred = load_model(str(path)).predict(x, batch_size=4096, verbose=0)
             d = (np.asarray(pred, np.float64) - y) * 1e3
-            robust = 1.4826 * np.median(np.abs(d - np.median(d, axis=0)), axis=0)
+            robust = robust_sigma(d, axis=0)
             row = {"size": int(size), "n_test": int(len(d)), "n_train": meta["n_train"],
                    "epochs": meta["epochs"], "rms_mpix": np.round(np.sqrt(np.mean(d**2, axis=0)), 2).tolist(),
                    "robust_mpix": np.round(robust, 2).tolist()}
@@ -56,7 +57,7 @@ def raster_size_sweep(store, chip: str, sizes=(4, 5, 6, 7, 8), arch: str = "v1",
                 print(f"raster {size}x{size}: test error robust x/y {row['robust_mpix']} mpix, "
                       f"rms {row['rms_mpix']} ({row['n_test']} test rasters)", flush=True)
     finally:
-        make_rasters(store, original, progress)  # leave the store's rasters as they were
+        pipeline.run_stage("rasters", store, progress=progress, params=original)  # leave the store's rasters as they were
     res = {"store": str(store), "kind": kind, "chip": chip, "arch": arch, "target": target,
            "epochs_cap": epochs, "sizes": rows}
     (out_dir / "sweep.json").write_text(json.dumps(res, indent=1))

@@ -47,7 +47,7 @@ def shared_file(*parts) -> Path:
 def omega_cen_file() -> Path:
     """The REAL ω Cen exposure from the stsci.tools wheel (a test dependency), or skip/fail."""
     from starcenter.cubes.errors import StarcenterError
-    from starcenter.cubes.archive.ingest import real_omega_cen_path
+    from starcenter.cubes.archive.wfpc2 import real_omega_cen_path
 
     try:
         p = real_omega_cen_path()

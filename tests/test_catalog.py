@@ -10,7 +10,6 @@ import zarr
 
 from starcenter.cubes.classical.stats import clipped_mean
 from starcenter.cubes.errors import StoreMismatchError
-from starcenter.cubes.classical.cutouts import cut
 from starcenter.cubes.classical.transforms import STATUS
 from starcenter.cubes.params import TransformParams
 from starcenter.cubes.stages.transforms import compute_transforms
@@ -57,26 +56,6 @@ def test_catalog_and_rasters(store):
     d -= np.nanmean(d, axis=0)
     assert np.nanmedian(np.abs(d)) < 15
     assert ras["offset_phase"].dims == ("exposure", "chip", "axis")
-
-
-def test_raster_pixels_are_the_image_pixels(store):
-    ras = xr.open_zarr(store, group="rasters")
-    ex = xr.open_zarr(store, group="exposures")
-    e, c = 1, 1
-    m = ras["mask"].values[e, c]
-    s = int(np.flatnonzero(m)[0])
-    cx, cy = ras["corner"].values[e, c, s]
-    img = ex["image"].isel(exposure=e, chip=c).values[cy:cy + 6, cx:cx + 6]
-    np.testing.assert_allclose(ras["raster"].values[e, c, s], img / img.sum(), rtol=1e-5)
-
-
-def test_cut_masks_edges_and_nonpositive():
-    img = np.ones((20, 20))
-    img[10:, 10:] = -1
-    r, corner, ok = cut(img, [1.0, 10.0, 15.0, 5.2], [10.0, 10.0, 15.0, 5.7], 6)
-    assert ok.tolist() == [False, True, False, True]
-    assert corner[3].tolist() == [2, 3]
-    assert np.isfinite(r).all() and (r[~ok] == 0).all()
 
 
 def test_clipped_mean_rejects_outliers():

@@ -10,7 +10,8 @@ import xarray as xr
 from astropy.io import fits
 
 from starcenter.cubes.errors import BadInputError
-from starcenter.cubes.archive.ingest import export_fits, ingest, read_exposure
+from starcenter.cubes.archive.ingest import export_fits, ingest
+from starcenter.cubes.archive.wfpc2 import read_exposure
 
 from .conftest import omega_cen_file, shared_file
 
@@ -151,7 +152,7 @@ def test_detect_runs_on_an_ingested_real_store(omega_cen, tmp_path):
 
 
 def test_geis_pair_round_trip_matches_the_simulator(exported, tmp_path):
-    from starcenter.cubes.archive.ingest import write_geis
+    from starcenter.cubes.archive.wfpc2 import write_geis
 
     store, _ = exported
     ex = xr.open_zarr(store, group="exposures")

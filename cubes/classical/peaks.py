@@ -93,8 +93,21 @@ def find_peaks(image: np.ndarray, dq: np.ndarray | None = None, gain: float = 7.
         is_max[:, :border] = is_max[:, -border:] = False
     y, x = np.nonzero(is_max)
     h = above[y, x]
-    # saturated stars: the connected saturated region (core + bleed columns, dilated by 1 px)
-    # is one star, detected once at its brightest local maximum
+    x, y, h, sat = _merge_saturated(x, y, h, sat_pix)
+    x, y, h, sat = _separate(x, y, h, sat, min_separation)
+    if epsf is not None and x.size:
+        keep = sat | (_sharpness(above, x, y) <= SHARPNESS_MARGIN * _sharpness_limit(epsf)
+                      + threshold * sigma[y, x] / np.maximum(h, 1e-12))
+        x, y, h, sat = x[keep], y[keep], h[keep], sat[keep]
+    if epsf is not None and x.size > 1:
+        keep = _above_wings(work, sky, x, y, h, sigma[y, x], epsf, threshold, wing_radius)
+        x, y, h, sat = x[keep], y[keep], h[keep], sat[keep]
+    return Peaks(x, y, h, sky[y, x], sigma[y, x], sat)
+
+
+def _merge_saturated(x, y, h, sat_pix):
+    """Saturated stars: the connected saturated region (core + bleed columns, dilated by 1 px)
+    is one star, detected once at its brightest local maximum. Returns x, y, h, saturated."""
     sat = np.zeros(x.size, bool)
     if sat_pix.any():
         labels, _ = ndimage.label(ndimage.binary_dilation(sat_pix, iterations=2))
@@ -105,7 +118,11 @@ def find_peaks(image: np.ndarray, dq: np.ndarray | None = None, gain: float = 7.
             idx = np.flatnonzero(lab == L)
             keep[idx[np.argmax(h[idx])]] = True
         x, y, h, sat = x[keep], y[keep], h[keep], sat[keep]
-    # minimum separation: drop the fainter of close pairs
+    return x, y, h, sat
+
+
+def _separate(x, y, h, sat, min_separation: float):
+    """Sorted brightest first; of two peaks closer than ``min_separation`` px the fainter goes."""
     order = np.argsort(-h)
     x, y, h, sat = x[order], y[order], h[order], sat[order]
     if x.size > 1 and min_separation > 0:
@@ -115,14 +132,7 @@ def find_peaks(image: np.ndarray, dq: np.ndarray | None = None, gain: float = 7.
             if not drop[i]:
                 drop[j] = True  # j is fainter (sorted by height)
         x, y, h, sat = x[~drop], y[~drop], h[~drop], sat[~drop]
-    if epsf is not None and x.size:
-        keep = sat | (_sharpness(above, x, y) <= SHARPNESS_MARGIN * _sharpness_limit(epsf)
-                      + threshold * sigma[y, x] / np.maximum(h, 1e-12))
-        x, y, h, sat = x[keep], y[keep], h[keep], sat[keep]
-    if epsf is not None and x.size > 1:
-        keep = _above_wings(work, sky, x, y, h, sigma[y, x], epsf, threshold, wing_radius)
-        x, y, h, sat = x[keep], y[keep], h[keep], sat[keep]
-    return Peaks(x, y, h, sky[y, x], sigma[y, x], sat)
+    return x, y, h, sat
 
 
 #: A peak sharper than the ePSF allows (ratio of the peak to the mean of its 4 neighbours, above

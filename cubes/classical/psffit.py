@@ -97,66 +97,18 @@ def fit_stars(image: np.ndarray, ix, iy, epsf: EffectivePSF, gain: float = 7.0,
     iy = np.asarray(iy, int)
     n = ix.size
     sat = np.zeros(n, bool) if saturated is None else np.asarray(saturated, bool)
-    data, px, py, inside = cut_boxes(np.asarray(image, float), ix, iy, half)
-    if neighbours is not None:
-        model, x0, y0, f0 = neighbours
-        own = np.nan_to_num(np.asarray(f0, float))[:, None, None] * epsf.box(
-            ix - np.asarray(x0, float), iy - np.asarray(y0, float), half)[0]
-        data = data - (cut_boxes(model, ix, iy, half)[0] - own)
-    flags = np.zeros(n, np.int32)
-    flags[sat] |= FLAGS["saturated"]
-    flags[~inside.all(axis=(1, 2))] |= FLAGS["edge"]
-    good = np.isfinite(data)
-    flags[(~good & inside).any(axis=(1, 2))] |= FLAGS["bad_pixels"]
-    d = np.where(good, data, 0.0)
-    w_mask = good.astype(float)
-    fixed_var = None
-    if error is not None:
-        err_box = cut_boxes(np.asarray(error, float), ix, iy, half)[0]
-        fixed_var = np.where(np.isfinite(err_box) & (err_box > 0), err_box, np.inf) ** 2
-
-    s = np.nanmin(np.where(good, data, np.nan), axis=(1, 2)) if sky is None else np.asarray(sky, float).copy()
-    s = np.nan_to_num(s)
-    x = ix.astype(float)
-    y = iy.astype(float)
-    f = np.clip((d * w_mask).sum(axis=(1, 2)) - s * w_mask.sum(axis=(1, 2)), 1.0, None)
-    f /= np.clip(epsf.box(ix - x, iy - y, half)[0].sum(axis=(1, 2)), 0.1, None)
-    if start is not None:
-        warm = np.isfinite(start.x) & np.isfinite(start.y) & np.isfinite(start.flux) & (start.flux > 0)
-        warm &= (np.abs(start.x - ix) <= 1) & (np.abs(start.y - iy) <= 1)
-        x[warm], y[warm], f[warm], s[warm] = start.x[warm], start.y[warm], start.flux[warm], start.sky[warm]
+    d, w_mask, flags, fixed_var = _boxes(image, ix, iy, epsf, half, sat, neighbours, error)
+    x, y, f, s = _start(d, w_mask, ix, iy, epsf, half, sky, start)
     active = ~sat & (w_mask.sum(axis=(1, 2)) >= 6)
-    npar = 4 if fit_sky else 3
     lam = np.full(n, 1e-3)
     it = 0
     for it in range(1, max_iter + 1):
         a = np.flatnonzero(active)
         if a.size == 0:
             break
-        P, gx, gy = epsf.box(ix[a] - x[a], iy[a] - y[a], half)  # pixel px = ix + i, py = iy + j
-        model = f[a, None, None] * P + s[a, None, None]
-        if fixed_var is None:
-            var = (np.clip(model, 0, None) * gain + read_noise**2) / gain**2
-        else:
-            var = fixed_var[a]
-        wgt = w_mask[a] / var
-        r = (d[a] - model) * w_mask[a]
-        cols = [-f[a, None, None] * gx, -f[a, None, None] * gy, P]
-        if fit_sky:
-            cols.append(np.ones_like(P))
-        J = np.stack([c.reshape(a.size, -1) for c in cols], axis=-1)  # (m, 25, npar)
-        W = wgt.reshape(a.size, -1)
-        JtW = J.transpose(0, 2, 1) * W[:, None, :]
-        A = JtW @ J
-        b = (JtW @ r.reshape(a.size, -1, 1))[..., 0]
-        A = A + lam[a, None, None] * np.eye(npar) * np.diagonal(A, axis1=1, axis2=2)[:, None, :]
-        try:
-            step = np.linalg.solve(A, b[..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            step = np.stack([np.linalg.lstsq(Ai, bi, rcond=None)[0] for Ai, bi in zip(A, b)])
-        # trust region: never move more than 0.5 px per iteration
-        scale = np.clip(0.5 / np.maximum(np.abs(step[:, :2]).max(axis=1), 1e-12), None, 1.0)
-        step *= scale[:, None]
+        var = None if fixed_var is None else fixed_var[a]
+        step = _step(d[a], w_mask[a], ix[a] - x[a], iy[a] - y[a], f[a], s[a], epsf, half, gain,
+                     read_noise, var, lam[a], fit_sky)
         x[a] += step[:, 0]
         y[a] += step[:, 1]
         f[a] += step[:, 2]
@@ -177,3 +129,65 @@ def fit_stars(image: np.ndarray, ix, iy, epsf: EffectivePSF, gain: float = 7.0,
     # float32 overflow
     q = np.where((f > 0) & (q < 1e30), q, np.inf)
     return FitResult(x, y, f, s, q, flags, it)
+
+
+def _boxes(image, ix, iy, epsf: EffectivePSF, half: int, sat, neighbours, error):
+    """The fit boxes (n, 2h+1, 2h+1) DN with bad pixels zeroed (neighbours' models subtracted),
+    the good-pixel weight mask, the flags known before fitting and the fixed variance (or None)."""
+    data, px, py, inside = cut_boxes(np.asarray(image, float), ix, iy, half)
+    if neighbours is not None:
+        model, x0, y0, f0 = neighbours
+        own = np.nan_to_num(np.asarray(f0, float))[:, None, None] * epsf.box(
+            ix - np.asarray(x0, float), iy - np.asarray(y0, float), half)[0]
+        data = data - (cut_boxes(model, ix, iy, half)[0] - own)
+    flags = np.zeros(ix.size, np.int32)
+    flags[sat] |= FLAGS["saturated"]
+    flags[~inside.all(axis=(1, 2))] |= FLAGS["edge"]
+    good = np.isfinite(data)
+    flags[(~good & inside).any(axis=(1, 2))] |= FLAGS["bad_pixels"]
+    fixed_var = None
+    if error is not None:
+        err_box = cut_boxes(np.asarray(error, float), ix, iy, half)[0]
+        fixed_var = np.where(np.isfinite(err_box) & (err_box > 0), err_box, np.inf) ** 2
+    return np.where(good, data, 0.0), good.astype(float), flags, fixed_var
+
+
+def _start(d, w_mask, ix, iy, epsf: EffectivePSF, half: int, sky, start):
+    """Starting x, y (the peak pixel), flux (box sum over the ePSF's) and sky (the box minimum),
+    or a previous fit's values where it is usable."""
+    s = (np.nanmin(np.where(w_mask > 0, d, np.nan), axis=(1, 2)) if sky is None
+         else np.asarray(sky, float).copy())
+    s = np.nan_to_num(s)
+    x = ix.astype(float)
+    y = iy.astype(float)
+    f = np.clip((d * w_mask).sum(axis=(1, 2)) - s * w_mask.sum(axis=(1, 2)), 1.0, None)
+    f /= np.clip(epsf.box(ix - x, iy - y, half)[0].sum(axis=(1, 2)), 0.1, None)
+    if start is not None:
+        warm = np.isfinite(start.x) & np.isfinite(start.y) & np.isfinite(start.flux) & (start.flux > 0)
+        warm &= (np.abs(start.x - ix) <= 1) & (np.abs(start.y - iy) <= 1)
+        x[warm], y[warm], f[warm], s[warm] = start.x[warm], start.y[warm], start.flux[warm], start.sky[warm]
+    return x, y, f, s
+
+
+def _step(d, w_mask, dx, dy, f, s, epsf: EffectivePSF, half: int, gain, read_noise, fixed_var,
+          lam, fit_sky: bool):
+    """One damped Gauss-Newton step (x, y, flux[, sky]) per star, at most 0.5 px in x and y."""
+    m = f.size
+    P, gx, gy = epsf.box(dx, dy, half)  # pixel px = ix + i, py = iy + j
+    model = f[:, None, None] * P + s[:, None, None]
+    var = (np.clip(model, 0, None) * gain + read_noise**2) / gain**2 if fixed_var is None else fixed_var
+    wgt = w_mask / var
+    r = (d - model) * w_mask
+    cols = [-f[:, None, None] * gx, -f[:, None, None] * gy, P] + ([np.ones_like(P)] if fit_sky else [])
+    J = np.stack([c.reshape(m, -1) for c in cols], axis=-1)  # (m, 25, npar)
+    JtW = J.transpose(0, 2, 1) * wgt.reshape(m, -1)[:, None, :]
+    A = JtW @ J
+    b = (JtW @ r.reshape(m, -1, 1))[..., 0]
+    A = A + lam[:, None, None] * np.eye(len(cols)) * np.diagonal(A, axis1=1, axis2=2)[:, None, :]
+    try:
+        step = np.linalg.solve(A, b[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        step = np.stack([np.linalg.lstsq(Ai, bi, rcond=None)[0] for Ai, bi in zip(A, b)])
+    # trust region: never move more than 0.5 px per iteration
+    scale = np.clip(0.5 / np.maximum(np.abs(step[:, :2]).max(axis=1), 1e-12), None, 1.0)
+    return step * scale[:, None]

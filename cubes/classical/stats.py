@@ -15,3 +15,11 @@ def clipped_mean(measures, sigma: float = 3.0, maxiters: int = 10):
     mean = np.ma.filled(m.mean(axis=0), np.nan)
     rms = np.ma.filled(m.std(axis=0), np.nan)
     return mean, rms, count
+
+
+def robust_sigma(values, axis=None):
+    """Robust standard deviation: 1.4826 x the median absolute deviation (astropy's mad_std);
+    blends and outliers, which dominate an rms, barely move it. Same units as ``values``."""
+    from astropy.stats import mad_std
+
+    return mad_std(np.asarray(values, float), axis=axis)

@@ -280,8 +280,6 @@ def _psf_dataset(psfs: dict[str, ChipPSFs], config: SimulationConfig):
 
 
 def _truth_dataset(stars, chips, config: SimulationConfig):
-    import dask.array as da
-    import xarray as xr
 
     nmax = max(len(stars[c].mag) for c in chips)
     ids = np.full((len(chips), nmax), -1, np.int64)
@@ -292,31 +290,17 @@ def _truth_dataset(stars, chips, config: SimulationConfig):
         ids[i, : len(s.mag)] = s.star_id
         mag[i, : len(s.mag)] = s.mag
         flux[i, : len(s.mag)] = star_flux(s.mag, config)
-    shape = (config.n_exposures, len(chips), nmax)
-    chunks = (1, 1, nmax)
-    pos = {k: ((schema.EXPOSURE, schema.CHIP, schema.STAR), da.zeros(shape, chunks=chunks),
-               {"units": "px", "description": schema.TRUTH_VARS[k].description}) for k in ("x", "y")}
-    ds = xr.Dataset(
-        {
-            "star_id": ((schema.CHIP, schema.STAR), ids, {"description": "global star id, -1 = padding"}),
-            "mag": ((schema.CHIP, schema.STAR), mag, {"units": "mag", "filter": config.filter}),
-            "flux": ((schema.CHIP, schema.STAR), flux, {"units": "e-", "description":
-                     "total e- per exposure (flux within the ePSF box); NaN = padding"}),
-            **pos,
-            "done": ((schema.EXPOSURE, schema.CHIP),
-                     da.zeros(shape[:2], chunks=(1, 1), dtype=np.uint8), {}),
-        },
-        coords={schema.EXPOSURE: np.arange(config.n_exposures),
-                schema.CHIP: np.array(chips, dtype=object)},
-        attrs={"pixel_convention": schema.PIXEL_CONVENTION,
-               "description": "simulation truth; padded star slots have star_id -1 and NaN"},
-    )
-    return ds
+    sizes = {schema.EXPOSURE: config.n_exposures, schema.CHIP: len(chips), schema.STAR: nmax}
+    coords = {schema.EXPOSURE: np.arange(config.n_exposures), schema.CHIP: np.array(chips, dtype=object)}
+    ds, enc = schema.template(schema.TRUTH, ("star_id", "mag", "flux", "x", "y", "done"), sizes, coords, {
+        "pixel_convention": schema.PIXEL_CONVENTION,
+        "description": "simulation truth; padded star slots have star_id -1 and NaN"},
+        values={"star_id": ids, "mag": mag, "flux": flux})
+    ds["mag"].attrs["filter"] = config.filter
+    return ds, enc
 
 
 def _exposures_dataset(config: SimulationConfig, dithers: Dithers, focus: np.ndarray):
-    import dask.array as da
-    import xarray as xr
 
     chips = list(config.chips)
     ne, nc, n = config.n_exposures, len(chips), C.CHIP_SIZE
@@ -324,41 +308,29 @@ def _exposures_dataset(config: SimulationConfig, dithers: Dithers, focus: np.nda
     from astropy.time import Time
 
     epoch = Time(mjd, format="mjd").decimalyear
-    img_chunks = (1, 1, n, n)
-    ds = xr.Dataset(
-        {
-            "image": ((schema.EXPOSURE, schema.CHIP, schema.Y, schema.X),
-                      da.zeros((ne, nc, n, n), chunks=img_chunks, dtype=np.float32),
-                      {"units": "DN", "description": schema.EXPOSURE_VARS["image"].description}),
-            "dq": ((schema.EXPOSURE, schema.CHIP, schema.Y, schema.X),
-                   da.zeros((ne, nc, n, n), chunks=img_chunks, dtype=np.uint16),
-                   {"flag_masks": list(C.DQ_FLAGS.values()),
-                    "flag_meanings": " ".join(C.DQ_FLAGS)}),
-            "done": ((schema.EXPOSURE, schema.CHIP), da.zeros((ne, nc), chunks=(1, 1), dtype=np.uint8),
-                     {"description": schema.EXPOSURE_VARS["done"].description}),
-        },
-        coords={
-            schema.EXPOSURE: np.arange(ne),
-            schema.CHIP: np.array(chips, dtype=object),
-            "rootname": (schema.EXPOSURE, np.array([f"sim{e:05d}" for e in range(ne)], dtype=object)),
-            "exptime": (schema.EXPOSURE, np.full(ne, config.exptime), {"units": "s"}),
-            "mjd": (schema.EXPOSURE, mjd, {"units": "d", "long_name": "EXPSTART"}),
-            "epoch": (schema.EXPOSURE, epoch, {"units": "yr"}),
-            "offset_u": (schema.EXPOSURE, dithers.offset_u, {"units": "arcsec",
-                         "description": "true pointing offset from exposure 0 (global frame)"}),
-            "offset_v": (schema.EXPOSURE, dithers.offset_v, {"units": "arcsec"}),
-            "roll": (schema.EXPOSURE, dithers.roll_deg, {"units": "deg"}),
-            "focus": (schema.EXPOSURE, focus, {"units": "um", "long_name": "true SM despace"}),
-            "gain": (schema.CHIP, np.array([C.GAIN[config.atodgain][c] for c in chips]), {"units": "e-/DN"}),
-            "read_noise": (schema.CHIP, np.array([C.READ_NOISE[config.atodgain][c] for c in chips]),
-                           {"units": "e-"}),
-            "pixel_scale": (schema.CHIP, np.array([C.PIXEL_SCALE[c] for c in chips]), {"units": "arcsec/px"}),
-        },
-        attrs={"filter": config.filter, "atodgain": config.atodgain, "source": "simulation",
-               "instrument": "WFPC2", "pixel_convention": schema.PIXEL_CONVENTION,
-               "saturation_dn": C.AD_SATURATION_DN},
-    )
-    return ds
+    ds, enc = schema.template(schema.EXPOSURES, ("image", "dq", "done"),
+                              {schema.EXPOSURE: ne, schema.CHIP: nc, schema.Y: n, schema.X: n}, {}, {})
+    ds["dq"].attrs.update(flag_masks=list(C.DQ_FLAGS.values()), flag_meanings=" ".join(C.DQ_FLAGS))
+    ds = ds.assign_coords({
+        schema.EXPOSURE: np.arange(ne),
+        schema.CHIP: np.array(chips, dtype=object),
+        "rootname": (schema.EXPOSURE, np.array([f"sim{e:05d}" for e in range(ne)], dtype=object)),
+        "exptime": (schema.EXPOSURE, np.full(ne, config.exptime), {"units": "s"}),
+        "mjd": (schema.EXPOSURE, mjd, {"units": "d", "long_name": "EXPSTART"}),
+        "epoch": (schema.EXPOSURE, epoch, {"units": "yr"}),
+        "offset_u": (schema.EXPOSURE, dithers.offset_u, {"units": "arcsec",
+                     "description": "true pointing offset from exposure 0 (global frame)"}),
+        "offset_v": (schema.EXPOSURE, dithers.offset_v, {"units": "arcsec"}),
+        "roll": (schema.EXPOSURE, dithers.roll_deg, {"units": "deg"}),
+        "focus": (schema.EXPOSURE, focus, {"units": "um", "long_name": "true SM despace"}),
+        "gain": (schema.CHIP, np.array([C.GAIN[config.atodgain][c] for c in chips]), {"units": "e-/DN"}),
+        "read_noise": (schema.CHIP, np.array([C.READ_NOISE[config.atodgain][c] for c in chips]),
+                       {"units": "e-"}),
+        "pixel_scale": (schema.CHIP, np.array([C.PIXEL_SCALE[c] for c in chips]), {"units": "arcsec/px"}),
+    }).assign_attrs({"filter": config.filter, "atodgain": config.atodgain, "source": "simulation",
+           "instrument": "WFPC2", "pixel_convention": schema.PIXEL_CONVENTION,
+           "saturation_dn": C.AD_SATURATION_DN})
+    return ds, enc
 
 
 def _write_chunk(store: str, ctx: ChipContext, exposure: int, chip_index: int):
@@ -386,6 +358,7 @@ def simulate(store, config: SimulationConfig, progress: bool = True) -> Simulati
     """
     import dask
 
+    from starcenter.cubes import driver
     from starcenter.cubes import store as st
 
     path = st.store_path(store)
@@ -399,19 +372,17 @@ def simulate(store, config: SimulationConfig, progress: bool = True) -> Simulati
     if not (resumed and st.has_group(path, schema.PSF)):
         st.write_dataset(path, schema.PSF, _psf_dataset(psfs, config))
     if not (resumed and st.has_group(path, schema.TRUTH)):
-        st.write_template(path, schema.TRUTH, _truth_dataset(stars, chips, config))
+        st.write_template(path, schema.TRUTH, *_truth_dataset(stars, chips, config))
     if not (resumed and st.has_group(path, schema.EXPOSURES)):
-        st.write_template(path, schema.EXPOSURES, _exposures_dataset(config, dithers, focus))
+        st.write_template(path, schema.EXPOSURES, *_exposures_dataset(config, dithers, focus))
     done = st.done_mask(path, schema.EXPOSURES)
-    tasks = []
+    ctx = {}
     for ci, chip in enumerate(chips):
         s = stars[chip]
-        ctx = ChipContext(chip, config, psfs[chip], s.u, s.v, star_flux(s.mag, config), dithers,
-                          focus)
-        ctx_d = dask.delayed(ctx, traverse=False)
-        for e in range(config.n_exposures):
-            if not done[e, ci]:
-                tasks.append(dask.delayed(_write_chunk, pure=True)(path, ctx_d, e, ci))
-    st.run_tasks(tasks, f"simulate {path}", progress)
-    return SimulationSummary(path, config, len(tasks), done.sum().item(),
+        ctx[ci] = dask.delayed(ChipContext(chip, config, psfs[chip], s.u, s.v, star_flux(s.mag, config),
+                                           dithers, focus), traverse=False)
+    written = driver.run_chunks(path, schema.EXPOSURES, done,
+                                lambda e, c: dask.delayed(_write_chunk, pure=True)(path, ctx[c], e, c),
+                                f"simulate {path}", progress)
+    return SimulationSummary(path, config, written, done.sum().item(),
                              {c: int(len(stars[c].mag)) for c in chips})

@@ -11,23 +11,21 @@ weighted by the stars' catalog scatter (:func:`project_catalog`): truth(exposure
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-from starcenter.cubes import schema
+import xarray as xr
+
+from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
-from starcenter.cubes.errors import StoreMismatchError
 from starcenter.cubes.classical.transforms import N_TERMS, STATUS, apply, select
 from starcenter.cubes.params import TransformParams
 from starcenter.cubes.stages.transforms import read_detections
 from starcenter.cubes.classical.stats import clipped_mean
 from starcenter.cubes.classical.transforms import project_catalog
 
-AXIS = "axis"
-#: Stars per chunk of the star-wise reduction.
-STAR_CHUNK = 512
+AXIS = schema.AXIS
 
 
 def reference_stars(root, chip: int, params: TransformParams):
@@ -76,48 +74,46 @@ def build_catalog(store, params: TransformParams | None = None, progress: bool =
                   min_count: int = 3):
     """Write the ``catalog`` group: measures(exposure, chip, star, axis) in the reference system,
     the sigma-clipped mean/rms/count per (chip, star), and truth(exposure, chip, star, axis)."""
-    import dask
-    import dask.array as da
-    import xarray as xr
-    import zarr
-
     path = st.store_path(store)
-    if not st.has_group(path, schema.TRANSFORMS):
-        raise StoreMismatchError(path, "has no transforms: run `starcenter catalog` from the start")
-    params = params or TransformParams(**json.loads(st.open_group(path, schema.TRANSFORMS).attrs["params"]))
-    root = zarr.open_group(path, mode="r")
-    det = st.open_group(path, schema.DETECTIONS)
-    ne, nc = det.sizes[schema.EXPOSURE], det.sizes[schema.CHIP]
+    driver.require(path, schema.TRANSFORMS, hint="run `starcenter catalog` from the start")
+    params = params or schema.read_params(st.open_group(path, schema.TRANSFORMS), TransformParams)
+    root = st.open_root(path)
+    nc = st.open_group(path, schema.DETECTIONS).sizes[schema.CHIP]
     refs = [reference_stars(root, c, params) for c in range(nc)]
     nstar = max(1, max(len(r[0]) for r in refs))
+    _write_measures(path, params, refs, nstar, progress)
+    mean, rms, count = _clipped_means(path)
+    truth, proj = _project(path, mean, rms, count >= min_count, params.min_stars)
+    mags = np.full((nc, nstar), np.nan)
+    for c in range(nc):
+        mags[c, : len(refs[c][2])] = refs[c][2]
+    G = schema.CATALOG
+    st.add_variables(path, G, xr.Dataset({
+        "mean": schema.variable(G, "mean", mean), "rms": schema.variable(G, "rms", rms),
+        "count": schema.variable(G, "count", count), "ref_mag": schema.variable(G, "ref_mag", mags),
+        "truth": schema.variable(G, "truth", truth),
+        "proj_x": schema.variable(G, "proj_x", proj[0]), "proj_y": schema.variable(G, "proj_y", proj[1])}))
+    st.set_attr(path, G, complete=1, min_count=min_count)
+    return st.open_group(path, G)
 
-    # 1. measures, written per (exposure, chip) with done markers (resumable); derived data made
-    # from other detections or transform parameters is rebuilt
-    dims = (schema.EXPOSURE, schema.CHIP, schema.STAR, AXIS)
-    source = det.attrs.get("params", "")
-    stale = st.has_group(path, schema.CATALOG) and (
-        st.open_group(path, schema.CATALOG).attrs.get("params") != params.to_json()
-        or st.open_group(path, schema.CATALOG).attrs.get("detections_params") != source)
-    if not st.has_group(path, schema.CATALOG) or stale:
-        tmpl = xr.Dataset(
-            {"measures": (dims, da.full((ne, nc, nstar, 2), np.nan, chunks=(1, 1, nstar, 2)),
-                          {"units": "px", "description": "positions in the reference exposure's system"}),
-             "native": (dims, da.full((ne, nc, nstar, 2), np.nan, chunks=(1, 1, nstar, 2)),
-                        {"units": "px", "description": "the same measures in each exposure's own pixels"}),
-             "det_index": ((schema.EXPOSURE, schema.CHIP, schema.STAR),
-                           da.full((ne, nc, nstar), -1, chunks=(1, 1, nstar), dtype=np.int32), {}),
-             "done": ((schema.EXPOSURE, schema.CHIP), da.zeros((ne, nc), chunks=(1, 1), dtype=np.uint8), {})},
-            coords={schema.EXPOSURE: det[schema.EXPOSURE].values, schema.CHIP: det[schema.CHIP].values,
-                    AXIS: np.array(["x", "y"], dtype=object)},
-            attrs={"params": params.to_json(), "detections_params": source, "complete": 0,
-                   "pixel_convention": schema.PIXEL_CONVENTION},
-        )
-        st.write_template(path, schema.CATALOG, tmpl, {"measures": {"fill_value": np.nan},
-                                                         "native": {"fill_value": np.nan}})
-    done = st.done_mask(path, schema.CATALOG)
+
+def _write_measures(path: str, params: TransformParams, refs, nstar: int, progress: bool) -> None:
+    """Step 1: every (exposure, chip)'s measures of the catalog stars, one chunk each, with done
+    markers (resumable); rebuilt when made from other detections or transform parameters."""
+    import dask
+
+    det = st.open_group(path, schema.DETECTIONS)
+    sizes = {schema.EXPOSURE: det.sizes[schema.EXPOSURE], schema.CHIP: det.sizes[schema.CHIP],
+             schema.STAR: nstar, AXIS: 2}
+    coords = {schema.EXPOSURE: det[schema.EXPOSURE].values, schema.CHIP: det[schema.CHIP].values,
+              AXIS: np.array(["x", "y"], dtype=object)}
+    done = driver.prepare(path, schema.CATALOG, lambda: schema.template(
+        schema.CATALOG, ("measures", "native", "det_index", "done"), sizes, coords,
+        {"pixel_convention": schema.PIXEL_CONVENTION}),
+        {"params": params.to_json(), "detections_params": det.attrs.get("params", "")})
 
     def task(e, c):
-        r = zarr.open_group(path, mode="r+")
+        r = st.open_root(path, "r+")
         ref_xy = np.c_[refs[c][0], refs[c][1]]
         in_ref, native, idx = measures_from_detections(r, e, c, ref_xy, params)
         pad = nstar - len(ref_xy)
@@ -127,49 +123,41 @@ def build_catalog(store, params: TransformParams | None = None, progress: bool =
         g["det_index"][e, c] = np.pad(idx, (0, pad), constant_values=-1)
         g["done"][e, c] = 1
 
-    tasks = [dask.delayed(task)(e, c) for e in range(ne) for c in range(nc) if not done[e, c]]
-    st.run_tasks(tasks, f"catalog measures {path}", progress)
+    driver.run_chunks(path, schema.CATALOG, done, lambda e, c: dask.delayed(task)(e, c),
+                      f"catalog measures {path}", progress)
 
-    # 2. the clipped mean: rechunked by star, a chunk-local reduction over exposures
+
+def _clipped_means(path: str):
+    """Step 2: the clipped mean, rms (chip, star, axis) and count (chip, star): the measures
+    rechunked by star, a chunk-local reduction over exposures."""
+    import dask.array as da
+    import zarr
+
     meas = da.from_zarr(zarr.open_array(path, path=f"{schema.CATALOG}/measures", mode="r"))
-    meas = meas.rechunk((ne, 1, STAR_CHUNK, 2))
+    meas = meas.rechunk((meas.shape[0], 1, schema.STAR_CHUNK, 2))
     red = meas.map_blocks(_reduce_block, chunks=((3,),) + meas.chunks[1:], dtype=float)
     mean, rms, count = red.compute()
-    count = count.astype(np.int32)
-    count = count.min(axis=-1)
+    return mean, rms, count.astype(np.int32).min(axis=-1)
 
-    # 3. back-projection: per exposure, a cubic fitted from the catalog to the exposure's own
-    # measures of the catalog stars, weighted by 1 / (catalog rms)^2 with 3-sigma culling. The
-    # catalog, not the reference exposure, is the master frame, so neither the reference's noise
-    # nor crowded stars' scatter enters the truth (measured on a 160-exposure simulation: the
-    # per-exposure part of truth - exact fell from 2.6 to 1.4 mpix rms against the unweighted
-    # reference -> exposure inverse)
-    t = st.open_group(path, schema.TRANSFORMS)
-    ok = t["status"].values == STATUS["ok"]
+
+def _project(path: str, mean, rms, good, min_stars: int):
+    """Step 3, back-projection: per exposure, a cubic fitted from the catalog to the exposure's
+    own measures of the catalog stars, weighted by 1 / (catalog rms)^2 with 3-sigma culling.
+
+    The catalog, not the reference exposure, is the master frame, so neither the reference's noise
+    nor crowded stars' scatter enters the truth (measured on a 160-exposure simulation: the
+    per-exposure part of truth - exact fell from 2.6 to 1.4 mpix rms against the unweighted
+    reference -> exposure inverse). Returns truth (exposure, chip, star, 2) and the coefficients
+    (2, exposure, chip, term).
+    """
+    import zarr
+
+    ok = st.open_group(path, schema.TRANSFORMS)["status"].values == STATUS["ok"]
+    native = zarr.open_array(path, path=f"{schema.CATALOG}/native", mode="r")
+    ne, nc, nstar = native.shape[:3]
     truth = np.full((ne, nc, nstar, 2), np.nan)
     proj = np.full((2, ne, nc, N_TERMS), np.nan)
     for c in range(nc):
-        good = count[c] >= min_count
-        native = zarr.open_array(path, path=f"{schema.CATALOG}/native", mode="r")[:, c]
-        truth[:, c], proj[:, :, c] = project_catalog(mean[c], rms[c], native, good, ok[:, c], params.min_stars)
-    mags = np.full((nc, nstar), np.nan)
-    for c in range(nc):
-        mags[c, : len(refs[c][2])] = refs[c][2]
-    add = xr.Dataset(
-        {"mean": ((schema.CHIP, schema.STAR, AXIS), mean, {"units": "px", "description":
-                  "3-sigma-clipped mean position in the reference exposure's system"}),
-         "rms": ((schema.CHIP, schema.STAR, AXIS), rms, {"units": "px", "description": "rms about the mean"}),
-         "count": ((schema.CHIP, schema.STAR), count, {"description": "measures kept after clipping"}),
-         "ref_mag": ((schema.CHIP, schema.STAR), mags, {"units": "mag", "description": "instrumental mag in the reference"}),
-         "truth": ((schema.EXPOSURE, schema.CHIP, schema.STAR, AXIS), truth,
-                   {"units": "px", "description": "catalog projected back into each exposure's pixels"}),
-         "proj_x": ((schema.EXPOSURE, schema.CHIP, "term"), proj[0], {"description":
-                    "cubic catalog -> exposure x coefficients (cubes.transforms.design terms)"}),
-         "proj_y": ((schema.EXPOSURE, schema.CHIP, "term"), proj[1], {"description":
-                    "cubic catalog -> exposure y coefficients"})},
-    )
-    st.add_variables(path, schema.CATALOG, add)
-    st.set_attr(path, schema.CATALOG, complete=1, min_count=min_count)
-    return st.open_group(path, schema.CATALOG)
-
-
+        truth[:, c], proj[:, :, c] = project_catalog(mean[c], rms[c], native[:, c], good[c],
+                                                     ok[:, c], min_stars)
+    return truth, proj

@@ -14,34 +14,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from starcenter.cubes import schema
+from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
 from starcenter.cubes.classical.peaks import find_peaks
 from starcenter.cubes.classical.epsf import EffectivePSF
-from starcenter.cubes.errors import StoreMismatchError
 from starcenter.cubes.classical.psffit import FLAGS, fit_stars, model_image
 from starcenter.cubes.params import DetectParams
 from starcenter.cubes.stages.psf import (
     _saturation_dn,
-    build_catalog_psfs,
-    build_empirical_psfs,
     chip_epsfs,
+    ensure_psf,
 )
 
-#: Slots per (exposure, chip) reserved while writing; the det dimension is shrunk to the
-#: largest count once every chunk is written.
-CAPACITY = 32768
-#: Variables of the detections group: (dtype, units, description).
-DET_VARS = {
-    "x": ("float64", "px", "fitted x, chip pixels (schema convention)"),
-    "y": ("float64", "px", "fitted y, chip pixels"),
-    "flux": ("float32", "DN", "fitted flux"),
-    "sky": ("float32", "DN", "fitted sky per pixel"),
-    "q": ("float32", "", "quality of fit: sum |residual| / flux over 5x5 (hst1pass-like); 0 = saturated"),
-    "mag": ("float32", "mag", "instrumental magnitude -2.5 log10(flux / DN)"),
-    "saturated": ("bool", "", "saturated star (not fitted; centre = peak pixel)"),
-    "flags": ("int32", "", "fit flag bits: " + ", ".join(f"{v} {k}" for k, v in FLAGS.items())),
-}
+#: The per-detection variables of the group (schema.SPECS["detections"]), padded beyond count.
+DET_VARS = ("x", "y", "flux", "sky", "q", "mag", "saturated", "flags")
+CAPACITY = schema.DET_CAPACITY
 
 
 def detect_chunk(image, dq, epsf: EffectivePSF, gain: float, read_noise: float,
@@ -65,26 +52,17 @@ def detect_chunk(image, dq, epsf: EffectivePSF, gain: float, read_noise: float,
     return {k: np.asarray(v)[order] for k, v in out.items()}
 
 
-def _template(store, ex, capacity: int, params: DetectParams):
-    import dask.array as da
-    import xarray as xr
-
-    ne, nc = ex.sizes[schema.EXPOSURE], ex.sizes[schema.CHIP]
-    data = {}
-    for name, (dtype, units, desc) in DET_VARS.items():
-        data[name] = ((schema.EXPOSURE, schema.CHIP, "det"),
-                      da.zeros((ne, nc, capacity), chunks=(1, 1, capacity), dtype=dtype),
-                      {"units": units, "description": desc})
-    data["count"] = ((schema.EXPOSURE, schema.CHIP), da.zeros((ne, nc), chunks=(1, 1), dtype="int32"),
-                     {"description": "number of detections (the rest of det is padding)"})
-    data["done"] = ((schema.EXPOSURE, schema.CHIP), da.zeros((ne, nc), chunks=(1, 1), dtype="uint8"), {})
-    ds = xr.Dataset(data, coords={schema.EXPOSURE: ex[schema.EXPOSURE].values,
-                                  schema.CHIP: np.array([str(c) for c in ex[schema.CHIP].values], dtype=object)},
-                    attrs={"params": params.to_json(), "complete": 0,
-                           "pixel_convention": schema.PIXEL_CONVENTION,
-                           "padding": "slots beyond count hold NaN (floats), False, 0"})
-    enc = {k: {"fill_value": np.nan} for k, (dt, *_ ) in DET_VARS.items() if dt.startswith("float")}
-    st.write_template(store, schema.DETECTIONS, ds, enc)
+def _template(ex, capacity: int):
+    """The detections group's template: (exposure, chip, det) slots, one chunk per (exposure, chip)."""
+    sizes = {schema.EXPOSURE: ex.sizes[schema.EXPOSURE], schema.CHIP: ex.sizes[schema.CHIP],
+             schema.DET: capacity}
+    coords = {schema.EXPOSURE: ex[schema.EXPOSURE].values,
+              schema.CHIP: np.array([str(c) for c in ex[schema.CHIP].values], dtype=object)}
+    ds, enc = schema.template(schema.DETECTIONS, DET_VARS + ("count", "done"), sizes, coords, {
+        "pixel_convention": schema.PIXEL_CONVENTION,
+        "padding": "slots beyond count hold NaN (floats), False, 0"})
+    ds["flags"].attrs.update(flag_masks=list(FLAGS.values()), flag_meanings=" ".join(FLAGS))
+    return ds, enc
 
 
 def _write_detections(store: str, e: int, c: int, epsf_for, gain, rn, params, sat_dn, capacity):
@@ -100,10 +78,10 @@ def _write_detections(store: str, e: int, c: int, epsf_for, gain, rn, params, sa
         det = {k: v[keep] for k, v in det.items()}
         n = capacity
     g = root[schema.DETECTIONS]
-    for name, (dtype, *_ ) in DET_VARS.items():
+    for name in DET_VARS:
         arr = g[name]
-        pad = np.zeros(arr.shape[2] - n, dtype) if not dtype.startswith("float") else np.full(arr.shape[2] - n, np.nan, dtype)
-        arr[e, c] = np.concatenate([det[name].astype(dtype), pad])
+        pad = np.full(arr.shape[2] - n, arr.fill_value, arr.dtype)  # NaN, False or 0
+        arr[e, c] = np.concatenate([det[name].astype(arr.dtype), pad])
     g["count"][e, c] = n
     g["done"][e, c] = 1
     return n
@@ -118,49 +96,38 @@ def detect(store, params: DetectParams | None = None, progress: bool = True, ove
     store has none (or ``rebuild_psf``).
     """
     import dask
-    import zarr
 
     params = params or DetectParams()
     path = st.store_path(store)
+    driver.require(path, schema.EXPOSURES)
     ex = st.open_group(path, schema.EXPOSURES)
     # built before the detections are replaced: the catalog ePSF reads the current ones
-    if params.psf in ("empirical", "catalog"):
-        have = st.has_group(path, schema.PSF) and params.psf in st.open_group(path, schema.PSF)
-        if not have or rebuild_psf:
-            (build_empirical_psfs if params.psf == "empirical" else build_catalog_psfs)(path, progress=progress)
-    if st.has_group(path, schema.DETECTIONS):
-        old = st.open_group(path, schema.DETECTIONS).attrs.get("params")
-        if old != params.to_json():
-            if not overwrite:
-                raise StoreMismatchError(path, f"detections exist with other parameters ({old}); "
-                                               "pass --overwrite to replace them")
-            _template(path, ex, capacity, params)
-    else:
-        _template(path, ex, capacity, params)
+    ensure_psf(path, params.psf, rebuild_psf, progress)
+    done = driver.prepare(path, schema.DETECTIONS, lambda: _template(ex, capacity),
+                          {"params": params.to_json()}, replace=overwrite,
+                          refuse_hint="; pass --overwrite to replace them")
     chips, epsfs = chip_epsfs(path, params)
-    done = st.done_mask(path, schema.DETECTIONS)
-    ex_done = st.done_mask(path, schema.EXPOSURES) if "done" in ex else np.ones(done.shape, bool)
-    sat_dn = _saturation_dn(ex)
-    cap = zarr.open_group(path, mode="r")[f"{schema.DETECTIONS}/x"].shape[2]
-    tasks = []
-    for c, chip in enumerate(chips):
-        gain, rn = float(ex["gain"].values[c]), float(ex["read_noise"].values[c])
-        f = dask.delayed(epsfs[chip], traverse=False)
-        for e in range(done.shape[0]):
-            if not done[e, c] and ex_done[e, c]:
-                tasks.append(dask.delayed(_write_detections, pure=True)(path, e, c, f, gain, rn,
-                                                                        params, sat_dn, cap))
-    st.run_tasks(tasks, f"detect ({params.psf} ePSF) {path}", progress)
-    done = st.done_mask(path, schema.DETECTIONS)
-    root = zarr.open_group(path, mode="r+")
-    counts = root[f"{schema.DETECTIONS}/count"][...]
+    ready = st.done_mask(path, schema.EXPOSURES) if "done" in ex else None
+    cap = st.open_root(path)[f"{schema.DETECTIONS}/x"].shape[2]
+    gain, rn = ex["gain"].values.astype(float), ex["read_noise"].values.astype(float)
+    f = {chip: dask.delayed(epsfs[chip], traverse=False) for chip in chips}
+    written = driver.run_chunks(
+        path, schema.DETECTIONS, done,
+        lambda e, c: dask.delayed(_write_detections, pure=True)(
+            path, e, c, f[chips[c]], gain[c], rn[c], params, _saturation_dn(ex), cap),
+        f"detect ({params.psf} ePSF) {path}", progress, ready)
+    counts = st.open_root(path)[f"{schema.DETECTIONS}/count"][...]
     max_count = int(counts.max()) if counts.size else 0
-    if done.all():
-        # shrink the det dimension to the largest count (chunks stay as written)
-        g = root[schema.DETECTIONS]
-        for name in DET_VARS:
-            arr = g[name]
-            if arr.shape[2] != max(max_count, 1):
-                arr.resize(arr.shape[:2] + (max(max_count, 1),))
-        st.set_attr(path, schema.DETECTIONS, complete=1)
-    return {"written": len(tasks), "skipped": int(done.sum()) - len(tasks), "max_count": max_count}
+    if st.done_mask(path, schema.DETECTIONS).all():
+        _shrink(path, max(max_count, 1))
+    driver.finish(path, schema.DETECTIONS)
+    return {"written": written, "skipped": int(st.done_mask(path, schema.DETECTIONS).sum()) - written,
+            "max_count": max_count}
+
+
+def _shrink(path: str, n: int) -> None:
+    """Shrink the det dimension to the largest count ``n`` (chunks stay as written)."""
+    g = st.open_root(path, "r+")[schema.DETECTIONS]
+    for name in DET_VARS:
+        if g[name].shape[2] != n:
+            g[name].resize(g[name].shape[:2] + (n,))

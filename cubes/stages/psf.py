@@ -66,7 +66,6 @@ def chip_epsfs(store, params: DetectParams):
 
 def build_empirical_psfs(store, n_exposures: int = 3, progress: bool = True):
     """Build and store ``psf/empirical(chip, ey, ex)`` from the first ``n_exposures`` exposures."""
-    import xarray as xr
 
     from starcenter.cubes.classical.empirical import build_empirical_epsf
 
@@ -82,14 +81,8 @@ def build_empirical_psfs(store, n_exposures: int = 3, progress: bool = True):
                                  [None] * sel.sizes["exposure"], float(ex["gain"].values[k]),
                                  float(ex["read_noise"].values[k]), lib[chip](0), saturation_dn=sat)
         data[chip] = e.data
-    n = schema.EPSF_SAMPLES
-    off = (np.arange(n) - (n - 1) / 2) / schema.OVERSAMPLING
-    emp = xr.DataArray(np.stack([data[c] for c in chips]), dims=(schema.CHIP, schema.EY, schema.EX),
-                       coords={schema.CHIP: np.array(chips, dtype=object), schema.EY: off, schema.EX: off},
-                       attrs={"description": f"empirical ePSF (photutils EPSFBuilder) from the first "
-                                             f"{n_exposures} exposures"})
-    st.add_variables(store, schema.PSF, xr.Dataset({"empirical": emp}, attrs={
-        "oversampling": schema.OVERSAMPLING, "pixel_convention": schema.PIXEL_CONVENTION}))
+    _add_epsfs(store, "empirical", chips, data, f"empirical ePSF (photutils EPSFBuilder) from the "
+               f"first {n_exposures} exposures")
 
 
 def build_catalog_psfs(store, max_exposures: int = 400, iterations: int = 10, progress: bool = True):
@@ -103,9 +96,7 @@ def build_catalog_psfs(store, max_exposures: int = 400, iterations: int = 10, pr
     stars x 49 x 4 B (about 30 MB per chip for 400 exposures of 400 stars).
     """
     import dask
-    import xarray as xr
 
-    from starcenter.cubes.stages.psf import catalog_stamps
     from starcenter.cubes.classical.empirical import CATALOG_HALF, catalog_epsf
 
     path = st.store_path(store)
@@ -135,15 +126,8 @@ def build_catalog_psfs(store, max_exposures: int = 400, iterations: int = 10, pr
         e = catalog_epsf(stamps, x, y, lib[chip](0), float(ex["gain"].values[c]),
                          float(ex["read_noise"].values[c]), iterations=iterations, progress=progress)
         data[chip] = e.data
-    n = schema.EPSF_SAMPLES
-    off = (np.arange(n) - (n - 1) / 2) / schema.OVERSAMPLING
-    arr = xr.DataArray(np.stack([data[c] for c in chips]), dims=(schema.CHIP, schema.EY, schema.EX),
-                       coords={schema.CHIP: np.array(chips, dtype=object), schema.EY: off, schema.EX: off},
-                       attrs={"description": "Anderson & King ePSF learnt at the average catalog's "
-                                             f"positions from {use.size} exposures",
-                              "catalog_source": cat.attrs.get("detections_params", "")})
-    st.add_variables(path, schema.PSF, xr.Dataset({"catalog": arr}, attrs={
-        "oversampling": schema.OVERSAMPLING, "pixel_convention": schema.PIXEL_CONVENTION}))
+    _add_epsfs(path, "catalog", chips, data, "Anderson & King ePSF learnt at the average catalog's "
+               f"positions from {use.size} exposures", catalog_source=cat.attrs.get("detections_params", ""))
 
 
 def _saturation_dn(ex) -> float | None:
@@ -172,3 +156,26 @@ def catalog_stamps(path: str, e: int, c: int, stars: np.ndarray, half: int):
         bad = cut_boxes(root[f"{schema.EXPOSURES}/dq"][e, c].astype(float), ix, iy, half)[0]
         stamps[np.nan_to_num(bad, nan=1) != 0] = np.nan
     return stamps.astype(np.float32), xy[:, 0] - ix, xy[:, 1] - iy, ok
+
+
+def _add_epsfs(store, kind: str, chips, data: dict, description: str, **attrs) -> None:
+    """Add ``psf/<kind>(chip, ey, ex)`` from {chip: 4x-supersampled grid}."""
+    import xarray as xr
+
+    n = schema.EPSF_SAMPLES
+    off = (np.arange(n) - (n - 1) / 2) / schema.OVERSAMPLING
+    arr = xr.DataArray(np.stack([data[c] for c in chips]), dims=(schema.CHIP, schema.EY, schema.EX),
+                       coords={schema.CHIP: np.array(chips, dtype=object), schema.EY: off, schema.EX: off},
+                       attrs={"description": description, **attrs})
+    st.add_variables(store, schema.PSF, xr.Dataset({kind: arr}, attrs={
+        "oversampling": schema.OVERSAMPLING, "pixel_convention": schema.PIXEL_CONVENTION}))
+
+
+def ensure_psf(store, kind: str = "library", rebuild: bool = False, progress: bool = True) -> None:
+    """Build the ``empirical`` or ``catalog`` ePSF if the store has none (or ``rebuild``);
+    the library and true ePSFs come with the exposures."""
+    if kind not in ("empirical", "catalog"):
+        return
+    have = st.has_group(store, schema.PSF) and kind in st.open_group(store, schema.PSF)
+    if not have or rebuild:
+        (build_empirical_psfs if kind == "empirical" else build_catalog_psfs)(store, progress=progress)

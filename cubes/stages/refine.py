@@ -5,12 +5,12 @@ from a centring method's centres, the paper's second iteration. It comes after `
 from __future__ import annotations
 
 import numpy as np
-import json
-from starcenter.cubes import schema
+import dask.array as da
+from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
 from starcenter.cubes.classical.stats import clipped_mean
 from starcenter.cubes.classical.transforms import project_catalog, tie_to_reference
-from starcenter.cubes.errors import StoreMismatchError
+from starcenter.cubes.params import TransformParams
 
 
 def refine_catalog(store, name: str, progress: bool = True, min_count: int = 3):
@@ -31,41 +31,19 @@ def refine_catalog(store, name: str, progress: bool = True, min_count: int = 3):
 
     path = st.store_path(store)
     group = schema.centers_group(name)
-    for g, why in ((schema.CATALOG, "run `starcenter catalog` first"),
-                   (schema.RASTERS, "run `starcenter catalog` first"),
-                   (group, f"run `starcenter predict --name {name}` first")):
-        if not st.has_group(path, g):
-            raise StoreMismatchError(path, f"has no {g!r} group: {why}")
-    params = json.loads(st.open_group(path, schema.TRANSFORMS).attrs["params"])
-    ref = params["reference"]
+    driver.require(path, schema.CATALOG, schema.RASTERS)
+    driver.require(path, group, hint=f"run `starcenter predict --name {name}` first")
+    ref = schema.read_params(st.open_group(path, schema.TRANSFORMS), TransformParams).reference
     cat = st.open_group(path, schema.CATALOG)
     ras = st.open_group(path, schema.RASTERS)
-    cen = st.open_group(path, group)
-    mean, rms = cat["mean"].values.copy(), cat["rms"].values.copy()
-    count, truth = cat["count"].values.copy(), cat["truth"].values.copy()
-    mask = ras["mask"].values
-    n_refined = 0
-    for c in range(ras.sizes[schema.CHIP]):
-        xy = np.where(mask[:, c, :, None], cen["xy"].isel({schema.CHIP: c}).values, np.nan)
-        measures = tie_to_reference(xy, ref)
-        m, r, n = clipped_mean(measures)
-        n = n.min(axis=-1)
-        good = n >= min_count
-        mean[c, good], rms[c, good], count[c, good] = m[good], r[good], n[good]
-        usable = np.any(np.all(np.isfinite(xy), axis=-1), axis=1)
-        t, _ = project_catalog(m, r, xy, good, usable)
-        rows = np.any(np.isfinite(t[..., 0]), axis=1)
-        truth[rows, c] = np.where(good[None, :, None], t[rows], truth[rows, c])
-        n_refined += int(good.sum())
+    mean, rms, count, truth, n_refined = _refined(cat, ras, st.open_group(path, group), ref, min_count)
     st.add_variables(path, schema.CATALOG, xr.Dataset(
         {"mean": (cat["mean"].dims, mean, cat["mean"].attrs),
          "rms": (cat["rms"].dims, rms, cat["rms"].attrs),
          "count": (cat["count"].dims, count.astype(np.int32), cat["count"].attrs),
          "truth": (cat["truth"].dims, truth, cat["truth"].attrs)}))
-    import dask.array as da
-
     # same chunks as the rasters stage wrote (schema: many exposures of one chip per chunk)
-    target = da.from_array(np.where(mask[..., None], truth - ras["corner"].values, np.nan),
+    target = da.from_array(np.where(ras["mask"].values[..., None], truth - ras["corner"].values, np.nan),
                            chunks=ras["target"].data.chunks)
     st.add_variables(path, schema.RASTERS, xr.Dataset(
         {"target": (ras["target"].dims, target, {**ras["target"].attrs,
@@ -78,3 +56,24 @@ def refine_catalog(store, name: str, progress: bool = True, min_count: int = 3):
     if progress:
         print(f"catalog refined from centers/{name}: {n_refined} stars", flush=True)
     return st.open_group(path, schema.CATALOG)
+
+
+def _refined(cat, ras, cen, ref: int, min_count: int):
+    """The catalog's mean, rms, count and truth with the raster stars' values rebuilt from the
+    centres ``cen`` (tied to the reference exposure, clipped, projected back), and their number."""
+    mean, rms = cat["mean"].values.copy(), cat["rms"].values.copy()
+    count, truth = cat["count"].values.copy(), cat["truth"].values.copy()
+    mask = ras["mask"].values
+    n_refined = 0
+    for c in range(ras.sizes[schema.CHIP]):
+        xy = np.where(mask[:, c, :, None], cen["xy"].isel({schema.CHIP: c}).values, np.nan)
+        m, r, n = clipped_mean(tie_to_reference(xy, ref))
+        n = n.min(axis=-1)
+        good = n >= min_count
+        mean[c, good], rms[c, good], count[c, good] = m[good], r[good], n[good]
+        usable = np.any(np.all(np.isfinite(xy), axis=-1), axis=1)
+        t, _ = project_catalog(m, r, xy, good, usable)
+        rows = np.any(np.isfinite(t[..., 0]), axis=1)
+        truth[rows, c] = np.where(good[None, :, None], t[rows], truth[rows, c])
+        n_refined += int(good.sum())
+    return mean, rms, count, truth, n_refined

@@ -124,3 +124,31 @@ def stacked_residual(path: str, c: int, stars: np.ndarray, epsf_for, gain: float
         dev = np.abs(stack - common)[:, inner]
         metric = np.nanmax(np.where(np.isfinite(dev), dev, -np.inf), axis=1)
     return np.where(np.isfinite(metric) & (metric >= 0), metric, np.inf)
+
+
+def stack_cut(path: str, params: RasterParams, progress: bool = True):
+    """``(chip index, stars) -> stacked residual`` where the stacked-residual cut applies, else
+    None (with the reason printed): it needs the catalog (or true) ePSF and at least
+    STACK_MIN_EXPOSURES exposures with catalog truth."""
+    from starcenter.cubes.params import DetectParams
+    from starcenter.cubes.stages.psf import chip_epsfs
+
+    if params.max_stack_residual <= 0:
+        return None
+    cat = st.open_group(path, schema.CATALOG)
+    with_truth = np.flatnonzero(np.isfinite(cat["truth"].values[..., 0]).any(axis=(1, 2)))
+    dparams = schema.read_params(st.open_group(path, schema.DETECTIONS), DetectParams)
+    if with_truth.size < STACK_MIN_EXPOSURES or dparams.psf not in STACK_PSFS:
+        if progress:
+            why = (f"detections fitted with the {dparams.psf} ePSF (the cut needs one of {STACK_PSFS})"
+                   if dparams.psf not in STACK_PSFS else
+                   f"{with_truth.size} exposures with catalog truth (< {STACK_MIN_EXPOSURES})")
+            print(f"rasters: stacked-residual cut skipped: {why}", flush=True)
+        return None
+    _, epsfs = chip_epsfs(path, dparams)
+    ex = st.open_group(path, schema.EXPOSURES)
+    chips = [str(c) for c in cat[schema.CHIP].values]
+    use = with_truth[np.unique(np.linspace(0, with_truth.size - 1,
+                                           min(with_truth.size, STACK_EXPOSURES)).round().astype(int))]
+    return lambda c, stars: stacked_residual(path, c, stars, epsfs[chips[c]], float(ex["gain"].values[c]),
+                                             float(ex["read_noise"].values[c]), use, progress)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from starcenter.cubes import constants as C
-from starcenter.cubes import schema
+from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
-from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
+from starcenter.cubes.errors import BadArgumentError
 from starcenter.cubes.classical.transforms import N_TERMS, STATUS, TERMS, apply, fit_cubic, match
 from starcenter.cubes.params import TransformParams
 
@@ -64,48 +64,33 @@ def compute_transforms(store, params: TransformParams | None = None, progress: b
     ``transforms`` group. Small output: computed in full, written once."""
     import dask
     import xarray as xr
-    import zarr
 
     params = params or TransformParams()
     path = st.store_path(store)
-    if not st.has_group(path, schema.DETECTIONS):
-        raise StoreMismatchError(path, "has no detections: run `starcenter detect` first")
+    driver.require(path, schema.DETECTIONS)
     det = st.open_group(path, schema.DETECTIONS)
     ne, nc = det.sizes[schema.EXPOSURE], det.sizes[schema.CHIP]
     if not 0 <= params.reference < ne:
         raise BadArgumentError(f"reference exposure {params.reference} not in 0..{ne - 1}")
 
     def task(e, c):
-        return solve_exposure(zarr.open_group(path, mode="r"), e, c, params)
+        return solve_exposure(st.open_root(path), e, c, params)
 
     tasks = [dask.delayed(task)(e, c) for e in range(ne) for c in range(nc)]
     results = st.run_tasks(tasks, f"transforms {path}", progress)
-    res = {k: np.array([r[k] for r in results]).reshape((ne, nc) + np.shape(results[0][k]))
-           for k in results[0]}
-    chips = det[schema.CHIP].values
-    dims2 = (schema.EXPOSURE, schema.CHIP)
+    G = schema.TRANSFORMS
     ds = xr.Dataset(
-        {
-            "coef_x": (dims2 + ("term",), res["coef_x"], {"description": "target -> reference x, cubic in u, v"}),
-            "coef_y": (dims2 + ("term",), res["coef_y"], {}),
-            "inv_x": (dims2 + ("term",), res["inv_x"], {"description": "reference -> target x"}),
-            "inv_y": (dims2 + ("term",), res["inv_y"], {}),
-            "std_err_x": (dims2, res["std_err_x"], {"units": "px", "description": "standard error of the transformation"}),
-            "std_err_y": (dims2, res["std_err_y"], {"units": "px"}),
-            "n_stars": (dims2, res["n_stars"].astype(np.int32), {}),
-            "offset_x": (dims2, res["offset_x"], {"units": "px", "description": "reference - target at the chip centre"}),
-            "offset_y": (dims2, res["offset_y"], {"units": "px"}),
-            "status": (dims2, res["status"].astype(np.int8), {"flag_values": list(STATUS.values()),
-                                                               "flag_meanings": " ".join(STATUS)}),
-        },
-        coords={schema.EXPOSURE: det[schema.EXPOSURE].values, schema.CHIP: chips,
-                "term": np.array(TERMS, dtype=object)},
+        {k: schema.variable(G, k, np.array([r[k] for r in results]).reshape((ne, nc) + np.shape(results[0][k])))
+         for k in results[0]},
+        coords={schema.EXPOSURE: det[schema.EXPOSURE].values, schema.CHIP: det[schema.CHIP].values,
+                schema.TERM: np.array(TERMS, dtype=object)},
         attrs={"params": params.to_json(), "normalization": "u, v = (x, y - 399.5) / 399.5",
                "detections_params": det.attrs.get("params", "")},
     )
-    st.write_dataset(path, schema.TRANSFORMS, ds)
-    bad = ds["status"].values != 0
-    for e, c in zip(*np.nonzero(bad)):
-        name = [k for k, v in STATUS.items() if v == ds["status"].values[e, c]][0]
-        print(f"transforms: exposure {e} chip {chips[c]}: {name.replace('_', ' ')}; flagged and skipped")
+    ds["status"].attrs.update(flag_values=list(STATUS.values()), flag_meanings=" ".join(STATUS))
+    st.write_dataset(path, G, ds)
+    names = {v: k.replace("_", " ") for k, v in STATUS.items()}
+    for e, c in zip(*np.nonzero(ds["status"].values != 0)):
+        print(f"transforms: exposure {e} chip {ds[schema.CHIP].values[c]}: "
+              f"{names[int(ds['status'].values[e, c])]}; flagged and skipped")
     return ds

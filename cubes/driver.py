@@ -1,0 +1,77 @@
+"""One stage shape: the driver every chunked stage runs through.
+
+A stage reads earlier groups, writes one group chunk by chunk, and sets the chunk's ``done``
+marker last. The driver owns the parts every stage shares: the "run X first" message for a
+missing input (:func:`require`), the group's template, written when the group is absent or was
+made from other inputs or parameters (:func:`prepare`), the pending chunks only (resume:
+:func:`run_chunks`) and the ``complete`` attribute (:func:`finish`). The stage itself supplies a
+template builder and a per-chunk task; its science lives in the ``classical`` kernels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from starcenter.cubes import schema
+from starcenter.cubes import store as st
+from starcenter.cubes.errors import StoreMismatchError
+
+
+def require(store, *groups: str, hint: str | None = None) -> None:
+    """Raise StoreMismatchError naming the first missing group and the command that makes it."""
+    for group in groups:
+        if not st.has_group(store, group):
+            how = hint or f"run {schema.spec(group).made_by} first"
+            raise StoreMismatchError(st.store_path(store), f"has no {group!r} group: {how}")
+
+
+def stale(store, group: str, provenance: dict) -> dict:
+    """{attribute: (stored, wanted)} for every provenance attribute of ``group`` that differs."""
+    attrs = st.open_group(store, group).attrs
+    return {k: (attrs.get(k), v) for k, v in provenance.items() if attrs.get(k) != v}
+
+
+def prepare(store, group: str, build: Callable[[], tuple], provenance: dict,
+            replace: bool = True, refuse_hint: str = "") -> np.ndarray:
+    """Write ``group``'s template if it is absent or stale, and return its done mask.
+
+    build : () -> (xarray.Dataset, encoding), the template (schema.template); provenance : the
+    attributes that say what the group was made from (its parameters, its inputs' parameters);
+    a group whose stored provenance differs is stale. A stale group is replaced when ``replace``
+    (derived data), else refused with StoreMismatchError (``refuse_hint`` says how to proceed).
+    """
+    if st.has_group(store, group):
+        diff = stale(store, group, provenance)
+        if not diff:
+            return st.done_mask(store, group)
+        if not replace:
+            old = "; ".join(f"{k} {a}" for k, (a, _) in diff.items())
+            raise StoreMismatchError(st.store_path(store), f"{group} exist with other parameters "
+                                                           f"({old}){refuse_hint}")
+    ds, encoding = build()
+    ds.attrs.update({**provenance, "complete": 0})
+    st.write_template(store, group, ds, encoding)
+    return st.done_mask(store, group)
+
+
+def run_chunks(store, group: str, done: np.ndarray, task: Callable, description: str,
+               progress: bool = True, ready: np.ndarray | None = None) -> int:
+    """Run ``task(*index)`` (a dask delayed) for every chunk index not yet done (and ``ready``:
+    e.g. its input chunk exists); returns the number of chunks run. Ordered by chip, then
+    exposure, so a chip's chunks share their ePSF and model caches."""
+    pending = ~done if ready is None else ~done & ready
+    idx = np.argwhere(pending)
+    if idx.shape[1] == 2:
+        idx = idx[np.lexsort((idx[:, 0], idx[:, 1]))]
+    st.run_tasks([task(*map(int, i)) for i in idx], description, progress)
+    return len(idx)
+
+
+def finish(store, group: str) -> bool:
+    """Mark ``group`` complete once every chunk is done; True if it is."""
+    if st.done_mask(store, group).all():
+        st.set_attr(store, group, complete=1)
+        return True
+    return False

@@ -1,0 +1,64 @@
+"""The rasters stage and its cutout kernel (schema raster convention)."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from starcenter.cubes import schema
+from starcenter.cubes.classical.cutouts import cut
+
+from .conftest import derive_store
+
+
+@pytest.fixture(scope="module")
+def store(tiny_store, tmp_path_factory):
+    return derive_store(tiny_store, tmp_path_factory.mktemp("rasters"), "true", catalog=True)
+
+
+def test_raster_pixels_are_the_image_pixels(store):
+    ras = xr.open_zarr(store, group="rasters")
+    ex = xr.open_zarr(store, group="exposures")
+    e, c = 1, 1
+    m = ras["mask"].values[e, c]
+    s = int(np.flatnonzero(m)[0])
+    cx, cy = ras["corner"].values[e, c, s]
+    img = ex["image"].isel(exposure=e, chip=c).values[cy:cy + 6, cx:cx + 6]
+    np.testing.assert_allclose(ras["raster"].values[e, c, s], img / img.sum(), rtol=1e-5)
+
+
+def test_cut_masks_edges_and_nonpositive():
+    img = np.ones((20, 20))
+    img[10:, 10:] = -1
+    r, corner, ok = cut(img, [1.0, 10.0, 15.0, 5.2], [10.0, 10.0, 15.0, 5.7], 6)
+    assert ok.tolist() == [False, True, False, True]
+    assert corner[3].tolist() == [2, 3]
+    assert np.isfinite(r).all() and (r[~ok] == 0).all()
+
+
+def test_only_selected_stars_get_rasters_and_chunks_follow_the_schema(store):
+    ras = xr.open_zarr(store, group="rasters")
+    sel = ras["selected"].values
+    mask = ras["mask"].values
+    assert mask.any() and not mask[:, ~sel].any()  # a raster only for a selected star
+    assert (ras["corner"].values[mask] >= 0).all()
+    chunks = ras["raster"].encoding["chunks"]
+    assert chunks[0] == min(schema.EXPOSURE_BLOCK, ras.sizes["exposure"]) and chunks[1] == 1
+    assert ras.attrs["complete"] == 1 and ras.attrs["size"] == 6
+
+
+def test_rerun_with_other_parameters_rebuilds_the_group(store, tmp_path):
+    import shutil
+
+    import dask
+
+    from starcenter.cubes.params import RasterParams
+    from starcenter.cubes.stages.rasters import make_rasters
+
+    path = tmp_path / "r.zarr"
+    shutil.copytree(store, path)
+    with dask.config.set(scheduler="synchronous"):
+        make_rasters(path, RasterParams(size=5), progress=False)
+    ras = xr.open_zarr(path, group="rasters")
+    assert ras.sizes["ry"] == ras.sizes["rx"] == 5 and ras.attrs["size"] == 5
+    m = ras["mask"].values
+    np.testing.assert_allclose(ras["raster"].values[m].sum(axis=(1, 2)), 1.0, rtol=1e-5)
