@@ -242,11 +242,18 @@ def template(group: str, names, sizes: dict, coords: dict, attrs: dict, values: 
         if name in values:
             data[name] = (v.dims, np.asarray(values[name]).astype(v.dtype, copy=False), meta)
         else:
-            chunks = tuple(max(1, min(sp.chunks.get(d, n), n)) for d, n in zip(v.dims, shape))
+            chunks = chunk_shape(group, name, sizes)
             data[name] = (v.dims, da.zeros(shape, chunks=chunks, dtype=v.dtype), meta)
         if v.fill is not None:
             encoding[name] = {"fill_value": v.fill}
     return xr.Dataset(data, coords=coords, attrs=attrs), encoding
+
+
+def chunk_shape(group: str, name: str, sizes: dict) -> tuple[int, ...]:
+    """The zarr chunk shape of variable ``name`` of ``group`` for dimension lengths ``sizes``:
+    the spec's chunk per dimension (the whole dimension where it names none), at least 1."""
+    sp = spec(group)
+    return tuple(max(1, min(sp.chunks.get(d, sizes[d]), sizes[d])) for d in sp.variables[name].dims)
 
 
 def variable(group: str, name: str, data, **attrs):

@@ -27,31 +27,26 @@ PROVENANCE_KEY = "starcenter_ingest"
 
 
 def _exposures_template(store, filt: str, atodgain: int):
-    import xarray as xr
 
     n = C.CHIP_SIZE
     chips = list(C.CHIPS)
-    ds = xr.Dataset(
-        {"image": ((schema.EXPOSURE, schema.CHIP, schema.Y, schema.X), np.zeros((0, 4, n, n), np.float32),
-                   {"units": "DN", "description": schema.SPECS[schema.EXPOSURES].variables["image"].description}),
-         "dq": ((schema.EXPOSURE, schema.CHIP, schema.Y, schema.X), np.zeros((0, 4, n, n), np.uint16),
-                {"flag_masks": list(C.DQ_FLAGS.values()), "flag_meanings": " ".join(C.DQ_FLAGS)}),
-         "done": ((schema.EXPOSURE, schema.CHIP), np.zeros((0, 4), np.uint8), {})},
-        coords={schema.EXPOSURE: np.zeros(0, np.int64), schema.CHIP: np.array(chips, dtype=object),
-                "rootname": (schema.EXPOSURE, np.array([], dtype=np.dtypes.StringDType())),
-                "exptime": (schema.EXPOSURE, np.zeros(0), {"units": "s"}),
-                "mjd": (schema.EXPOSURE, np.zeros(0), {"units": "d", "long_name": "EXPSTART"}),
-                "epoch": (schema.EXPOSURE, np.zeros(0), {"units": "yr"}),
-                "source_path": (schema.EXPOSURE, np.array([], dtype=np.dtypes.StringDType())),
-                "checksum": (schema.EXPOSURE, np.array([], dtype=np.dtypes.StringDType()),
-                             {"description": "sha256 of the c0 file"}),
-                "gain": (schema.CHIP, np.array([C.GAIN[atodgain][c] for c in chips]), {"units": "e-/DN"}),
-                "read_noise": (schema.CHIP, np.array([C.READ_NOISE[atodgain][c] for c in chips]), {"units": "e-"}),
-                "pixel_scale": (schema.CHIP, np.array([C.PIXEL_SCALE[c] for c in chips]), {"units": "arcsec/px"})},
-        attrs={"filter": filt, "atodgain": atodgain, "source": "archive", "instrument": "WFPC2",
-               "pixel_convention": schema.PIXEL_CONVENTION, "saturation_dn": C.AD_SATURATION_DN},
-    )
-    enc = {"image": {"chunks": (1, 1, n, n)}, "dq": {"chunks": (1, 1, n, n)}, "done": {"chunks": (1, 1)}}
+    names = ("image", "dq", "done")
+    sizes = {schema.EXPOSURE: 0, schema.CHIP: len(chips), schema.Y: n, schema.X: n}
+    empty = {k: np.zeros([sizes[d] for d in schema.SPECS[schema.EXPOSURES].variables[k].dims]) for k in names}
+    text = np.array([], dtype=np.dtypes.StringDType())
+    coords = {schema.EXPOSURE: np.zeros(0, np.int64), schema.CHIP: np.array(chips, dtype=object),
+              "rootname": (schema.EXPOSURE, text), "exptime": (schema.EXPOSURE, np.zeros(0), {"units": "s"}),
+              "mjd": (schema.EXPOSURE, np.zeros(0), {"units": "d", "long_name": "EXPSTART"}),
+              "epoch": (schema.EXPOSURE, np.zeros(0), {"units": "yr"}), "source_path": (schema.EXPOSURE, text),
+              "checksum": (schema.EXPOSURE, text, {"description": "sha256 of the c0 file"}),
+              "gain": (schema.CHIP, np.array([C.GAIN[atodgain][c] for c in chips]), {"units": "e-/DN"}),
+              "read_noise": (schema.CHIP, np.array([C.READ_NOISE[atodgain][c] for c in chips]), {"units": "e-"}),
+              "pixel_scale": (schema.CHIP, np.array([C.PIXEL_SCALE[c] for c in chips]), {"units": "arcsec/px"})}
+    ds, _ = schema.template(schema.EXPOSURES, names, sizes, coords, {
+        "filter": filt, "atodgain": atodgain, "source": "archive", "instrument": "WFPC2",
+        "pixel_convention": schema.PIXEL_CONVENTION, "saturation_dn": C.AD_SATURATION_DN}, values=empty)
+    ds["dq"].attrs.update(flag_masks=list(C.DQ_FLAGS.values()), flag_meanings=" ".join(C.DQ_FLAGS))
+    enc = {k: {"chunks": schema.chunk_shape(schema.EXPOSURES, k, sizes)} for k in names}
     st.write_dataset(store, schema.EXPOSURES, ds, enc)
 
 
