@@ -34,6 +34,7 @@ def synthetic_store(path: Path, n_exposures: int = 640, n_stars: int = 400, size
     from starcenter.cubes import schema
     from starcenter.cubes import store as st
     from starcenter.cubes.schema import EXPOSURE_BLOCK
+    from starcenter.cubes.params import RasterParams
 
     st.init_store(path, "starcenter_benchmark", "synthetic")
     st.write_dataset(path, schema.EXPOSURES, xr.Dataset(
@@ -51,7 +52,7 @@ def synthetic_store(path: Path, n_exposures: int = 640, n_stars: int = 400, size
          "selected": (("chip", "star"), np.ones((1, n_stars), bool))},
         coords={"chip": np.array(["WF3"], dtype=object),
                 "star_key": (("chip", "star"), np.arange(n_stars)[None].astype(np.int64))},
-        attrs={"size": size})
+        attrs={"size": size, "params": RasterParams(size=size).to_json()})
     with st._quiet_consolidation():
         ds.to_zarr(str(path), group=schema.RASTERS, mode="w", consolidated=False)
     st.consolidate(path)

@@ -1,9 +1,11 @@
-"""starcenter.cubes: data sources (simulator, ingest) and the Zarr cubes every stage shares.
+"""starcenter.cubes: the store, its schema and the stages that fill it.
 
-Modules: ``constants`` (WFPC2 numbers with sources), ``schema`` (the store's public layout),
-``epsf`` (the shared EffectivePSF), ``optics`` (physical-optics ePSFs with poppy), ``field``
-(star field, chip layout, dithers), ``detector`` (detector effects), ``simulate`` (writes a
-simulated data set), ``store`` (store helpers), ``errors``.
+``schema`` (the whole store API: one spec per group), ``params`` (the stages' parameter
+classes), ``store`` (open, stamp, write, lock), ``driver`` (the one stage shape), ``cluster``
+(where dask work runs), ``pipeline`` (the stages in order and :func:`pipeline.run`),
+``lookup`` (the shared readers: the ePSF of an exposure, its detections), ``constants``
+(WFPC2 numbers with sources), ``errors``; and four wings: ``sim`` (the simulator), ``archive``
+(WFPC2 files), ``classical`` (kernels on arrays) and ``stages``.
 """
 
 from starcenter.cubes.classical.epsf import EffectivePSF

@@ -37,10 +37,26 @@ def prepare(store, group: str, build: Callable[[], tuple], provenance: dict,
             replace: bool = True, refuse_hint: str = "") -> np.ndarray:
     """Write ``group``'s template if it is absent or stale, and return its done mask.
 
-    build : () -> (xarray.Dataset, encoding), the template (schema.template); provenance : the
-    attributes that say what the group was made from (its parameters, its inputs' parameters);
-    a group whose stored provenance differs is stale. A stale group is replaced when ``replace``
-    (derived data), else refused with StoreMismatchError (``refuse_hint`` says how to proceed).
+    Parameters
+    ----------
+    store : str or path
+        The store.
+    group : str
+        The group the stage writes (a name of :mod:`starcenter.cubes.schema`).
+    build : callable
+        ``() -> (xarray.Dataset, encoding)``: the template, from :func:`schema.template`.
+    provenance : dict
+        The attributes that say what the group was made from (its parameters, its inputs'
+        parameters); a group whose stored values differ is stale.
+    replace : bool
+        Replace a stale group (derived data); if False, refuse it with StoreMismatchError.
+    refuse_hint : str
+        Appended to the refusal (how to proceed).
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        One entry per chunk of the group: True where the chunk is written (resume).
     """
     if st.has_group(store, group):
         diff = stale(store, group, provenance)
@@ -58,9 +74,32 @@ def prepare(store, group: str, build: Callable[[], tuple], provenance: dict,
 
 def run_chunks(store, group: str, done: np.ndarray, task: Callable, description: str,
                progress: bool = True, ready: np.ndarray | None = None) -> int:
-    """Run ``task(*index)`` (a dask delayed) for every chunk index not yet done (and ``ready``:
-    e.g. its input chunk exists); returns the number of chunks run. Ordered by chip, then
-    exposure, so a chip's chunks share their ePSF and model caches."""
+    """Run the pending chunks of a group: ``task(*index)`` for every index not yet done.
+
+    Ordered by chip, then exposure, so a chip's chunks share their ePSF and model caches.
+
+    Parameters
+    ----------
+    store : str or path
+        The store.
+    group : str
+        The group being written.
+    done : numpy.ndarray of bool
+        The done mask from :func:`prepare`.
+    task : callable
+        ``(*index) -> dask.delayed``; it writes its chunk and sets the chunk's done marker last.
+    description : str
+        The progress line's text.
+    progress : bool
+        Progress lines.
+    ready : numpy.ndarray of bool, optional
+        Chunks whose inputs exist; the others wait for a later run.
+
+    Returns
+    -------
+    int
+        The number of chunks run.
+    """
     pending = ~done if ready is None else ~done & ready
     idx = np.argwhere(pending)
     if idx.shape[1] == 2:

@@ -80,12 +80,30 @@ def stage(name: str) -> Stage:
 
 def run(store, start: str = "detect", until: str = "rasters", params: dict | None = None,
         cluster_options: ClusterOptions | None = None, progress: bool = True) -> dict:
-    """Run the stages from ``start`` to ``until`` (inclusive) on ``store``.
+    """Run the stages from ``start`` to ``until`` (inclusive, in :data:`STAGES` order) on ``store``.
 
-    params : {stage name: keyword arguments of its function}, e.g. ``{"detect": {"params":
-    DetectParams("catalog")}}``; cluster_options : where the dask work runs (None: the active
-    scheduler or client). The store's lock is held throughout (a second writer is refused). A
-    source stage runs only as ``start``. Returns {stage name: what its function returned}.
+    Every input group is checked before anything happens (a missing one is one StoreMismatchError
+    naming the command to run first, with nothing written); then the store's lock is taken (a
+    second writer is refused) and the cluster started. A source stage runs only as ``start``.
+
+    Parameters
+    ----------
+    store : str or path
+        The store (a local path or an fsspec URL).
+    start, until : str
+        Stage names, e.g. ``"simulate"``, ``"detect"``, ``"rasters"``.
+    params : dict, optional
+        ``{stage name: keyword arguments of its function}``, e.g.
+        ``{"detect": {"params": DetectParams("catalog")}}``; the psf stage follows detect's.
+    cluster_options : ClusterOptions, optional
+        Where the dask work runs; None uses the active scheduler or client.
+    progress : bool
+        Progress lines (a bar on a terminal).
+
+    Returns
+    -------
+    dict
+        ``{stage name: what its function returned}``.
     """
     first, last = NAMES.index(stage(start).name), NAMES.index(stage(until).name)
     if last < first:
@@ -105,7 +123,26 @@ def run(store, start: str = "detect", until: str = "rasters", params: dict | Non
 
 def run_stage(stage_name: str, store, /, cluster_options: ClusterOptions | None = None,
               progress: bool = True, **kwargs):
-    """Run one stage (as :func:`run` with start == until) and return its function's result."""
+    """Run one stage, as :func:`run` with ``start == until``.
+
+    Parameters
+    ----------
+    stage_name : str
+        One of :data:`NAMES`.
+    store : str or path
+        The store.
+    cluster_options : ClusterOptions, optional
+        Where the dask work runs (None: the active scheduler or client).
+    progress : bool
+        Progress lines.
+    **kwargs
+        The stage function's keyword arguments.
+
+    Returns
+    -------
+    object
+        What the stage's function returned.
+    """
     return run(store, stage_name, stage_name, {stage_name: kwargs}, cluster_options, progress)[stage_name]
 
 

@@ -224,11 +224,27 @@ def spec(group: str) -> GroupSpec:
 
 
 def template(group: str, names, sizes: dict, coords: dict, attrs: dict, values: dict | None = None):
-    """The lazy template of variables ``names`` of ``group`` and its zarr encoding.
+    """The lazy template of some variables of a group, and its zarr encoding.
 
-    sizes : length of every dimension used; coords, attrs : the dataset's; values : variables given
-    as in-memory arrays (written at once) instead of lazy zeros (whose chunks are written later by
-    the stage). Chunks and fill values come from the group's spec.
+    Parameters
+    ----------
+    group : str
+        A group name (``centers/NAME`` takes the centers spec).
+    names : sequence of str
+        Variables of the group's spec to lay down.
+    sizes : dict
+        Length of every dimension used.
+    coords, attrs : dict
+        The dataset's coordinates and attributes.
+    values : dict, optional
+        Variables given as in-memory arrays (written at once); the others are lazy zeros whose
+        chunks the stage writes later.
+
+    Returns
+    -------
+    (xarray.Dataset, dict)
+        The template (units and descriptions from the spec, chunks from :func:`chunk_shape`) and
+        the encoding with the spec's fill values.
     """
     import dask.array as da
     import xarray as xr

@@ -1,6 +1,8 @@
-"""starcenter.evaluation: figures, metrics and the demo.
+"""starcenter.evaluation: what a store's centres are worth; it only reads.
 
-``plots`` draws figures that only read a store; ``demo`` runs the demo on the embedded
-default (simulated) data set. Metrics, the Cramér–Rao bound and the report come with the
-evaluation issue (#7).
+``metrics`` (robust sigma, errors against truth, standard error of the transformations against
+offset phase, per-star rms, the stars each method is scored on), ``cramer_rao`` (the bound),
+``truth`` and ``summary`` (truth-based tables), ``plots`` (figures) and ``report`` (assembles
+metrics.json, report.md and the figures). The demo that runs the stages is
+:mod:`starcenter.demo`.
 """

@@ -3,16 +3,15 @@ the offset phase (flat = no pixel-phase bias), and, for simulations, errors agai
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
 
 from starcenter.cubes import constants as C
 from starcenter.cubes import schema
-from starcenter.cubes.classical.transforms import tie_to_reference
+from starcenter.cubes.classical.transforms import fit_cubic, offset_phase, tie_to_reference
+from starcenter.cubes.params import TransformParams
 from starcenter.cubes.store import open_group, open_root
-from starcenter.cubes.classical.transforms import fit_cubic, offset_phase
 
 
 #: Classical centres on exactly the stars a network trained on this store is scored on (its
@@ -127,7 +126,7 @@ def per_star_rms(store, method: str, reference: int | None = None, min_repeats: 
     least ``min_repeats`` measures."""
     ras = open_group(store, schema.RASTERS)
     if reference is None:
-        reference = json.loads(open_group(store, schema.TRANSFORMS).attrs["params"])["reference"]
+        reference = reference_exposure(store)
     xy = method_positions(store, method)
     mag = ras["mag"].values if "mag" in ras else np.full(xy.shape[:3], np.nan)
     return {str(chip): per_star_rms_from(xy[:, c], mag[:, c], reference, min_repeats)
@@ -185,7 +184,7 @@ def transforms_from_centers(store, name: str, reference: int | None = None):
     """:func:`transforms_from_positions` on the scored raster stars' centres of method ``name``
     (centers/NAME, or 'classical' for the classical centres the rasters were cut around)."""
     if reference is None:
-        reference = json.loads(open_group(store, schema.TRANSFORMS).attrs["params"])["reference"]
+        reference = reference_exposure(store)
     return transforms_from_positions(method_positions(store, name), reference)
 
 
@@ -258,7 +257,7 @@ def phase_data(store, method: str = "classical", full: bool = False) -> dict:
     abscissa = _identity if full else _phase
     tr = open_group(store, schema.TRANSFORMS)
     chips = [str(c) for c in tr[schema.CHIP].values]
-    ref = json.loads(tr.attrs["params"])["reference"]
+    ref = schema.read_params(tr, TransformParams).reference
     out = {}
     if method == "classical":
         for k, chip in enumerate(chips):
@@ -272,3 +271,8 @@ def phase_data(store, method: str = "classical", full: bool = False) -> dict:
         if ok.any():
             out[chip] = {ax: (abscissa(off[ok, k, a]), se[ok, k, a] * 1e3) for a, ax in enumerate("xy")}
     return out
+
+
+def reference_exposure(store) -> int:
+    """The reference exposure of the store's transformations (index)."""
+    return schema.read_params(open_group(store, schema.TRANSFORMS), TransformParams).reference

@@ -186,19 +186,18 @@ def efficiency(store, methods) -> dict:
     """Simulations: per method, chip and flux bin (e-), the Cramér–Rao bound (rms over stars,
     mpix, x) from the true ePSF, each star's flux, the sky and read noise, and the efficiency
     bound^2 / measured variance (robust: 1.4826 MAD) of the x errors against exact truth."""
-    from starcenter.cubes.classical.epsf import EffectivePSF
-
+    from starcenter.cubes.lookup import chip_epsfs
+    from starcenter.cubes.params import DetectParams
     from starcenter.evaluation.cramer_rao import position_bound
 
     ras = st.open_group(store, schema.RASTERS)
-    psf = st.open_group(store, schema.PSF)
+    _, true_epsf = chip_epsfs(store, DetectParams("true"))
     ex = st.open_group(store, schema.EXPOSURES)
     truth = st.open_group(store, schema.TRUTH)
     cat_sky = json.loads(st.read_attrs(store).get("starcenter_simulation", "{}"))
     out = {}
     for k, chip in enumerate(str(c) for c in ras[schema.CHIP].values):
-        epsf = EffectivePSF(psf["true"].sel(chip=chip).isel(focus=0, field_y=0, field_x=0).values,
-                            int(psf.attrs["oversampling"]))
+        epsf = true_epsf[chip](0)  # the reference exposure's epoch, chip-centre field node
         idx = ras["sim_index"].isel(chip=k).values
         ok_star = idx >= 0
         flux = np.full(idx.shape, np.nan)

@@ -7,7 +7,6 @@ from scipy.spatial import cKDTree
 
 from starcenter.cubes import constants as C
 from starcenter.cubes import schema
-from starcenter.cubes.classical.epsf import EffectivePSF
 from starcenter.cubes.store import open_group
 
 
@@ -41,12 +40,15 @@ def isolated_stars(store, exposure: int = 0, min_flux_e: float = 1000.0,
 
 def psf_mismatch(store) -> dict[str, dict]:
     """Per chip: peak-pixel fraction of the library and true ePSFs (star centred on a pixel)."""
+    from starcenter.cubes.lookup import chip_epsfs
+    from starcenter.cubes.params import DetectParams
+
     psf = open_group(store, schema.PSF)
-    os_ = int(psf.attrs["oversampling"])
+    chips, library = chip_epsfs(store, DetectParams("library"))
+    _, true_epsf = chip_epsfs(store, DetectParams("true"))
     out = {}
-    for k, chip in enumerate(str(c) for c in psf[schema.CHIP].values):
-        lib = EffectivePSF(psf["library"].isel(chip=k).values, os_)
-        true = EffectivePSF(psf["true"].isel(chip=k, focus=0, field_y=0, field_x=0).values, os_)
+    for chip in chips:
+        lib, true = library[chip](0), true_epsf[chip](0)
         out[chip] = {"library_peak": float(lib.evaluate(0, 0)),
                      "true_peak": float(true.evaluate(0, 0)),
                      "true_focus_um": float(psf[schema.FOCUS].values[0])}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from starcenter.cubes import schema
+from starcenter.cubes.params import RasterParams
 from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
 from starcenter.model import quiet_tensorflow
 
@@ -96,7 +97,7 @@ class RasterSource:
         if self.chip not in chips:
             raise BadArgumentError(f"chip {self.chip!r} not in the rasters ({chips})")
         self.chip_index = chips.index(self.chip)
-        self.size = int(g.attrs["size"])
+        self.size = schema.read_params(g.attrs, RasterParams).size
         self.n_exposures = g["raster"].shape[0]
         keys = np.asarray(g["star_key"][self.chip_index])
         sel = np.asarray(g["selected"][self.chip_index])

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
+from starcenter.cubes.params import RasterParams
 from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
 
 from starcenter.model.train import load_metadata
@@ -86,7 +87,29 @@ def _predict_block(path: str, model_path: str, name: str, c: int, e0: int, e1: i
 
 def predict(store, model_path, name: str = "vgg6", chip: str | None = None, force: bool = False,
             progress: bool = True):
-    """Write centers/NAME for the model's chip (or ``chip``) of every exposure of ``store``."""
+    """The predict stage: centres of every raster of a chip with a trained model -> ``centers/NAME``.
+
+    Parameters
+    ----------
+    store : str or path
+        A store with rasters.
+    model_path : str or path
+        A model written by :func:`starcenter.model.train.train` (metadata beside it).
+    name : str
+        The centers group's name (the method's name in reports).
+    chip : str, optional
+        The chip to centre; default the model's.
+    force : bool
+        Ignore a chip, raster-size or filter mismatch between the model and the store.
+    progress : bool
+        Progress lines.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``centers/NAME``: xy (exposure, chip, star, axis) in chip px, NaN where no raster; the
+        attributes say which model wrote each chip and whether it trained on this store's stars.
+    """
     import dask
 
     path = st.store_path(store)
@@ -99,7 +122,7 @@ def predict(store, model_path, name: str = "vgg6", chip: str | None = None, forc
     chip = chip or meta.get("chip")
     if chip not in chips:
         raise BadArgumentError(f"chip {chip!r} not in the store's rasters ({chips})")
-    check_compatible(meta, chip, int(ras.attrs["size"]), ras.attrs.get("filter") or
+    check_compatible(meta, chip, schema.read_params(ras, RasterParams).size, ras.attrs.get("filter") or
                      st.open_group(path, schema.EXPOSURES).attrs.get("filter"), force, model_path)
     c = chips.index(chip)
     ne, nc, ns = ras.sizes[schema.EXPOSURE], ras.sizes[schema.CHIP], ras.sizes[schema.STAR]

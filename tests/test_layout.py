@@ -18,6 +18,7 @@ RANKS = [
     ("starcenter.cubes.driver",),
     ("starcenter.cubes.classical",),
     ("starcenter.cubes.sim", "starcenter.cubes.archive"),
+    ("starcenter.cubes.lookup",),
     ("starcenter.cubes.stages.psf",),
     ("starcenter.cubes.stages.detections",),
     ("starcenter.cubes.stages.transforms",),
@@ -33,7 +34,7 @@ RANKS = [
 #: What evaluation may import: readers, kernels and the model's data bridge, no stage that writes.
 EVALUATION_MAY_IMPORT = ("starcenter.cubes.constants", "starcenter.cubes.errors", "starcenter.cubes.schema",
                          "starcenter.cubes.params", "starcenter.cubes.store", "starcenter.cubes.classical",
-                         "starcenter.cubes.sim.optics", "starcenter.model.bridge", "starcenter.evaluation")
+                         "starcenter.cubes.sim.optics", "starcenter.cubes.lookup", "starcenter.model.bridge", "starcenter.evaluation")
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
 
 

@@ -27,7 +27,7 @@ PROVENANCE_KEY = "starcenter_ingest"
 
 
 def _exposures_template(store, filt: str, atodgain: int):
-
+    """An empty exposures cube (four chips, no exposure yet) that ingest grows slot by slot."""
     n = C.CHIP_SIZE
     chips = list(C.CHIPS)
     names = ("image", "dq", "done")

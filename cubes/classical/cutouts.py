@@ -11,8 +11,26 @@ import numpy as np
 
 
 def cut(image: np.ndarray, x, y, size: int):
-    """Rasters (n, size, size) around positions (x, y), their integer corners (n, 2) (x, y) and
-    a validity mask (inside the image, finite, positive sum). Normalized to sum 1."""
+    """Rasters around positions, normalized to sum 1 (the paper's input).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        One chip image (DN), schema pixel convention.
+    x, y : array_like
+        Positions (px) to cut around.
+    size : int
+        Raster side (px).
+
+    Returns
+    -------
+    rasters : numpy.ndarray (n, size, size) float32
+        Normalized to sum 1; zeros where invalid.
+    corners : numpy.ndarray (n, 2) int
+        Chip pixel (x, y) of raster pixel (0, 0): round(position) - size // 2.
+    ok : numpy.ndarray (n,) bool
+        Inside the image, finite and with a positive sum.
+    """
     x, y = np.asarray(x, float), np.asarray(y, float)
     cx = np.floor(x + 0.5).astype(int) - size // 2
     cy = np.floor(y + 0.5).astype(int) - size // 2

@@ -80,18 +80,46 @@ def fit_stars(image: np.ndarray, ix, iy, epsf: EffectivePSF, gain: float = 7.0,
               error: np.ndarray | None = None, half: int = HALF, max_iter: int = 20,
               tol: float = 1e-5, neighbours: tuple | None = None,
               start: FitResult | None = None) -> FitResult:
-    """Fit all stars with peak pixels (ix, iy) at once.
+    """Fit x, y, flux and sky of all stars at once on their 5x5 boxes (the hst1pass stand-in).
 
-    image : calibrated DN. gain (e-/DN), read_noise (e-) set the weights.
-    sky : initial (or, with fit_sky=False, fixed) sky per star in DN; default the box minimum.
-    error : optional fixed 1-sigma error image (DN); then weights are 1/error^2 instead of the
-        model variance (the objective photutils' PSFPhotometry minimises with ``error``).
-    neighbours : optional (model, x, y, flux) from a previous fit: ``model`` is the image of
-        every star's ePSF model (:func:`model_image`) and (x, y, flux) this star's own earlier
-        fit; each star is then fitted on the image minus its neighbours' models (the model
-        image minus its own), as DAOPHOT's ALLSTAR does, so a neighbour's light does not pull it.
-    start : a previous fit of the same stars to start from (x, y, flux, sky where finite).
-    Returns positions in chip pixels; saturated stars keep their peak pixel and q = 0.
+    A batched, damped Gauss-Newton fit of the ePSF with per-pixel Poisson + read-noise weights.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Calibrated chip image (DN), schema pixel convention.
+    ix, iy : array_like of int
+        Peak pixels (px) of the stars.
+    epsf : EffectivePSF
+        The ePSF to fit.
+    gain : float
+        e-/DN.
+    read_noise : float
+        e-.
+    saturated : array_like of bool, optional
+        Saturated stars: not fitted, centre = peak pixel, q = 0 (as hst1pass).
+    sky : array_like, optional
+        Initial (or, with ``fit_sky=False``, fixed) sky per star (DN); default the box minimum.
+    fit_sky : bool
+        Fit the sky with the star.
+    error : numpy.ndarray, optional
+        A fixed 1-sigma error image (DN): weights 1/error^2 instead of the model variance (the
+        objective photutils' PSFPhotometry minimises with ``error``).
+    half : int
+        Box half-size (px): 2 for 5x5.
+    max_iter, tol : int, float
+        Iterations at most; convergence when a step moves less than ``tol`` px.
+    neighbours : tuple, optional
+        (model, x, y, flux) of a previous fit: each star is fitted on the image minus its
+        neighbours' ePSF models (the model image minus its own), as DAOPHOT's ALLSTAR.
+    start : FitResult, optional
+        A previous fit of the same stars to start from.
+
+    Returns
+    -------
+    FitResult
+        x, y (chip px), flux (DN), sky (DN per px), q (sum |residual| / flux over the box), flags
+        (FLAGS bits) and the iterations used.
     """
     ix = np.asarray(ix, int)
     iy = np.asarray(iy, int)

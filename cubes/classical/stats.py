@@ -6,7 +6,24 @@ import numpy as np
 
 
 def clipped_mean(measures, sigma: float = 3.0, maxiters: int = 10):
-    """Sigma-clipped mean, rms about it and count along axis 0 (exposures), NaN-aware (astropy)."""
+    """Sigma-clipped mean, rms about it and count along axis 0 (exposures), NaN-aware (astropy).
+
+    Parameters
+    ----------
+    measures : array_like (exposure, ...)
+        Measures (e.g. px); NaN where missing.
+    sigma : float
+        Clipping threshold (standard deviations about the mean).
+    maxiters : int
+        Clipping iterations at most.
+
+    Returns
+    -------
+    mean, rms : numpy.ndarray
+        Over the kept measures, same units as ``measures``; NaN where none is kept.
+    count : numpy.ndarray of int
+        Measures kept.
+    """
     from astropy.stats import sigma_clip
 
     m = sigma_clip(np.ma.masked_invalid(measures), sigma=sigma, maxiters=maxiters, axis=0,

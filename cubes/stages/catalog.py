@@ -21,7 +21,7 @@ from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
 from starcenter.cubes.classical.transforms import N_TERMS, STATUS, apply, select
 from starcenter.cubes.params import TransformParams
-from starcenter.cubes.stages.transforms import read_detections
+from starcenter.cubes.lookup import read_detections
 from starcenter.cubes.classical.stats import clipped_mean
 from starcenter.cubes.classical.transforms import project_catalog
 
@@ -72,8 +72,25 @@ def _reduce_block(block):
 
 def build_catalog(store, params: TransformParams | None = None, progress: bool = True,
                   min_count: int = 3):
-    """Write the ``catalog`` group: measures(exposure, chip, star, axis) in the reference system,
-    the sigma-clipped mean/rms/count per (chip, star), and truth(exposure, chip, star, axis)."""
+    """The catalog stage: the average catalog and its projection into every exposure (truth).
+
+    Parameters
+    ----------
+    store : str or path
+        A store with detections and transforms.
+    params : TransformParams, optional
+        Default: the transforms group's own parameters.
+    progress : bool
+        Progress lines.
+    min_count : int
+        Fewest measures kept after clipping for a star to get a truth.
+
+    Returns
+    -------
+    xarray.Dataset
+        The catalog group: measures and native positions (exposure, chip, star, axis) px, mean
+        and rms (chip, star, axis) px, count, ref_mag (mag), truth (exposure, chip, star, axis) px.
+    """
     path = st.store_path(store)
     driver.require(path, schema.TRANSFORMS, hint="run `starcenter catalog` from the start")
     params = params or schema.read_params(st.open_group(path, schema.TRANSFORMS), TransformParams)

@@ -20,11 +20,8 @@ from starcenter.cubes.classical.peaks import find_peaks
 from starcenter.cubes.classical.epsf import EffectivePSF
 from starcenter.cubes.classical.psffit import FLAGS, fit_stars, model_image
 from starcenter.cubes.params import DetectParams
-from starcenter.cubes.stages.psf import (
-    _saturation_dn,
-    chip_epsfs,
-    ensure_psf,
-)
+from starcenter.cubes.stages.psf import _saturation_dn, ensure_psf
+from starcenter.cubes.lookup import chip_epsfs
 
 #: The per-detection variables of the group (schema.SPECS["detections"]), padded beyond count.
 DET_VARS = ("x", "y", "flux", "sky", "q", "mag", "saturated", "flags")
@@ -89,11 +86,28 @@ def _write_detections(store: str, e: int, c: int, epsf_for, gain, rn, params, sa
 
 def detect(store, params: DetectParams | None = None, progress: bool = True, overwrite: bool = False,
            capacity: int = CAPACITY, rebuild_psf: bool = False) -> dict:
-    """Run the detections stage on every (exposure, chip) of ``store`` not yet done.
+    """The detections stage: classical centres of every (exposure, chip) of ``store`` not yet done.
 
-    Returns {'written', 'skipped', 'max_count'}. A detections group made with other parameters is
-    refused unless ``overwrite``. An ``empirical`` or ``catalog`` ePSF is built first if the
-    store has none (or ``rebuild_psf``).
+    Parameters
+    ----------
+    store : str or path
+        A store with an exposures group.
+    params : DetectParams, optional
+        The ePSF kind (library, true, empirical, catalog), threshold (sigma), minimum peak
+        separation (px) and neighbour passes; default ``DetectParams()``.
+    progress : bool
+        Progress lines.
+    overwrite : bool
+        Replace detections made with other parameters (refused otherwise).
+    capacity : int
+        Detection slots per (exposure, chip) while writing (the brightest are kept beyond it).
+    rebuild_psf : bool
+        Rebuild an empirical or catalog ePSF even if the store has one.
+
+    Returns
+    -------
+    dict
+        ``written`` and ``skipped`` chunks, ``max_count`` (the largest number of detections).
     """
     import dask
 

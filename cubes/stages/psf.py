@@ -12,56 +12,9 @@ import numpy as np
 from starcenter.cubes import constants as C
 from starcenter.cubes import schema
 from starcenter.cubes import store as st
-from starcenter.cubes.classical.epsf import EffectivePSF
 from starcenter.cubes.errors import StarcenterError, StoreMismatchError
 from starcenter.cubes.params import DetectParams
-from starcenter.cubes.sim.optics import PSFParams, get_epsf
-
-
-def chip_epsfs(store, params: DetectParams):
-    """(chips, {chip: callable(exposure) -> EffectivePSF}) for the chosen kind (the ePSF a
-    detections group was fitted with, for every later stage that models its stars). The true ePSF
-    follows each exposure's focus (linear between the stored focus nodes, chip-centre field
-    node); a store without a psf group (real data) gets the physical model's library ePSF."""
-    ex = st.open_group(store, schema.EXPOSURES)
-    chips = [str(c) for c in ex[schema.CHIP].values]
-    filt = ex.attrs.get("filter")
-    have_psf = st.has_group(store, schema.PSF)
-    psf = st.open_group(store, schema.PSF) if have_psf else None
-    os_ = int(psf.attrs["oversampling"]) if have_psf else schema.OVERSAMPLING
-    out = {}
-    for k, chip in enumerate(chips):
-        if params.psf == "library":
-            e = (EffectivePSF(psf["library"].sel(chip=chip).values, os_) if have_psf
-                 else get_epsf(PSFParams(chip, filt)))
-            out[chip] = lambda exp, e=e: e
-        elif params.psf == "true":
-            if not have_psf or "true" not in psf:
-                raise StoreMismatchError(st.store_path(store), "has no true ePSF (only simulations "
-                                         "do); use --psf library or empirical")
-            true = psf["true"].sel(chip=chip)
-            mid = true.sizes[schema.FIELD_Y] // 2
-            nodes = true.isel({schema.FIELD_Y: mid, schema.FIELD_X: mid}).values
-            focus = psf[schema.FOCUS].values
-            exp_focus = ex["focus"].values if "focus" in ex.coords else np.full(ex.sizes["exposure"], focus[0])
-
-            def true_for(exp, nodes=nodes, focus=focus, exp_focus=exp_focus):
-                if len(focus) == 1:
-                    return EffectivePSF(nodes[0], os_)
-                w = np.interp(exp_focus[exp], focus, np.arange(len(focus)))
-                i = min(int(w), len(focus) - 2)
-                t = w - i
-                return EffectivePSF((1 - t) * nodes[i] + t * nodes[i + 1], os_)
-
-            out[chip] = true_for
-        else:
-            kind = params.psf
-            if have_psf and kind in psf and chip in psf[kind][schema.CHIP].values:
-                e = EffectivePSF(psf[kind].sel(chip=chip).values, os_)
-            else:
-                raise StarcenterError(f"{kind} ePSF missing: build_{kind}_psfs first")
-            out[chip] = lambda exp, e=e: e
-    return chips, out
+from starcenter.cubes.lookup import chip_epsfs
 
 
 def build_empirical_psfs(store, n_exposures: int = 3, progress: bool = True):

@@ -77,7 +77,25 @@ def _write_block(path, c, e0, e1, selected, params: RasterParams):
 
 
 def make_rasters(store, params: RasterParams | None = None, progress: bool = True):
-    """Write the ``rasters`` group from the catalog (and, for simulations, exact targets)."""
+    """The rasters stage: the selection step, then every selected star's raster in every exposure.
+
+    Parameters
+    ----------
+    store : str or path
+        A store with a catalog.
+    params : RasterParams, optional
+        Raster size (px) and the selection's cuts (isolation px, measured fraction, relative q,
+        stacked residual).
+    progress : bool
+        Progress lines.
+
+    Returns
+    -------
+    xarray.Dataset
+        The rasters group: raster (exposure, chip, star, ry, rx) normalized to sum 1, target,
+        prelim, corner (px, raster convention), mag, mask, selected, offset_phase; for simulations
+        target_exact.
+    """
     import dask
 
     params = params or RasterParams()

@@ -14,18 +14,31 @@ from starcenter.cubes.params import TransformParams
 
 
 def refine_catalog(store, name: str, progress: bool = True, min_count: int = 3):
-    """The second iteration (``starcenter catalog --from-centers NAME``): the average catalog
-    rebuilt from the centres in ``centers/NAME`` (e.g. a network's) instead of the classical ones.
+    """The refine stage (``starcenter catalog --from-centers NAME``): the paper's second iteration.
 
-    Per chip, every exposure's centres are tied to the reference exposure's centres of the same
-    method by a cubic transformation (iterative 3-sigma culling), carried into its system, and
-    averaged per star with the same 3-sigma clipping; the mean is projected back into every
-    exposure with :func:`project_catalog` (catalog -> exposure, weighted by the catalog rms). The
-    catalog's ``mean``, ``rms``, ``count`` and ``truth`` are replaced for the stars that have such
-    centres (the raster stars; the others keep the classical values) and the rasters' ``target``
-    becomes the new truth minus the raster corner. The arrays involved are (exposure, star) per
-    chip: a few MB for a 636-exposure set. A later plain ``starcenter catalog`` restores the
-    classical catalog and rasters.
+    The average catalog rebuilt from the centres in ``centers/NAME`` (e.g. a network's) instead of
+    the classical ones. Per chip, every exposure's centres are tied to the reference exposure's by
+    a cubic transformation (iterative 3-sigma culling), averaged per star with the same clipping,
+    and projected back into every exposure (:func:`project_catalog`). The catalog's mean, rms,
+    count and truth are replaced for the stars that have such centres (the raster stars) and the
+    rasters' target becomes the new truth minus the corner. A later plain ``starcenter catalog``
+    restores the classical catalog and rasters.
+
+    Parameters
+    ----------
+    store : str or path
+        A store with catalog, rasters and ``centers/NAME``.
+    name : str
+        The centring method.
+    progress : bool
+        One line with the number of stars refined.
+    min_count : int
+        Fewest clipped measures for a star to be refined.
+
+    Returns
+    -------
+    xarray.Dataset
+        The refined catalog group.
     """
     import xarray as xr
 

@@ -15,7 +15,7 @@ from scipy.spatial import cKDTree
 from starcenter.cubes import schema
 from starcenter.cubes import store as st
 from starcenter.cubes.params import RasterParams
-from starcenter.cubes.stages.transforms import read_detections
+from starcenter.cubes.lookup import read_detections
 
 
 def median_q(root, chip: int) -> np.ndarray:
@@ -131,7 +131,7 @@ def stack_cut(path: str, params: RasterParams, progress: bool = True):
     None (with the reason printed): it needs the catalog (or true) ePSF and at least
     STACK_MIN_EXPOSURES exposures with catalog truth."""
     from starcenter.cubes.params import DetectParams
-    from starcenter.cubes.stages.psf import chip_epsfs
+    from starcenter.cubes.lookup import chip_epsfs
 
     if params.max_stack_residual <= 0:
         return None

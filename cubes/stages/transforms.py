@@ -19,13 +19,7 @@ from starcenter.cubes import store as st
 from starcenter.cubes.errors import BadArgumentError
 from starcenter.cubes.classical.transforms import N_TERMS, STATUS, TERMS, apply, fit_cubic, match
 from starcenter.cubes.params import TransformParams
-
-
-def read_detections(root, exposure: int, chip: int) -> dict:
-    """One (exposure, chip) of the detections group as numpy arrays trimmed to ``count``."""
-    g = root[schema.DETECTIONS]
-    n = int(g["count"][exposure, chip])
-    return {k: np.asarray(g[k][exposure, chip, :n]) for k in ("x", "y", "q", "flags", "saturated", "mag", "flux")}
+from starcenter.cubes.lookup import read_detections
 
 
 def solve_exposure(root, exposure: int, chip: int, params: TransformParams) -> dict:
@@ -60,8 +54,25 @@ def solve_exposure(root, exposure: int, chip: int, params: TransformParams) -> d
 
 
 def compute_transforms(store, params: TransformParams | None = None, progress: bool = True):
-    """Solve every (exposure, chip) transformation lazily with dask and write the
-    ``transforms`` group. Small output: computed in full, written once."""
+    """The transforms stage: every (exposure, chip)'s cubic transformation into the reference.
+
+    Small output: computed in full with dask, written once.
+
+    Parameters
+    ----------
+    store : str or path
+        A store with detections.
+    params : TransformParams, optional
+        Reference exposure, central fraction, q window, match radius (px), clipping (sigma).
+    progress : bool
+        Progress lines.
+
+    Returns
+    -------
+    xarray.Dataset
+        The transforms group: coefficients (px), standard errors (px), offsets at the chip
+        centre (px), star counts and a status per (exposure, chip).
+    """
     import dask
     import xarray as xr
 

@@ -1,0 +1,94 @@
+"""The readers every later stage and the evaluation share: the one ePSF lookup per (exposure,
+chip) (:func:`chip_epsfs`) and one (exposure, chip) of detections (:func:`read_detections`).
+Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from starcenter.cubes import schema
+from starcenter.cubes import store as st
+from starcenter.cubes.classical.epsf import EffectivePSF
+from starcenter.cubes.errors import StarcenterError, StoreMismatchError
+from starcenter.cubes.params import DetectParams
+from starcenter.cubes.sim.optics import PSFParams, get_epsf
+
+
+def chip_epsfs(store, params: DetectParams):
+    """The one ePSF lookup per (exposure, chip): the ePSF a detections group is fitted with.
+
+    The true ePSF (simulations) follows each exposure's focus (linear between the stored focus
+    nodes, chip-centre field node); a store without a psf group (real data) gets the physical
+    model's library ePSF.
+
+    Parameters
+    ----------
+    store : str or path
+        The store.
+    params : DetectParams
+        Its ``psf`` names the kind: library, true, empirical or catalog.
+
+    Returns
+    -------
+    (list of str, dict)
+        The chips, and ``{chip: callable(exposure index) -> EffectivePSF}``.
+    """
+    ex = st.open_group(store, schema.EXPOSURES)
+    chips = [str(c) for c in ex[schema.CHIP].values]
+    filt = ex.attrs.get("filter")
+    have_psf = st.has_group(store, schema.PSF)
+    psf = st.open_group(store, schema.PSF) if have_psf else None
+    os_ = int(psf.attrs["oversampling"]) if have_psf else schema.OVERSAMPLING
+    out = {}
+    for k, chip in enumerate(chips):
+        if params.psf == "library":
+            e = (EffectivePSF(psf["library"].sel(chip=chip).values, os_) if have_psf
+                 else get_epsf(PSFParams(chip, filt)))
+            out[chip] = lambda exp, e=e: e
+        elif params.psf == "true":
+            if not have_psf or "true" not in psf:
+                raise StoreMismatchError(st.store_path(store), "has no true ePSF (only simulations "
+                                         "do); use --psf library or empirical")
+            true = psf["true"].sel(chip=chip)
+            mid = true.sizes[schema.FIELD_Y] // 2
+            nodes = true.isel({schema.FIELD_Y: mid, schema.FIELD_X: mid}).values
+            focus = psf[schema.FOCUS].values
+            exp_focus = ex["focus"].values if "focus" in ex.coords else np.full(ex.sizes["exposure"], focus[0])
+
+            def true_for(exp, nodes=nodes, focus=focus, exp_focus=exp_focus):
+                if len(focus) == 1:
+                    return EffectivePSF(nodes[0], os_)
+                w = np.interp(exp_focus[exp], focus, np.arange(len(focus)))
+                i = min(int(w), len(focus) - 2)
+                t = w - i
+                return EffectivePSF((1 - t) * nodes[i] + t * nodes[i + 1], os_)
+
+            out[chip] = true_for
+        else:
+            kind = params.psf
+            if have_psf and kind in psf and chip in psf[kind][schema.CHIP].values:
+                e = EffectivePSF(psf[kind].sel(chip=chip).values, os_)
+            else:
+                raise StarcenterError(f"{kind} ePSF missing: build_{kind}_psfs first")
+            out[chip] = lambda exp, e=e: e
+    return chips, out
+
+
+def read_detections(root, exposure: int, chip: int) -> dict:
+    """One (exposure, chip) of the detections group as numpy arrays trimmed to ``count``.
+
+    Parameters
+    ----------
+    root : zarr.Group
+        The store's root group.
+    exposure, chip : int
+        Indices.
+
+    Returns
+    -------
+    dict
+        x, y (px), q, flags, saturated, mag (mag), flux (DN).
+    """
+    g = root[schema.DETECTIONS]
+    n = int(g["count"][exposure, chip])
+    return {k: np.asarray(g[k][exposure, chip, :n]) for k in ("x", "y", "q", "flags", "saturated", "mag", "flux")}
