@@ -24,8 +24,8 @@ def run(chip: str = "WF3", max_stars: int = 3000) -> dict:
 
     from starcenter.cubes import constants as C
     from starcenter.cubes.classical.peaks import find_peaks
-    from starcenter.cubes.sim.field import ClusterModel, gilliland_dithers, star_field
     from starcenter.cubes.classical.psffit import fit_stars
+    from starcenter.cubes.sim.field import ClusterModel, gilliland_dithers, star_field
     from starcenter.cubes.sim.simulate import (
         ChipContext,
         chip_psfs,

@@ -33,8 +33,8 @@ def synthetic_store(path: Path, n_exposures: int = 640, n_stars: int = 400, size
 
     from starcenter.cubes import schema
     from starcenter.cubes import store as st
-    from starcenter.cubes.schema import EXPOSURE_BLOCK
     from starcenter.cubes.params import RasterParams
+    from starcenter.cubes.schema import EXPOSURE_BLOCK
 
     st.init_store(path, "starcenter_benchmark", "synthetic")
     st.write_dataset(path, schema.EXPOSURES, xr.Dataset(

@@ -76,9 +76,9 @@ def main(argv=None) -> dict:
 
     from starcenter.cubes import store as st
     from starcenter.cubes.params import DetectParams
-    from starcenter.cubes.stages.detections import detect
     from starcenter.cubes.pipeline import run_catalog
     from starcenter.cubes.sim.simulate import make_config, simulate
+    from starcenter.cubes.stages.detections import detect
 
     kw = {"seed": a.seed}
     if a.exposures:

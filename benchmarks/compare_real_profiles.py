@@ -20,8 +20,8 @@ from scipy.spatial import cKDTree
 
 from starcenter.cubes import constants as C
 from starcenter.cubes.classical.peaks import find_peaks
-from starcenter.cubes.sim.optics import PSFParams, get_epsf
 from starcenter.cubes.classical.psffit import fit_stars
+from starcenter.cubes.sim.optics import PSFParams, get_epsf
 
 DESPACES = (-10.0, -5.0, 0.0, 5.0, 10.0, 15.0, 20.0)
 

@@ -15,10 +15,10 @@ from compare_real_profiles import real_exposure_path
 from scipy.stats import chisquare
 
 from starcenter.cubes import constants as C
-from starcenter.cubes.params import DetectParams
-from starcenter.cubes.stages.detections import detect_chunk
 from starcenter.cubes.classical.empirical import build_empirical_epsf
+from starcenter.cubes.params import DetectParams
 from starcenter.cubes.sim.optics import PSFParams, get_epsf
+from starcenter.cubes.stages.detections import detect_chunk
 
 NBINS = 10
 

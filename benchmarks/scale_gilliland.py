@@ -37,14 +37,14 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
 
     import xarray as xr
+    from _rss import PeakRSS
     from distributed import Client, LocalCluster
 
-    from _rss import PeakRSS
     from starcenter.cubes import schema
     from starcenter.cubes.params import DetectParams
-    from starcenter.cubes.stages.detections import detect
     from starcenter.cubes.pipeline import run_catalog
     from starcenter.cubes.sim.simulate import make_config, simulate
+    from starcenter.cubes.stages.detections import detect
     from starcenter.evaluation.report import evaluate
     from starcenter.model.predict import predict
     from starcenter.model.train import train

@@ -6,6 +6,7 @@ Nothing here writes.
 from __future__ import annotations
 
 import numpy as np
+
 from starcenter.cubes import schema
 from starcenter.cubes import store as st
 from starcenter.cubes.classical.epsf import EffectivePSF

@@ -10,7 +10,6 @@ from dataclasses import asdict, dataclass
 
 from starcenter.cubes.errors import BadArgumentError
 
-
 PSF_KINDS = ("library", "true", "empirical", "catalog")
 
 

@@ -50,7 +50,6 @@ Groups (one Zarr group per pipeline product)
 
 from __future__ import annotations
 
-
 from dataclasses import dataclass, field
 
 import numpy as np

@@ -9,10 +9,10 @@ import numpy as np
 
 from starcenter.cubes import constants as C
 from starcenter.cubes import schema
+from starcenter.cubes import store as st
 from starcenter.cubes.classical.transforms import fit_cubic, offset_phase, tie_to_reference
 from starcenter.cubes.params import TransformParams
 from starcenter.cubes.store import open_group, open_root
-
 
 #: Classical centres on exactly the stars a network trained on this store is scored on (its
 #: test stars): the like-for-like comparison beside that network.
@@ -276,3 +276,42 @@ def phase_data(store, method: str = "classical", full: bool = False) -> dict:
 def reference_exposure(store) -> int:
     """The reference exposure of the store's transformations (index)."""
     return schema.read_params(open_group(store, schema.TRANSFORMS), TransformParams).reference
+
+
+def fractional_histograms(store, method: str = "classical", nbins: int = 10) -> dict:
+    """Per chip: histogram of fractional x and y of well-measured centres and the chi-square
+    p-value against uniform (pixel-phase bias makes it non-uniform)."""
+    from scipy.stats import chisquare
+
+    out = {}
+    if method == "classical":
+        det = st.open_group(store, schema.DETECTIONS)
+        for k, chip in enumerate(str(c) for c in det[schema.CHIP].values):
+            xs, ys = [], []
+            for e in range(det.sizes[schema.EXPOSURE]):
+                d = det.isel(exposure=e, chip=k)
+                n = int(d["count"])
+                ok = (~d["saturated"].values[:n]) & (d["flags"].values[:n] == 0)
+                ok &= (d["q"].values[:n] >= 1e-4) & (d["q"].values[:n] <= 1) & (d["flux"].values[:n] > 1500)
+                xs.append(d["x"].values[:n][ok])
+                ys.append(d["y"].values[:n][ok])
+            out[chip] = _hist(np.concatenate(xs), np.concatenate(ys), nbins, chisquare)
+    else:
+        # network centres exist only for raster stars; "classical-rasters" gives the classical
+        # centres of exactly those stars, the fair comparison (networks: their scored stars)
+        ras = st.open_group(store, schema.RASTERS)
+        xy_all = method_positions(store, "classical" if method == "classical-rasters" else method)
+        for k, chip in enumerate(str(c) for c in ras[schema.CHIP].values):
+            xy = xy_all[:, k].reshape(-1, 2)
+            xy = xy[np.all(np.isfinite(xy), axis=1)]
+            if len(xy):
+                out[chip] = _hist(xy[:, 0], xy[:, 1], nbins, chisquare)
+    return out
+
+
+def _hist(x, y, nbins, chisquare):
+    fx, fy = x - np.floor(x + 0.5), y - np.floor(y + 0.5)
+    hx = np.histogram(fx, nbins, (-0.5, 0.5))[0]
+    hy = np.histogram(fy, nbins, (-0.5, 0.5))[0]
+    return {"n": int(len(x)), "hist_x": hx.tolist(), "hist_y": hy.tolist(),
+            "p_uniform_x": float(chisquare(hx).pvalue), "p_uniform_y": float(chisquare(hy).pvalue)}

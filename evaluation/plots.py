@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from starcenter.cubes import schema
-from starcenter.cubes.store import open_group
 from starcenter.cubes.classical.stats import robust_sigma
+from starcenter.cubes.store import open_group
 
 
 def _save(fig, path) -> Path:

@@ -15,13 +15,11 @@ import numpy as np
 
 from starcenter.cubes import schema
 from starcenter.cubes import store as st
-from starcenter.cubes.classical.stats import robust_sigma
-
 from starcenter.evaluation.metrics import (
     CLASSICAL,
     CLASSICAL_TEST,
     flatness,
-    method_positions,
+    fractional_histograms,
     network_methods,
     per_star_rms,
     phase_curve,
@@ -37,6 +35,7 @@ from starcenter.evaluation.plots import (
     plot_std_err_vs_offset,
     plot_truth_vs_magnitude,
 )
+from starcenter.evaluation.truth import efficiency, truth_errors
 
 #: The seed paper's published numbers, for the report's comparison table (all mpix).
 PAPER = {
@@ -60,45 +59,6 @@ def methods_in(store) -> list[str]:
 def scoring(store, methods) -> dict:
     """{method: {chip: what its figures are computed on}} (the report's honesty table)."""
     return {m: {chip: s.label for chip, s in scopes(store, m).items()} for m in methods}
-
-
-def fractional_histograms(store, method: str = "classical", nbins: int = 10) -> dict:
-    """Per chip: histogram of fractional x and y of well-measured centres and the chi-square
-    p-value against uniform (pixel-phase bias makes it non-uniform)."""
-    from scipy.stats import chisquare
-
-    out = {}
-    if method == "classical":
-        det = st.open_group(store, schema.DETECTIONS)
-        for k, chip in enumerate(str(c) for c in det[schema.CHIP].values):
-            xs, ys = [], []
-            for e in range(det.sizes[schema.EXPOSURE]):
-                d = det.isel(exposure=e, chip=k)
-                n = int(d["count"])
-                ok = (~d["saturated"].values[:n]) & (d["flags"].values[:n] == 0)
-                ok &= (d["q"].values[:n] >= 1e-4) & (d["q"].values[:n] <= 1) & (d["flux"].values[:n] > 1500)
-                xs.append(d["x"].values[:n][ok])
-                ys.append(d["y"].values[:n][ok])
-            out[chip] = _hist(np.concatenate(xs), np.concatenate(ys), nbins, chisquare)
-    else:
-        # network centres exist only for raster stars; "classical-rasters" gives the classical
-        # centres of exactly those stars, the fair comparison (networks: their scored stars)
-        ras = st.open_group(store, schema.RASTERS)
-        xy_all = method_positions(store, "classical" if method == "classical-rasters" else method)
-        for k, chip in enumerate(str(c) for c in ras[schema.CHIP].values):
-            xy = xy_all[:, k].reshape(-1, 2)
-            xy = xy[np.all(np.isfinite(xy), axis=1)]
-            if len(xy):
-                out[chip] = _hist(xy[:, 0], xy[:, 1], nbins, chisquare)
-    return out
-
-
-def _hist(x, y, nbins, chisquare):
-    fx, fy = x - np.floor(x + 0.5), y - np.floor(y + 0.5)
-    hx = np.histogram(fx, nbins, (-0.5, 0.5))[0]
-    hy = np.histogram(fy, nbins, (-0.5, 0.5))[0]
-    return {"n": int(len(x)), "hist_x": hx.tolist(), "hist_y": hy.tolist(),
-            "p_uniform_x": float(chisquare(hx).pvalue), "p_uniform_y": float(chisquare(hy).pvalue)}
 
 
 def evaluate(store, report_dir, title: str | None = None) -> dict:
@@ -157,74 +117,6 @@ def evaluate(store, report_dir, title: str | None = None) -> dict:
     (report_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (report_dir / "report.md").write_text(markdown(metrics, figures, title))
     return metrics
-
-
-def truth_errors(store, methods, stars: str = "scored") -> dict:
-    """Simulations: rms and robust (1.4826 MAD) error against exact truth per method and chip,
-    on each method's scored stars (``stars='seen'``: a network's own training stars)."""
-    ras = st.open_group(store, schema.RASTERS)
-    exact = (ras["corner"] + ras["target_exact"]).values
-    out = {}
-    for m in methods:
-        xy = method_positions(store, m, stars)
-        out[m] = {}
-        for k, chip in enumerate(str(c) for c in ras[schema.CHIP].values):
-            d = (xy[:, k] - exact[:, k]).reshape(-1, 2) * 1e3
-            d = d[np.all(np.isfinite(d), axis=1)]
-            if not len(d):
-                continue
-            mad = robust_sigma(d, axis=0)
-            out[m][chip] = {"rms_mpix": np.round(np.sqrt(np.mean(d**2, axis=0)), 2).tolist(),
-                            "robust_mpix": np.round(mad, 2).tolist(), "n": int(len(d))}
-    return out
-
-
-FLUX_BINS = (3e3, 1e4, 3e4, 1e5)  # e-
-
-
-def efficiency(store, methods) -> dict:
-    """Simulations: per method, chip and flux bin (e-), the Cramér–Rao bound (rms over stars,
-    mpix, x) from the true ePSF, each star's flux, the sky and read noise, and the efficiency
-    bound^2 / measured variance (robust: 1.4826 MAD) of the x errors against exact truth."""
-    from starcenter.cubes.lookup import chip_epsfs
-    from starcenter.cubes.params import DetectParams
-    from starcenter.evaluation.cramer_rao import position_bound
-
-    ras = st.open_group(store, schema.RASTERS)
-    _, true_epsf = chip_epsfs(store, DetectParams("true"))
-    ex = st.open_group(store, schema.EXPOSURES)
-    truth = st.open_group(store, schema.TRUTH)
-    cat_sky = json.loads(st.read_attrs(store).get("starcenter_simulation", "{}"))
-    out = {}
-    for k, chip in enumerate(str(c) for c in ras[schema.CHIP].values):
-        epsf = true_epsf[chip](0)  # the reference exposure's epoch, chip-centre field node
-        idx = ras["sim_index"].isel(chip=k).values
-        ok_star = idx >= 0
-        flux = np.full(idx.shape, np.nan)
-        flux[ok_star] = truth["flux"].sel(chip=chip).values[idx[ok_star]]
-        exact = (ras["corner"] + ras["target_exact"]).isel(chip=k).values  # (exposure, star, 2)
-        mask = ras["mask"].isel(chip=k).values & ok_star[None, :]
-        f = np.broadcast_to(flux, mask.shape)[mask]
-        px = exact[..., 0][mask] - np.round(exact[..., 0][mask])
-        py = exact[..., 1][mask] - np.round(exact[..., 1][mask])
-        sky_e = cat_sky.get("sky", 0.0) * float(ex["exptime"].values[0]) * float(ex["pixel_scale"].values[k]) ** 2
-        bx, _ = position_bound(epsf, f, sky_e, float(ex["read_noise"].values[k]), px, py)
-        for m in methods:
-            xy = method_positions(store, m)[:, k]
-            err = (xy[..., 0] - exact[..., 0])[mask]
-            rows = []
-            for lo, hi in zip(FLUX_BINS[:-1], FLUX_BINS[1:]):
-                sel = (f >= lo) & (f < hi) & np.isfinite(err)
-                if sel.sum() < 20:
-                    continue
-                e = err[sel]
-                mad = robust_sigma(e)
-                bound = float(np.sqrt(np.mean(bx[sel] ** 2)))
-                rows.append({"flux_e": [lo, hi], "n": int(sel.sum()), "bound_mpix": round(bound * 1e3, 2),
-                             "robust_error_mpix": round(float(mad) * 1e3, 2),
-                             "efficiency": round(bound**2 / float(mad) ** 2, 3)})
-            out.setdefault(m, {})[chip] = rows
-    return out
 
 
 def _ours(metrics: dict) -> list[str]:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from starcenter.cubes import schema
-from starcenter.cubes.params import RasterParams
 from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
+from starcenter.cubes.params import RasterParams
 from starcenter.model import quiet_tensorflow
 
 SPLITS = {"train": (0.0, 0.7), "validation": (0.7, 0.8), "test": (0.8, 1.0)}

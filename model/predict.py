@@ -8,20 +8,18 @@ Models load with Keras' safe mode: a model file never runs arbitrary code.
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
-import hashlib
-from pathlib import Path
-
 from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
-from starcenter.cubes.params import RasterParams
 from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
-
-from starcenter.model.train import load_metadata
+from starcenter.cubes.params import RasterParams
 from starcenter.model import quiet_tensorflow
+from starcenter.model.train import load_metadata
 
 EXPOSURE_BLOCK = schema.EXPOSURE_BLOCK
 BATCH = 8192

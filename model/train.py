@@ -25,9 +25,8 @@ from pathlib import Path
 from starcenter.cubes import schema
 from starcenter.cubes import store as st
 from starcenter.cubes.errors import BadArgumentError
-
-from starcenter.model.architectures import build
 from starcenter.model import quiet_tensorflow
+from starcenter.model.architectures import build
 
 
 @dataclass(frozen=True)

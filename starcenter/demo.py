@@ -16,9 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from starcenter.cubes import schema
+from starcenter.cubes import pipeline, schema
 from starcenter.cubes import store as st
-from starcenter.cubes import pipeline
 from starcenter.cubes.params import DetectParams
 from starcenter.cubes.sim.simulate import make_config
 from starcenter.evaluation.plots import plot_exposure, plot_loss
@@ -111,8 +110,8 @@ def _summary(out: Path, store, cfg, sim, main: dict, second: dict, real_metrics)
 
 def _real(out: Path, models: dict, progress: bool):
     """Ingest, centre and evaluate the real ω Cen exposure (skipped without stsci.tools)."""
-    from starcenter.cubes.errors import StarcenterError
     from starcenter.cubes.archive.wfpc2 import real_omega_cen_path
+    from starcenter.cubes.errors import StarcenterError
 
     try:
         path = real_omega_cen_path()

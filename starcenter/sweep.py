@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from starcenter.cubes import schema
+from starcenter.cubes import pipeline, schema
 from starcenter.cubes import store as st
-from starcenter.cubes.params import RasterParams
-from starcenter.cubes import pipeline
 from starcenter.cubes.classical.stats import robust_sigma
+from starcenter.cubes.params import RasterParams
 
 
 def raster_size_sweep(store, chip: str, sizes=(4, 5, 6, 7, 8), arch: str = "v1",

@@ -46,8 +46,8 @@ def shared_file(*parts) -> Path:
 
 def omega_cen_file() -> Path:
     """The REAL ω Cen exposure from the stsci.tools wheel (a test dependency), or skip/fail."""
-    from starcenter.cubes.errors import StarcenterError
     from starcenter.cubes.archive.wfpc2 import real_omega_cen_path
+    from starcenter.cubes.errors import StarcenterError
 
     try:
         p = real_omega_cen_path()
@@ -81,8 +81,8 @@ def derive_store(tiny_store, directory, psf: str = "library", catalog: bool = Tr
     import shutil
 
     from starcenter.cubes.params import DetectParams
-    from starcenter.cubes.stages.detections import detect
     from starcenter.cubes.pipeline import run_catalog
+    from starcenter.cubes.stages.detections import detect
 
     path = directory / f"{psf}{'-cat' if catalog else ''}.zarr"
     shutil.copytree(tiny_store, path)

@@ -9,8 +9,8 @@ import xarray as xr
 import zarr
 
 from starcenter.cubes.classical.stats import clipped_mean
-from starcenter.cubes.errors import StoreMismatchError
 from starcenter.cubes.classical.transforms import STATUS
+from starcenter.cubes.errors import StoreMismatchError
 from starcenter.cubes.params import TransformParams
 from starcenter.cubes.stages.transforms import compute_transforms
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from starcenter.cubes.params import DetectParams
-from starcenter.cubes.stages.detections import detect_chunk
 from starcenter.cubes.classical.empirical import catalog_epsf
-from starcenter.cubes.sim.optics import PSFParams, get_epsf
 from starcenter.cubes.classical.psffit import cut_boxes, fit_stars
+from starcenter.cubes.params import DetectParams
+from starcenter.cubes.sim.optics import PSFParams, get_epsf
+from starcenter.cubes.stages.detections import detect_chunk
 from starcenter.evaluation.truth import phase_profile, pixel_phase
 
 from .helpers import GAIN, READ_NOISE, SKY_E, star_grid
@@ -76,8 +76,7 @@ def test_neighbour_subtraction_removes_a_detected_neighbours_pull(wf3):
 
 
 def test_projection_weighted_by_catalog_scatter_ignores_noisy_stars():
-    from starcenter.cubes.classical.transforms import project_catalog
-    from starcenter.cubes.classical.transforms import apply
+    from starcenter.cubes.classical.transforms import apply, project_catalog
 
     rng = np.random.default_rng(1)
     n, ne = 300, 6
@@ -106,11 +105,11 @@ def test_second_iteration_with_the_catalog_epsf_brings_the_truth_to_a_few_mpix(t
     library): library detections -> catalog -> catalog ePSF -> detections with it and
     neighbour subtraction -> catalog with the stacked-residual cut. The catalog truth must move
     from the library's pixel-phase-biased tens of mpix to a few mpix of the exact truth."""
-    from starcenter.cubes.stages.psf import build_catalog_psfs
-    from starcenter.cubes.stages.detections import detect
     from starcenter.cubes.classical.epsf import EffectivePSF
     from starcenter.cubes.pipeline import run_catalog
     from starcenter.cubes.sim.simulate import make_config, simulate
+    from starcenter.cubes.stages.detections import detect
+    from starcenter.cubes.stages.psf import build_catalog_psfs
     from starcenter.evaluation.metrics import catalog_vs_exact
 
     path = tmp_path / "iter.zarr"
@@ -137,8 +136,8 @@ def test_second_iteration_with_the_catalog_epsf_brings_the_truth_to_a_few_mpix(t
 
 
 def test_catalog_epsf_without_a_catalog_is_a_clear_error_and_harms_nothing(tiny_store, tmp_path):
-    from starcenter.cubes.stages.detections import detect
     from starcenter.cubes.errors import StoreMismatchError
+    from starcenter.cubes.stages.detections import detect
 
     from .conftest import derive_store
 

@@ -29,10 +29,10 @@ def wf3():
 
 
 def test_kernels_keep_x_along_columns_on_a_non_square_image(wf3):
-    from starcenter.cubes.params import DetectParams
-    from starcenter.cubes.stages.detections import detect_chunk
-    from starcenter.cubes.sim.detector import render_stars
     from starcenter.cubes.classical.cutouts import cut
+    from starcenter.cubes.params import DetectParams
+    from starcenter.cubes.sim.detector import render_stars
+    from starcenter.cubes.stages.detections import detect_chunk
 
     rng = np.random.default_rng(4)
     shape = (150, 410)  # rows (y, NAXIS2) != columns (x, NAXIS1)
@@ -115,10 +115,10 @@ def test_real_file_x_runs_along_naxis1(tmp_path):
     from astropy.io import fits
     from photutils.detection import DAOStarFinder
 
-    from starcenter.cubes.params import DetectParams
-    from starcenter.cubes.stages.detections import detect_chunk
     from starcenter.cubes.archive.ingest import ingest
+    from starcenter.cubes.params import DetectParams
     from starcenter.cubes.sim.optics import PSFParams, get_epsf
+    from starcenter.cubes.stages.detections import detect_chunk
 
     path = omega_cen_file()
     with fits.open(path) as hdul:

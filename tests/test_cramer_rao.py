@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from starcenter.cubes.sim.optics import PSFParams, get_epsf
 from starcenter.cubes.classical.psffit import fit_stars
+from starcenter.cubes.sim.optics import PSFParams, get_epsf
 from starcenter.evaluation.cramer_rao import phase_averaged_bound, position_bound
 
 from .helpers import GAIN, READ_NOISE, SKY_E, star_grid

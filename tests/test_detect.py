@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from starcenter.cubes import constants as C
-from starcenter.cubes.sim import detector
 from starcenter.cubes.classical.peaks import find_peaks
+from starcenter.cubes.sim import detector
 from starcenter.cubes.sim.optics import PSFParams, get_epsf
 
 SHAPE = (200, 200)

@@ -8,9 +8,9 @@ import pytest
 import xarray as xr
 import zarr
 
+from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
 from starcenter.cubes.params import DetectParams
 from starcenter.cubes.stages.detections import detect
-from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
 from starcenter.evaluation.truth import match_to_truth
 
 from .conftest import derive_store

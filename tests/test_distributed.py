@@ -33,8 +33,8 @@ def config():
 def undisturbed(tmp_path_factory, config):
     """Simulated and detected with the synchronous scheduler, nothing interrupted."""
     from starcenter.cubes.params import DetectParams
-    from starcenter.cubes.stages.detections import detect
     from starcenter.cubes.sim.simulate import simulate
+    from starcenter.cubes.stages.detections import detect
 
     path = tmp_path_factory.mktemp("undisturbed") / "u.zarr"
     with dask.config.set(scheduler="synchronous"):
@@ -61,9 +61,9 @@ def test_whole_chain_on_an_fsspec_memory_store(undisturbed, config, tmp_path):
     """simulate -> detect -> catalog -> train/predict -> evaluate on memory://, same results as
     on a local path."""
     from starcenter.cubes.params import DetectParams
-    from starcenter.cubes.stages.detections import detect
     from starcenter.cubes.pipeline import run_catalog
     from starcenter.cubes.sim.simulate import simulate
+    from starcenter.cubes.stages.detections import detect
     from starcenter.evaluation.report import evaluate
     from starcenter.model.predict import predict
     from starcenter.model.train import train
@@ -92,8 +92,8 @@ def test_worker_killed_mid_stage_on_a_local_cluster(undisturbed, config, tmp_pat
     from distributed import Client, LocalCluster
 
     from starcenter.cubes.params import DetectParams
-    from starcenter.cubes.stages.detections import detect
     from starcenter.cubes.sim.simulate import simulate
+    from starcenter.cubes.stages.detections import detect
 
     store = tmp_path / "c.zarr"
     total = config.n_exposures

@@ -9,9 +9,9 @@ import pytest
 import xarray as xr
 from astropy.io import fits
 
-from starcenter.cubes.errors import BadInputError
 from starcenter.cubes.archive.ingest import export_fits, ingest
 from starcenter.cubes.archive.wfpc2 import read_exposure
+from starcenter.cubes.errors import BadInputError
 
 from .conftest import omega_cen_file, shared_file
 

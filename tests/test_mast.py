@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from astropy.table import Table
 
-from starcenter.cubes.errors import BadArgumentError, StarcenterError
 from starcenter.cubes.archive.mast import fetch_mast, query_criteria, select_products
+from starcenter.cubes.errors import BadArgumentError, StarcenterError
 
 DATA = Path(__file__).parent / "data" / "mast_products_wfpc2.ecsv"
 

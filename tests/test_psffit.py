@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from starcenter.cubes.sim.optics import PSFParams, get_epsf
 from starcenter.cubes.classical.psffit import FLAGS, fit_stars
+from starcenter.cubes.sim.optics import PSFParams, get_epsf
 from starcenter.evaluation.truth import phase_profile, pixel_phase
 
 from .helpers import GAIN, READ_NOISE, SKY_E, star_grid

@@ -20,8 +20,8 @@ import numpy as np
 from starcenter.cubes import constants as C
 from starcenter.cubes import schema
 from starcenter.cubes import store as st
-from starcenter.cubes.errors import BadInputError, StarcenterError
 from starcenter.cubes.archive.wfpc2 import RawExposure, discover, read_exposure
+from starcenter.cubes.errors import BadInputError, StarcenterError
 
 PROVENANCE_KEY = "starcenter_ingest"
 

@@ -21,7 +21,6 @@ import numpy as np
 from starcenter.cubes import constants as C
 from starcenter.cubes.errors import BadInputError, StarcenterError
 
-
 PATTERNS = ("*_c0m.fits", "*_c0f.fits", "*.c0h")
 
 

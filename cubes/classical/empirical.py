@@ -14,10 +14,10 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from starcenter.cubes import schema
-from starcenter.cubes.classical.peaks import find_peaks
 from starcenter.cubes.classical.epsf import EffectivePSF
-from starcenter.cubes.errors import StarcenterError
+from starcenter.cubes.classical.peaks import find_peaks
 from starcenter.cubes.classical.psffit import fit_stars
+from starcenter.cubes.errors import StarcenterError
 
 #: Cutout side (px) of the stars fed to the builder.
 STAR_SIZE = 11

@@ -13,7 +13,6 @@ from scipy.spatial import cKDTree
 from starcenter.cubes import constants as C
 from starcenter.cubes.params import TransformParams
 
-
 N_TERMS = 10  # general cubic: 1, u, v, u2, uv, v2, u3, u2v, uv2, v3
 
 

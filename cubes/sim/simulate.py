@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from starcenter.cubes import constants as C
-from starcenter.cubes.sim import detector
 from starcenter.cubes import schema
 from starcenter.cubes.classical.epsf import EffectivePSF
 from starcenter.cubes.errors import BadArgumentError
+from starcenter.cubes.sim import detector
 from starcenter.cubes.sim.field import (
     ClusterModel,
     Dithers,

@@ -11,19 +11,16 @@ weighted by the stars' catalog scatter (:func:`project_catalog`): truth(exposure
 
 from __future__ import annotations
 
-
 import numpy as np
-from scipy.spatial import cKDTree
-
 import xarray as xr
+from scipy.spatial import cKDTree
 
 from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
-from starcenter.cubes.classical.transforms import N_TERMS, STATUS, apply, select
-from starcenter.cubes.params import TransformParams
-from starcenter.cubes.lookup import read_detections
 from starcenter.cubes.classical.stats import clipped_mean
-from starcenter.cubes.classical.transforms import project_catalog
+from starcenter.cubes.classical.transforms import N_TERMS, STATUS, apply, project_catalog, select
+from starcenter.cubes.lookup import read_detections
+from starcenter.cubes.params import TransformParams
 
 AXIS = schema.AXIS
 

@@ -11,17 +11,16 @@ classical branch's second iteration, see :func:`build_catalog_psfs`).
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
-from starcenter.cubes.classical.peaks import find_peaks
 from starcenter.cubes.classical.epsf import EffectivePSF
+from starcenter.cubes.classical.peaks import find_peaks
 from starcenter.cubes.classical.psffit import FLAGS, fit_stars, model_image
+from starcenter.cubes.lookup import chip_epsfs
 from starcenter.cubes.params import DetectParams
 from starcenter.cubes.stages.psf import _saturation_dn, ensure_psf
-from starcenter.cubes.lookup import chip_epsfs
 
 #: The per-detection variables of the group (schema.SPECS["detections"]), padded beyond count.
 DET_VARS = ("x", "y", "flux", "sky", "q", "mag", "saturated", "flags")

@@ -9,12 +9,13 @@ iteration) are added here. :func:`chip_epsfs` is how every stage gets the ePSF o
 from __future__ import annotations
 
 import numpy as np
+
 from starcenter.cubes import constants as C
 from starcenter.cubes import schema
 from starcenter.cubes import store as st
 from starcenter.cubes.errors import StarcenterError, StoreMismatchError
-from starcenter.cubes.params import DetectParams
 from starcenter.cubes.lookup import chip_epsfs
+from starcenter.cubes.params import DetectParams
 
 
 def build_empirical_psfs(store, n_exposures: int = 3, progress: bool = True):

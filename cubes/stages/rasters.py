@@ -11,14 +11,13 @@ corner in the schema pixel convention, so a target lies in [size//2 - 0.5, size/
 
 from __future__ import annotations
 
-
 import numpy as np
 from scipy.spatial import cKDTree
 
 from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
-from starcenter.cubes.classical.transforms import offset_phase
 from starcenter.cubes.classical.cutouts import cut
+from starcenter.cubes.classical.transforms import offset_phase
 from starcenter.cubes.params import RasterParams, TransformParams
 from starcenter.cubes.stages.selection import (
     select_stars,

@@ -4,8 +4,9 @@ from a centring method's centres, the paper's second iteration. It comes after `
 
 from __future__ import annotations
 
-import numpy as np
 import dask.array as da
+import numpy as np
+
 from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
 from starcenter.cubes.classical.stats import clipped_mean

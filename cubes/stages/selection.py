@@ -12,10 +12,11 @@ import warnings
 
 import numpy as np
 from scipy.spatial import cKDTree
+
 from starcenter.cubes import schema
 from starcenter.cubes import store as st
-from starcenter.cubes.params import RasterParams
 from starcenter.cubes.lookup import read_detections
+from starcenter.cubes.params import RasterParams
 
 
 def median_q(root, chip: int) -> np.ndarray:
@@ -69,8 +70,8 @@ STACK_PSFS = ("catalog", "true")
 def _stack_block(path, c, exposures, stars, epsf_for, gain, rn):
     """Sums and counts of the normalized residuals (pixel - sky) / flux - ePSF of ``stars`` over
     ``exposures``, binned in each star's frame: two arrays (n_star * nb * nb,)."""
-    from starcenter.cubes.stages.psf import catalog_stamps
     from starcenter.cubes.classical.empirical import linear_flux_sky, stamp_offsets
+    from starcenter.cubes.stages.psf import catalog_stamps
 
     nb = round(2 * STACK_HALF / STACK_BIN) + 1
     num, den = np.zeros(len(stars) * nb * nb), np.zeros(len(stars) * nb * nb)
@@ -130,8 +131,8 @@ def stack_cut(path: str, params: RasterParams, progress: bool = True):
     """``(chip index, stars) -> stacked residual`` where the stacked-residual cut applies, else
     None (with the reason printed): it needs the catalog (or true) ePSF and at least
     STACK_MIN_EXPOSURES exposures with catalog truth."""
-    from starcenter.cubes.params import DetectParams
     from starcenter.cubes.lookup import chip_epsfs
+    from starcenter.cubes.params import DetectParams
 
     if params.max_stack_residual <= 0:
         return None

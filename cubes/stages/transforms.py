@@ -10,16 +10,15 @@ paper's diagnostic, is the rms residual with the fit's degrees of freedom remove
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from starcenter.cubes import constants as C
 from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
-from starcenter.cubes.errors import BadArgumentError
 from starcenter.cubes.classical.transforms import N_TERMS, STATUS, TERMS, apply, fit_cubic, match
-from starcenter.cubes.params import TransformParams
+from starcenter.cubes.errors import BadArgumentError
 from starcenter.cubes.lookup import read_detections
+from starcenter.cubes.params import TransformParams
 
 
 def solve_exposure(root, exposure: int, chip: int, params: TransformParams) -> dict:
