@@ -74,11 +74,11 @@ def main(argv=None) -> dict:
     from _rss import PeakRSS
     from distributed import Client, LocalCluster
 
+    from starcenter.cubes import pipeline
     from starcenter.cubes import store as st
     from starcenter.cubes.params import DetectParams
     from starcenter.cubes.pipeline import run_catalog
-    from starcenter.cubes.sim.simulate import make_config, simulate
-    from starcenter.cubes.stages.detections import detect
+    from starcenter.cubes.sim.simulate import make_config
 
     kw = {"seed": a.seed}
     if a.exposures:
@@ -105,16 +105,16 @@ def main(argv=None) -> dict:
     with LocalCluster(n_workers=a.workers, threads_per_worker=1, processes=True,
                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         print(f"{res['data']}; {a.workers} workers; dashboard {client.dashboard_link}", flush=True)
-        simulate(store, cfg)
+        pipeline.run_stage("simulate", store, config=cfg)
         done_second = (st.has_group(store, "detections")
                        and st.open_group(store, "detections").attrs.get("params") == second.to_json())
         if not done_second:
-            detect(store, DetectParams("library"))
+            pipeline.run_stage("detect", store, params=DetectParams("library"))
             catalog_stage("catalog_first")
             title = "first iteration: library ePSF"
             res["first"] = _figures(store, str(store) + ".phase-first.png", title)
             _print(title, res["first"])
-        detect(store, second, overwrite=True)
+        pipeline.run(store, "psf", "detect", {"detect": {"params": second, "overwrite": True}})
         catalog_stage("catalog_second")
         title = "second iteration: catalog ePSF, neighbour subtraction, crowding cut"
         res["second"] = _figures(store, str(store) + ".phase-second.png", title)

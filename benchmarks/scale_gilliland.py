@@ -40,13 +40,11 @@ def main(argv=None) -> dict:
     from _rss import PeakRSS
     from distributed import Client, LocalCluster
 
-    from starcenter.cubes import schema
+    from starcenter.cubes import pipeline, schema
     from starcenter.cubes.params import DetectParams
     from starcenter.cubes.pipeline import run_catalog
-    from starcenter.cubes.sim.simulate import make_config, simulate
-    from starcenter.cubes.stages.detections import detect
+    from starcenter.cubes.sim.simulate import make_config
     from starcenter.evaluation.report import evaluate
-    from starcenter.model.predict import predict
     from starcenter.model.train import train
 
     cfg = make_config("gilliland", **({"n_exposures": a.exposures} if a.exposures else {}))
@@ -74,8 +72,8 @@ def main(argv=None) -> dict:
                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         print(f"SIMULATION, gilliland preset: {cfg.n_exposures} exposures x {len(cfg.chips)} chips; "
               f"{a.workers} workers; dashboard {client.dashboard_link}", flush=True)
-        stage("simulate", lambda: simulate(store, cfg), "exposure-chips")
-        stage("detect", lambda: detect(store, DetectParams("library")), "exposure-chips")
+        stage("simulate", lambda: pipeline.run_stage("simulate", store, config=cfg), "exposure-chips")
+        stage("detect", lambda: pipeline.run_stage("detect", store, params=DetectParams("library")), "exposure-chips")
         stage("catalog", lambda: run_catalog(store), "rasters",
               lambda ras: int(ras["mask"].sum()))
         n_rasters = rows[-1]["count"]
@@ -88,7 +86,7 @@ def main(argv=None) -> dict:
 
         def predict_all():
             for chip in cfg.chips:
-                predict(store, models / f"{chip}-v2.keras", "vgg6-v2-scale", chip=chip)
+                pipeline.run_stage("predict", store, model_path=models / f"{chip}-v2.keras", name="vgg6-v2-scale", chip=chip)
             return n_rasters
 
         stage("predict", predict_all, "rasters", lambda n: n)

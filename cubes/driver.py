@@ -10,6 +10,7 @@ template builder and a per-chunk task; its science lives in the ``classical`` ke
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -114,3 +115,15 @@ def finish(store, group: str) -> bool:
         st.set_attr(store, group, complete=1)
         return True
     return False
+
+
+def holds_lock(command: str):
+    """Decorator: the stage function holds the store's lock (``<store>.lock``) while it runs, so
+    a notebook calling a stage directly is protected from a second writer as the CLI is."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def locked_stage(store, *args, **kwargs):
+            with st.locked(store, command):
+                return fn(store, *args, **kwargs)
+        return locked_stage
+    return wrap

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import warnings
 from contextlib import contextmanager
 
@@ -207,17 +208,27 @@ def run_tasks(tasks, description: str, progress: bool = True):
     return out
 
 
+#: The locks this thread holds (re-entry is not a second writer).
+_HELD = threading.local()
+
+
 @contextmanager
 def locked(store, command: str):
     """Hold ``<store>.lock`` while a command writes the store; a second writer is refused with a
     one-line error naming the holder. The lock is created exclusively (``O_EXCL`` locally, fsspec's
     ``xb`` mode on other filesystems, where the object store must support conditional writes).
-    A lock left by a process of this host that no longer runs is taken over."""
+    A lock left by a process of this host that no longer runs is taken over. Re-entrant within
+    one thread (a pipeline run holds it while each stage it calls takes it again); another thread
+    or process is a second writer."""
     import os
     import socket
 
     fs, p = filesystem(store)
     lock = p.rstrip("/") + ".lock"
+    held = _HELD.__dict__.setdefault("locks", set())
+    if (type(fs).__name__, lock) in held:
+        yield
+        return
     me = f"{os.getpid()} {socket.gethostname()} starcenter {command}"
     parent = lock.rsplit("/", 1)[0]
     if parent:
@@ -238,9 +249,11 @@ def locked(store, command: str):
             raise StoreMismatchError(store_path(store), f"is being written by `{holder.strip()}` "
                                      f"(pid {pid} on {host}); wait for it, or remove "
                                      f"{lock.rsplit('/', 1)[-1]} if that process is gone") from None
+    held.add((type(fs).__name__, lock))
     try:
         yield
     finally:
+        held.discard((type(fs).__name__, lock))
         try:
             fs.rm_file(lock)
         except FileNotFoundError:

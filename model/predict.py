@@ -83,6 +83,7 @@ def _predict_block(path: str, model_path: str, name: str, c: int, e0: int, e1: i
     root[f"{schema.centers_group(name)}/done"][e0 // EXPOSURE_BLOCK, c] = 1
 
 
+@driver.holds_lock("predict")
 def predict(store, model_path, name: str = "vgg6", chip: str | None = None, force: bool = False,
             progress: bool = True):
     """The predict stage: centres of every raster of a chip with a trained model -> ``centers/NAME``.

@@ -152,14 +152,29 @@ def test_driver_killed_mid_stage_resumes_to_the_same_store(undisturbed, tmp_path
 
 
 def test_lock_on_an_fsspec_store_refuses_a_second_writer():
+    """A second writer (here another thread) is refused; the holder's own nested stages re-enter."""
+    import threading
+
     from starcenter.cubes.errors import StoreMismatchError
     from starcenter.cubes.store import filesystem, locked
 
     url = f"memory://starcenter-lock-{os.getpid()}/s.zarr"
-    with locked(url, "detect"):
-        with pytest.raises(StoreMismatchError, match="is being written by `starcenter detect`"):
+    errors = []
+
+    def second_writer():
+        try:
             with locked(url, "catalog"):
                 pass
+        except StoreMismatchError as err:
+            errors.append(str(err))
+
+    with locked(url, "detect"):
+        with locked(url, "detect"):  # re-entry by the holder (a pipeline run and its stage)
+            pass
+        t = threading.Thread(target=second_writer)
+        t.start()
+        t.join()
+    assert len(errors) == 1 and "is being written by `starcenter detect`" in errors[0]
     fs, p = filesystem(url)
     assert not fs.exists(p + ".lock")  # released
     with locked(url, "catalog"):  # and can be taken again

@@ -59,6 +59,10 @@ def test_a_held_lock_refuses_the_run(tiny_store, tmp_path):
     (tmp_path / "l.zarr.lock").write_text(f"{os.getppid()} {socket.gethostname()} starcenter detect")
     with pytest.raises(StoreMismatchError, match="is being written by `starcenter detect`"):
         pipeline.run(path, progress=False)
+    from starcenter.cubes.stages.detections import detect
+
+    with pytest.raises(StoreMismatchError, match="is being written"):  # a stage called directly
+        detect(path, progress=False)
     assert not (path / schema.DETECTIONS).exists()
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from starcenter.cubes import constants as C
-from starcenter.cubes import schema
+from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
 from starcenter.cubes.archive.wfpc2 import RawExposure, discover, read_exposure
 from starcenter.cubes.errors import BadInputError, StarcenterError
@@ -122,6 +122,7 @@ def _store_state(target: str, filt: str, first: RawExposure) -> tuple[set, dict]
     return set(), {}
 
 
+@driver.holds_lock("ingest")
 def ingest(store, inputs, separate_filters: bool = False, progress: bool = True) -> dict:
     """Ingest calibrated WFPC2 files into ``store``'s exposures cube.
 

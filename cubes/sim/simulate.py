@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from starcenter.cubes import constants as C
-from starcenter.cubes import schema
+from starcenter.cubes import driver, schema
 from starcenter.cubes.classical.epsf import EffectivePSF
 from starcenter.cubes.errors import BadArgumentError
 from starcenter.cubes.sim import detector
@@ -350,6 +350,7 @@ def _write_chunk(store: str, ctx: ChipContext, exposure: int, chip_index: int):
     return exposure, chip_index
 
 
+@driver.holds_lock("simulate")
 def simulate(store, config: SimulationConfig, progress: bool = True) -> SimulationSummary:
     """Simulate ``config`` into ``store`` (created, or resumed if made with the same config).
 
@@ -358,7 +359,6 @@ def simulate(store, config: SimulationConfig, progress: bool = True) -> Simulati
     """
     import dask
 
-    from starcenter.cubes import driver
     from starcenter.cubes import store as st
 
     path = st.store_path(store)

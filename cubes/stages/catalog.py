@@ -67,6 +67,7 @@ def _reduce_block(block):
     return np.stack([mean, rms, count.astype(float)])
 
 
+@driver.holds_lock("catalog")
 def build_catalog(store, params: TransformParams | None = None, progress: bool = True,
                   min_count: int = 3):
     """The catalog stage: the average catalog and its projection into every exposure (truth).

@@ -83,6 +83,7 @@ def _write_detections(store: str, e: int, c: int, epsf_for, gain, rn, params, sa
     return n
 
 
+@driver.holds_lock("detect")
 def detect(store, params: DetectParams | None = None, progress: bool = True, overwrite: bool = False,
            capacity: int = CAPACITY, rebuild_psf: bool = False) -> dict:
     """The detections stage: classical centres of every (exposure, chip) of ``store`` not yet done.

@@ -11,13 +11,14 @@ from __future__ import annotations
 import numpy as np
 
 from starcenter.cubes import constants as C
-from starcenter.cubes import schema
+from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
 from starcenter.cubes.errors import StarcenterError, StoreMismatchError
 from starcenter.cubes.lookup import chip_epsfs
 from starcenter.cubes.params import DetectParams
 
 
+@driver.holds_lock("detect")
 def build_empirical_psfs(store, n_exposures: int = 3, progress: bool = True):
     """Build and store ``psf/empirical(chip, ey, ex)`` from the first ``n_exposures`` exposures."""
 
@@ -39,6 +40,7 @@ def build_empirical_psfs(store, n_exposures: int = 3, progress: bool = True):
                f"first {n_exposures} exposures")
 
 
+@driver.holds_lock("detect")
 def build_catalog_psfs(store, max_exposures: int = 400, iterations: int = 10, progress: bool = True):
     """Build and store ``psf/catalog(chip, ey, ex)``: per chip, the Anderson & King (2000) ePSF
     learnt at the average catalog's positions (:func:`cubes.empirical.catalog_epsf`) from the
@@ -125,6 +127,7 @@ def _add_epsfs(store, kind: str, chips, data: dict, description: str, **attrs) -
         "oversampling": schema.OVERSAMPLING, "pixel_convention": schema.PIXEL_CONVENTION}))
 
 
+@driver.holds_lock("detect")
 def ensure_psf(store, kind: str = "library", rebuild: bool = False, progress: bool = True) -> None:
     """Build the ``empirical`` or ``catalog`` ePSF if the store has none (or ``rebuild``);
     the library and true ePSFs come with the exposures."""

@@ -75,6 +75,7 @@ def _write_block(path, c, e0, e1, selected, params: RasterParams):
     g["done"][e0 // EXPOSURE_BLOCK, c] = 1
 
 
+@driver.holds_lock("catalog")
 def make_rasters(store, params: RasterParams | None = None, progress: bool = True):
     """The rasters stage: the selection step, then every selected star's raster in every exposure.
 

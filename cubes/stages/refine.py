@@ -14,6 +14,7 @@ from starcenter.cubes.classical.transforms import project_catalog, tie_to_refere
 from starcenter.cubes.params import TransformParams
 
 
+@driver.holds_lock("catalog --from-centers")
 def refine_catalog(store, name: str, progress: bool = True, min_count: int = 3):
     """The refine stage (``starcenter catalog --from-centers NAME``): the paper's second iteration.
 

@@ -52,6 +52,7 @@ def solve_exposure(root, exposure: int, chip: int, params: TransformParams) -> d
     return out
 
 
+@driver.holds_lock("catalog")
 def compute_transforms(store, params: TransformParams | None = None, progress: bool = True):
     """The transforms stage: every (exposure, chip)'s cubic transformation into the reference.
 
