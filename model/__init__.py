@@ -17,6 +17,7 @@ def quiet_tensorflow() -> None:
     ``starcenter --verbose`` (STARCENTER_VERBOSE=1) shows them. Errors still raise."""
     if "tensorflow" in sys.modules or os.environ.get("STARCENTER_VERBOSE"):
         return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # later INFO/WARNING lines (tf.data notices)
     sys.stderr.flush()
     saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     try:
