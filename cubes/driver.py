@@ -60,17 +60,22 @@ def prepare(store, group: str, build: Callable[[], tuple], provenance: dict,
         One entry per chunk of the group: True where the chunk is written (resume).
     """
     if st.has_group(store, group):
-        diff = stale(store, group, provenance)
-        if not diff:
+        if not stale(store, group, provenance):
             return st.done_mask(store, group)
         if not replace:
-            old = "; ".join(f"{k} {a}" for k, (a, _) in diff.items())
-            raise StoreMismatchError(st.store_path(store), f"{group} exist with other parameters "
-                                                           f"({old}){refuse_hint}")
+            check_unchanged(store, group, provenance, refuse_hint)
     ds, encoding = build()
     ds.attrs.update({**provenance, "complete": 0})
     st.write_template(store, group, ds, encoding)
     return st.done_mask(store, group)
+
+
+def check_unchanged(store, group: str, provenance: dict, hint: str = "") -> None:
+    """Raise StoreMismatchError if ``group`` exists with other provenance (parameters)."""
+    diff = stale(store, group, provenance) if st.has_group(store, group) else {}
+    if diff:
+        old = "; ".join(f"{k} {a}" for k, (a, _) in diff.items())
+        raise StoreMismatchError(st.store_path(store), f"{group} exist with other parameters ({old}){hint}")
 
 
 def run_chunks(store, group: str, done: np.ndarray, task: Callable, description: str,
@@ -126,4 +131,14 @@ def holds_lock(command: str):
             with st.locked(store, command):
                 return fn(store, *args, **kwargs)
         return locked_stage
+    return wrap
+
+
+def preflight(check: Callable):
+    """Decorator: attach ``check(store, **kwargs)``, the stage's checks of the store's state and
+    of its arguments that need no lock and change nothing; the pipeline runs them before it takes
+    the lock or starts a cluster, so a refusal leaves no trace."""
+    def wrap(fn):
+        fn.preflight = check
+        return fn
     return wrap

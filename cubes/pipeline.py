@@ -113,6 +113,9 @@ def run(store, start: str = "detect", until: str = "rasters", params: dict | Non
     made: set[str] = set()
     for s in chain:  # before the lock and the cluster: a missing input is one line, no side effect
         driver.require(store, *[g for g in s.reads if g not in made and g != S.CENTERS])
+        check = getattr(s.load(), "preflight", None)
+        if check is not None and not (set(s.reads) - {S.CENTERS}) & made:
+            check(store, **params.get(s.name, {}))
         made |= set(s.writes)
     out = {}
     with st.locked(store, f"{start}..{until}" if len(chain) > 1 else start), cluster(cluster_options):

@@ -64,29 +64,58 @@ def read_attrs(store) -> dict:
     return dict(open_root(store).attrs)
 
 
-def init_store(store, provenance_key: str, provenance: str) -> bool:
-    """Create the store, or check that an existing one was made with the same parameters.
+def check_store(store, provenance_key: str, provenance: str) -> bool:
+    """Whether ``store`` can take data made with ``provenance``, touching nothing.
 
-    Returns True if the store already existed (a resume). Raises StoreMismatchError if it
-    holds something else; nothing is modified in that case.
+    Returns True if a store made with the same parameters exists (a resume), False if there is
+    none yet, or one left empty by an interrupted first run (no group written: it is reused).
+    Raises StoreMismatchError if the path holds other data, or a store made with other
+    parameters, or if a new store could not be written there.
     """
     path = store_path(store)
     if exists(store):
         attrs = read_attrs(store)
-        if attrs.get(provenance_key) != provenance:
-            old = attrs.get(provenance_key)
-            if old is None:
-                raise StoreMismatchError(path, f"exists but was not written by this stage "
-                                               f"(no {provenance_key!r} record); refusing to touch it")
-            raise StoreMismatchError(path, "exists with other parameters: "
-                                           f"{_diff(json.loads(old), json.loads(provenance))}; "
-                                           "use another path or the same parameters")
-        return True
+        if attrs.get(provenance_key) == provenance:
+            return True
+        if not _groups(store):
+            return False  # stamped by a first run that stopped before writing anything
+        old = attrs.get(provenance_key)
+        if old is None:
+            raise StoreMismatchError(path, f"exists but was not written by this stage "
+                                           f"(no {provenance_key!r} record); refusing to touch it")
+        raise StoreMismatchError(path, "exists with other parameters: "
+                                       f"{_diff(json.loads(old), json.loads(provenance))}; "
+                                       "use another path or the same parameters")
     fs, p = filesystem(store)
-    there = fs.exists(p)
-    if there and fs.ls(p):
+    if fs.exists(p) and fs.ls(p):
         raise StoreMismatchError(path, "exists and is not a starcenter store; refusing to write there")
-    root = zarr.open_group(path, mode="a" if there else "w-")
+    if is_local(store):
+        import os
+        from pathlib import Path
+
+        parent = next(q for q in [Path(p), *Path(p).parents] if q.exists())
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise StoreMismatchError(path, f"cannot be created: {parent} is not a writable folder")
+    return False
+
+
+def _groups(store) -> list[str]:
+    fs, p = filesystem(store)
+    return [q for q in fs.ls(p, detail=False) if fs.exists(f"{q}/zarr.json")]
+
+
+def init_store(store, provenance_key: str, provenance: str) -> bool:
+    """Create the store (stamped with its validated parameters), or check that an existing one was
+    made with the same parameters (:func:`check_store`).
+
+    Returns True if the store already existed (a resume). Raises StoreMismatchError if it
+    holds something else; nothing is modified in that case.
+    """
+    resumed = check_store(store, provenance_key, provenance)
+    if resumed:
+        return True
+    path = store_path(store)
+    root = zarr.open_group(path, mode="a")
     root.attrs.update({"schema_version": schema.SCHEMA_VERSION, provenance_key: provenance,
                        "pixel_convention": schema.PIXEL_CONVENTION})
     return False

@@ -8,12 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from starcenter import arguments as A
 from starcenter.cubes import pipeline
 from starcenter.cubes.cluster import ClusterOptions, cluster
-
-
-def _chips(text: str) -> tuple[str, ...]:
-    return tuple(c.strip().upper() for c in text.split(",") if c.strip())
 
 
 def _cmd_simulate(args) -> int:
@@ -145,15 +142,15 @@ def _cluster(args) -> ClusterOptions:
 
 
 def _add_cluster_args(p):
-    p.add_argument("--scheduler", default="local",
+    p.add_argument("--scheduler", default="local", type=A.scheduler,
                    help="'local' (a LocalCluster, default), 'synchronous', 'threads', "
                         "'processes', or the address of a running dask scheduler")
-    p.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
-    p.add_argument("--threads", type=int, default=1, help="threads per worker (default 1)")
-    p.add_argument("--memory-limit", default="auto",
+    p.add_argument("--workers", type=A.integer(1, 1024), help="LocalCluster worker processes (default: one per core)")
+    p.add_argument("--threads", type=A.integer(1, 1024), default=1, help="threads per worker (default 1)")
+    p.add_argument("--memory-limit", default="auto", type=A.memory,
                    help="memory limit per worker, e.g. 3GiB (default: the machine's memory split "
                         "between the workers)")
-    p.add_argument("--dashboard-address", default="127.0.0.1:8787",
+    p.add_argument("--dashboard-address", default="127.0.0.1:8787", type=A.address,
                    help="where the dask dashboard listens (default 127.0.0.1:8787, this machine "
                         "only; ':8787' for every interface)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -161,15 +158,15 @@ def _add_cluster_args(p):
 
 def _add_simulate(sub):
     p = sub.add_parser("simulate", help="simulate a dithered WFPC2 data set into a Zarr store")
-    p.add_argument("store", help="output store (OUT.zarr); rerun with the same arguments resumes")
-    p.add_argument("--preset", default="demo", help="demo (24 x PC1,WF3) or gilliland (636 x 4)")
-    p.add_argument("--exposures", type=int, help="number of exposures (>= 2)")
-    p.add_argument("--chips", type=_chips, help="comma-separated chips, e.g. PC1,WF3")
-    p.add_argument("--filter", help="F555W or F814W")
-    p.add_argument("--focus-um", type=float, help="true focus: SM despace vs the library, microns")
-    p.add_argument("--breathing-um", type=float, help="per-exposure focus breathing amplitude, microns")
+    p.add_argument("store", type=A.store, help="output store (OUT.zarr); rerun with the same arguments resumes")
+    p.add_argument("--preset", default="demo", choices=("demo", "gilliland"), help="demo (24 x PC1,WF3) or gilliland (636 x 4)")
+    p.add_argument("--exposures", type=A.integer(2, 100_000), help="number of exposures (2..100000)")
+    p.add_argument("--chips", type=A.chips, help="comma-separated chips, e.g. PC1,WF3")
+    p.add_argument("--filter", type=A.filter_name, help="F555W or F814W")
+    p.add_argument("--focus-um", type=A.number(-100, 100), help="true focus: SM despace vs the library, microns")
+    p.add_argument("--breathing-um", type=A.number(0, 100), help="per-exposure focus breathing amplitude, microns")
     p.add_argument("--field-varying", action="store_true", help="aberrations vary across the chip")
-    p.add_argument("--seed", type=int, help="random seed (default 1)")
+    p.add_argument("--seed", type=A.integer(0), help="random seed (default 1)")
     p.add_argument("--bright-enhanced", action="store_true", help="over-represent bright stars")
     p.add_argument("--cosmic-rays", action="store_true", help="add cosmic rays (off by default)")
     p.add_argument("--cti", action="store_true", help="add charge-transfer inefficiency (off by default)")
@@ -179,8 +176,8 @@ def _add_simulate(sub):
 
 def _add_ingest(sub):
     p = sub.add_parser("ingest", help="ingest calibrated WFPC2 files (c0m/c1m, c0f/c1f, GEIS) into a store")
-    p.add_argument("store")
-    p.add_argument("inputs", nargs="+", help="c0 files or directories")
+    p.add_argument("store", type=A.store)
+    p.add_argument("inputs", nargs="+", type=A.input_path, help="c0 files or directories")
     p.add_argument("--separate-filters", action="store_true",
                    help="route each filter to STORE_<FILTER>.zarr instead of refusing a mix")
     _add_cluster_args(p)
@@ -189,32 +186,32 @@ def _add_ingest(sub):
 
 def _add_export_fits(sub):
     p = sub.add_parser("export-fits", help="write a store's exposures as archive-layout *_c0m.fits")
-    p.add_argument("store")
-    p.add_argument("outdir")
+    p.add_argument("store", type=A.existing_store)
+    p.add_argument("outdir", type=A.output_dir)
     p.set_defaults(func=_cmd_export)
 
 
 def _add_fetch_mast(sub):
     p = sub.add_parser("fetch-mast", help="download a proposal's calibrated WFPC2 exposures from MAST")
-    p.add_argument("outdir")
-    p.add_argument("--proposal", required=True, help="HST proposal id, e.g. 8267 (Gilliland, NGC 104)")
-    p.add_argument("--filter", required=True, help="e.g. F555W")
+    p.add_argument("outdir", type=A.output_dir)
+    p.add_argument("--proposal", required=True, type=A.integer(1), help="HST proposal id, e.g. 8267 (Gilliland, NGC 104)")
+    p.add_argument("--filter", required=True, type=A.wfpc2_filter, help="e.g. F555W")
     p.set_defaults(func=_cmd_fetch)
 
 
 def _add_detect(sub):
     p = sub.add_parser("detect", help="detect and ePSF-fit stars in every exposure (classical centres)")
-    p.add_argument("store", help="store with an exposures group")
+    p.add_argument("store", type=A.existing_store, help="store with an exposures group")
     p.add_argument("--psf", default="library", choices=("library", "true", "empirical", "catalog"),
                    help="ePSF to fit with: library (nominal, as hst1pass), true (simulations), "
                         "empirical (built from a few exposures with photutils' EPSFBuilder), "
                         "catalog (Anderson & King ePSF learnt at the average catalog's positions "
                         "from every exposure: run `starcenter catalog` first; the classical "
                         "second iteration)")
-    p.add_argument("--threshold", type=float, default=5.0, help="detection threshold, sigma")
-    p.add_argument("--min-separation", type=float, default=2.0, help="minimum peak separation, px")
+    p.add_argument("--threshold", type=A.number(0, 1e6, lo_open=True), default=5.0, help="detection threshold, sigma")
+    p.add_argument("--min-separation", type=A.number(0, 100), default=2.0, help="minimum peak separation, px")
     p.add_argument("--overwrite", action="store_true", help="replace detections made with other parameters")
-    p.add_argument("--neighbour-passes", type=int, default=0,
+    p.add_argument("--neighbour-passes", type=A.integer(0, 5), default=0,
                    help="refit every star on the image minus its fitted neighbours' ePSF models, "
                         "this many times (default 0, as hst1pass; 2 for the catalog iteration)")
     p.add_argument("--rebuild-psf", action="store_true",
@@ -226,11 +223,11 @@ def _add_detect(sub):
 
 def _add_catalog(sub):
     p = sub.add_parser("catalog", help="transforms, average catalog (truth) and training rasters")
-    p.add_argument("store", help="store with a detections group")
-    p.add_argument("--reference", type=int, default=0, help="reference exposure index (default 0)")
-    p.add_argument("--raster-size", type=int, default=6, help="raster side in pixels (default 6)")
-    p.add_argument("--from-centers", metavar="NAME", help="build the catalog from centers/NAME")
-    p.add_argument("--max-stack-residual", type=float, default=0.002,
+    p.add_argument("store", type=A.existing_store, help="store with a detections group")
+    p.add_argument("--reference", type=A.integer(0), default=0, help="reference exposure index (default 0)")
+    p.add_argument("--raster-size", type=A.integer(3, 21), default=6, help="raster side in pixels (default 6)")
+    p.add_argument("--from-centers", metavar="NAME", type=A.name, help="build the catalog from centers/NAME")
+    p.add_argument("--max-stack-residual", type=A.number(0, 1), default=0.002,
                    help="crowding cut: largest departure of a star's stacked fit residual from the "
                         "chip's common pattern, flux fraction per px (default 0.002; 0: off); made "
                         "only for detections with the catalog (or true) ePSF")
@@ -240,15 +237,15 @@ def _add_catalog(sub):
 
 def _add_train(sub):
     p = sub.add_parser("train", help="train a centring network (VGG6) from a store's rasters")
-    p.add_argument("store")
-    p.add_argument("--chip", required=True, help="chip whose rasters to train on, e.g. PC1")
+    p.add_argument("store", type=A.existing_store)
+    p.add_argument("--chip", required=True, type=A.chip, help="chip whose rasters to train on, e.g. PC1")
     p.add_argument("--arch", default="v2", choices=("v1", "v2"), help="VGG6 version (paper Table 1)")
     p.add_argument("--recipe", default="fast", choices=("paper", "fast"),
                    help="paper: MAE, Adam 1e-5, batch 32, 1000 epochs; fast: Adam 1e-3 on a cosine "
                         "schedule, batch 64, 100 epochs, best weights kept")
-    p.add_argument("--epochs", type=int, help="maximum epochs (default: the recipe's)")
-    p.add_argument("--out", required=True, help="model file M.keras (metadata in M.keras.json)")
-    p.add_argument("--seed", type=int, default=0, help="split and initialization seed")
+    p.add_argument("--epochs", type=A.integer(1, 100_000), help="maximum epochs (default: the recipe's)")
+    p.add_argument("--out", required=True, type=A.model_out, help="model file M.keras (metadata in M.keras.json)")
+    p.add_argument("--seed", type=A.integer(0), default=0, help="split and initialization seed")
     p.add_argument("--target", default="catalog", choices=("catalog", "exact"),
                    help="catalog truth (the paper's real-data truth) or exact simulation truth")
     p.add_argument("--quiet", action="store_true")
@@ -257,10 +254,10 @@ def _add_train(sub):
 
 def _add_predict(sub):
     p = sub.add_parser("predict", help="centre every raster with a trained model -> centers/NAME")
-    p.add_argument("store")
-    p.add_argument("--model", required=True, help="a model written by `starcenter train`")
-    p.add_argument("--name", default="vgg6", help="centers group name (default vgg6)")
-    p.add_argument("--chip", help="chip to centre (default: the model's)")
+    p.add_argument("store", type=A.existing_store)
+    p.add_argument("--model", required=True, type=A.model_file, help="a model written by `starcenter train`")
+    p.add_argument("--name", default="vgg6", type=A.name, help="centers group name (default vgg6)")
+    p.add_argument("--chip", type=A.chip, help="chip to centre (default: the model's)")
     p.add_argument("--force", action="store_true", help="ignore a chip/raster-size/filter mismatch")
     _add_cluster_args(p)
     p.set_defaults(func=_cmd_predict)
@@ -268,9 +265,9 @@ def _add_predict(sub):
 
 def _add_demo(sub):
     p = sub.add_parser("demo", help="run the demo on the embedded default data set")
-    p.add_argument("outdir", nargs="?", default="demo-output", help="output directory")
-    p.add_argument("--exposures", type=int, default=48, help="exposures of the demo set (default 48)")
-    p.add_argument("--epochs", type=int, help="cap on training epochs (default: the fast recipe's)")
+    p.add_argument("outdir", nargs="?", default="demo-output", type=A.output_dir, help="output directory")
+    p.add_argument("--exposures", type=A.integer(2, 100_000), default=48, help="exposures of the demo set (default 48)")
+    p.add_argument("--epochs", type=A.integer(1, 100_000), help="cap on training epochs (default: the fast recipe's)")
     p.add_argument("--no-real", action="store_true", help="skip the real ω Cen section")
     _add_cluster_args(p)
     p.set_defaults(func=_cmd_demo)
@@ -278,31 +275,31 @@ def _add_demo(sub):
 
 def _add_sweep_raster_size(sub):
     p = sub.add_parser("sweep-raster-size", help="train and test a network per raster size (Fig. 7)")
-    p.add_argument("store", help="store with rasters (starcenter catalog)")
-    p.add_argument("--chip", required=True)
-    p.add_argument("--sizes", type=lambda t: [int(v) for v in t.split(",")], default=[4, 5, 6, 7, 8],
+    p.add_argument("store", type=A.existing_store, help="store with rasters (starcenter catalog)")
+    p.add_argument("--chip", required=True, type=A.chip)
+    p.add_argument("--sizes", type=A.sizes, default=[4, 5, 6, 7, 8],
                    help="comma-separated raster sizes in px (default 4,5,6,7,8)")
     p.add_argument("--arch", default="v1", choices=("v1", "v2"))
-    p.add_argument("--epochs", type=int, default=30, help="training epochs cap per size (default 30)")
-    p.add_argument("--out", default="raster-size-sweep", help="output directory")
+    p.add_argument("--epochs", type=A.integer(1, 100_000), default=30, help="training epochs cap per size (default 30)")
+    p.add_argument("--out", default="raster-size-sweep", type=A.output_dir, help="output directory")
     _add_cluster_args(p)
     p.set_defaults(func=_cmd_sweep)
 
 
 def _add_evaluate(sub):
     p = sub.add_parser("evaluate", help="figures, metrics.json and report.md for a store")
-    p.add_argument("store")
-    p.add_argument("--report", required=True, help="output directory")
+    p.add_argument("store", type=A.existing_store)
+    p.add_argument("--report", required=True, type=A.output_dir, help="output directory")
     _add_cluster_args(p)
     p.set_defaults(func=_cmd_evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line: one subcommand per pipeline stage or stretch, plus demo and reports."""
-    parser = argparse.ArgumentParser(prog="starcenter", description=__doc__.splitlines()[0])
+    parser = A.OneLineParser(prog="starcenter", description=__doc__.splitlines()[0])
     parser.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's start-up messages (hidden by default)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=A.OneLineParser)
     for add in (_add_simulate, _add_ingest, _add_export_fits, _add_fetch_mast, _add_detect, _add_catalog, _add_train, _add_predict, _add_demo, _add_sweep_raster_size, _add_evaluate):
         add(sub)
     return parser

@@ -350,6 +350,13 @@ def _write_chunk(store: str, ctx: ChipContext, exposure: int, chip_index: int):
     return exposure, chip_index
 
 
+def _preflight(store, config: SimulationConfig, **_) -> None:
+    from starcenter.cubes import store as st
+
+    st.check_store(store, PROVENANCE_KEY, config.to_json())
+
+
+@driver.preflight(_preflight)
 @driver.holds_lock("simulate")
 def simulate(store, config: SimulationConfig, progress: bool = True) -> SimulationSummary:
     """Simulate ``config`` into ``store`` (created, or resumed if made with the same config).

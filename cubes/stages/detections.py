@@ -83,6 +83,15 @@ def _write_detections(store: str, e: int, c: int, epsf_for, gain, rn, params, sa
     return n
 
 
+def _preflight(store, params: DetectParams | None = None, overwrite: bool = False, **_) -> None:
+    """Detections made with other parameters are refused unless ``overwrite``."""
+    params = params or DetectParams()
+    if st.has_group(store, schema.DETECTIONS) and not overwrite:
+        driver.check_unchanged(store, schema.DETECTIONS, {"params": params.to_json()},
+                               "; pass --overwrite to replace them")
+
+
+@driver.preflight(_preflight)
 @driver.holds_lock("detect")
 def detect(store, params: DetectParams | None = None, progress: bool = True, overwrite: bool = False,
            capacity: int = CAPACITY, rebuild_psf: bool = False) -> dict:
