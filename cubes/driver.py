@@ -17,7 +17,7 @@ import numpy as np
 
 from starcenter.cubes import schema
 from starcenter.cubes import store as st
-from starcenter.cubes.errors import StoreMismatchError
+from starcenter.cubes.errors import StoreIOError, StoreMismatchError
 
 
 def require(store, *groups: str, hint: str | None = None) -> None:
@@ -30,8 +30,14 @@ def require(store, *groups: str, hint: str | None = None) -> None:
 
 def stale(store, group: str, provenance: dict) -> dict:
     """{attribute: (stored, wanted)} for every provenance attribute of ``group`` that differs."""
-    attrs = st.open_group(store, group).attrs
-    return {k: (attrs.get(k), v) for k, v in provenance.items() if attrs.get(k) != v}
+    import zarr
+
+    # the group's own metadata, not the consolidated copy (a template cut short never reached it)
+    attrs = dict(zarr.open_group(st.store_path(store), mode="r", use_consolidated=False)[group].attrs)
+    diff = {k: (attrs.get(k), v) for k, v in provenance.items() if attrs.get(k) != v}
+    if attrs.get("template") == "writing":  # an interrupted template: lay it down again
+        diff["template"] = ("writing", "written")
+    return diff
 
 
 def prepare(store, group: str, build: Callable[[], tuple], provenance: dict,
@@ -60,19 +66,27 @@ def prepare(store, group: str, build: Callable[[], tuple], provenance: dict,
         One entry per chunk of the group: True where the chunk is written (resume).
     """
     if st.has_group(store, group):
-        if not stale(store, group, provenance):
+        diff = stale(store, group, provenance)
+        if not diff:
             return st.done_mask(store, group)
         if not replace:
-            check_unchanged(store, group, provenance, refuse_hint)
+            check_unchanged(store, group, provenance, refuse_hint)  # an interrupted template passes
     ds, encoding = build()
-    ds.attrs.update({**provenance, "complete": 0})
-    st.write_template(store, group, ds, encoding)
+    # "writing" until the whole template is down: a template cut short (a full disk) is stale
+    ds.attrs.update({**provenance, "complete": 0, "template": "writing"})
+    try:
+        st.write_template(store, group, ds, encoding)
+    except OSError as err:
+        raise StoreIOError(f"{st.store_path(store)}: {err.strerror or err} while laying down the {group} "
+                           "group; fix the cause (free space, permissions) and rerun") from None
+    st.set_attr(store, group, template="written")
     return st.done_mask(store, group)
 
 
 def check_unchanged(store, group: str, provenance: dict, hint: str = "") -> None:
     """Raise StoreMismatchError if ``group`` exists with other provenance (parameters)."""
     diff = stale(store, group, provenance) if st.has_group(store, group) else {}
+    diff.pop("template", None)  # a template cut short holds no finished chunk: it is replaced
     if diff:
         old = "; ".join(f"{k} {a}" for k, (a, _) in diff.items())
         raise StoreMismatchError(st.store_path(store), f"{group} exist with other parameters ({old}){hint}")
@@ -142,3 +156,46 @@ def preflight(check: Callable):
         fn.preflight = check
         return fn
     return wrap
+
+
+def verify(store, repair: bool = False) -> list[tuple[str, tuple[int, ...], str]]:
+    """Read every finished chunk of every resumable group; return the unreadable ones.
+
+    A chunk file truncated or corrupted on disk (a crash, a full disk, a bad copy) fails to
+    decompress; with ``repair`` its ``done`` marker is cleared, so rerunning the stage that owns
+    the group redoes exactly those chunks (deterministic: the same bytes as an undisturbed run).
+
+    Returns
+    -------
+    list of (group, chunk index, error)
+    """
+    root = st.open_root(store, "r+" if repair else "r")
+    bad = []
+    for group in [g for g in _resumable(root)]:
+        g = root[group]
+        done = np.asarray(g["done"][...]).astype(bool)
+        block = schema.EXPOSURE_BLOCK if g["done"].metadata.dimension_names[0] == schema.BLOCK else 1
+        arrays = [a for name, a in g.arrays() if name != "done" and a.metadata.dimension_names[:2]
+                  == (schema.EXPOSURE, schema.CHIP)]
+        for e, c in np.argwhere(done):
+            for a in arrays:
+                try:
+                    a[e * block:(e + 1) * block, c]
+                except RuntimeError as err:  # zarr's codecs: "... decompression error ..."
+                    bad.append((group, (int(e), int(c)), f"{a.path}: {err}"))
+                    if repair:
+                        g["done"][e, c] = 0
+                    break
+    if repair and bad:
+        st.consolidate(store)
+    return bad
+
+
+def _resumable(root) -> list[str]:
+    """Groups (and centers/NAME subgroups) that carry a per-chunk ``done`` marker."""
+    out = []
+    for name, g in root.groups():
+        if "done" in g.array_keys():
+            out.append(name)
+        out += [f"{name}/{sub}" for sub, h in g.groups() if "done" in h.array_keys()]
+    return sorted(out)

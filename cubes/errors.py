@@ -25,3 +25,8 @@ class BadInputError(StarcenterError):
     def __init__(self, path: str, problem: str):
         super().__init__(f"{path}: {problem}")
         self.path = path
+
+
+class StoreIOError(StarcenterError):
+    """Reading or writing a store failed (disk full, read-only, a truncated chunk); the chunks
+    finished before are kept and a rerun resumes."""

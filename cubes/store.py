@@ -23,7 +23,7 @@ import xarray as xr
 import zarr
 
 from starcenter.cubes import schema
-from starcenter.cubes.errors import StoreMismatchError
+from starcenter.cubes.errors import StoreIOError, StoreMismatchError
 
 
 def store_path(store) -> str:
@@ -126,6 +126,25 @@ def _diff(old: dict, new: dict) -> str:
     return ", ".join(f"{k} {old.get(k)!r} != {new.get(k)!r}" for k in keys if old.get(k) != new.get(k))
 
 
+def _compute(tasks, client, live: bool):
+    import dask
+
+    if client is not None:
+        futures = client.compute(tasks)
+        if live:
+            from distributed import progress as dprogress
+
+            dprogress(futures)
+            print()
+        return client.gather(futures)
+    if live:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar(dt=1.0):
+            return dask.compute(*tasks)
+    return dask.compute(*tasks)
+
+
 @contextmanager
 def _quiet_consolidation():
     with warnings.catch_warnings():
@@ -202,8 +221,6 @@ def run_tasks(tasks, description: str, progress: bool = True):
     """
     import time
 
-    import dask
-
     if not tasks:
         return []
     try:
@@ -217,21 +234,17 @@ def run_tasks(tasks, description: str, progress: bool = True):
         where = f" on {client.dashboard_link}" if client is not None else ""
         print(f"{description}: {len(tasks)} chunks{where}", flush=True)
     t0 = time.perf_counter()
-    if client is not None:
-        futures = client.compute(tasks)
-        if live:
-            from distributed import progress as dprogress
-
-            dprogress(futures)
-            print()
-        out = client.gather(futures)
-    elif live:
-        from dask.diagnostics import ProgressBar
-
-        with ProgressBar(dt=1.0):
-            out = dask.compute(*tasks)
-    else:
-        out = dask.compute(*tasks)
+    try:
+        out = _compute(tasks, client, live)
+    except OSError as err:  # disk full, read-only or vanished store: the finished chunks are kept
+        raise StoreIOError(f"{description}: {err.strerror or err} ({type(err).__name__}) while reading or "
+                           "writing the store; every chunk finished before is kept: fix the cause "
+                           "(free space, permissions) and rerun to resume") from None
+    except RuntimeError as err:
+        if "decompress" not in str(err).lower():
+            raise
+        raise StoreIOError(f"{description}: a chunk is unreadable ({err}): run `starcenter verify STORE "
+                           "--repair` to find it and mark it for redoing, then rerun") from None
     if progress and not live:
         print(f"{description}: done in {time.perf_counter() - t0:.1f} s", flush=True)
     return out

@@ -135,6 +135,19 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
+def _cmd_verify(args) -> int:
+    from starcenter.cubes import driver
+    from starcenter.cubes.store import locked
+
+    with locked(args.store, "verify"):
+        bad = driver.verify(args.store, repair=args.repair)
+    for group, index, err in bad:
+        print(f"{args.store}: {group} chunk {index} unreadable: {err}")
+    verb = "marked for redoing: rerun their stages" if args.repair else "run again with --repair"
+    print(f"{args.store}: {len(bad)} unreadable chunk(s)" + (f"; {verb}" if bad else ", every finished chunk reads"))
+    return 1 if bad and not args.repair else 0
+
+
 def _cluster(args) -> ClusterOptions:
     """Where the command's dask work runs (starcenter.cubes.cluster)."""
     return ClusterOptions(args.scheduler, args.workers, args.threads, args.memory_limit,
@@ -286,6 +299,14 @@ def _add_sweep_raster_size(sub):
     p.set_defaults(func=_cmd_sweep)
 
 
+def _add_verify(sub):
+    p = sub.add_parser("verify", help="read every finished chunk; --repair marks unreadable ones for redoing")
+    p.add_argument("store", type=A.existing_store)
+    p.add_argument("--repair", action="store_true",
+                   help="clear the done marker of every unreadable chunk: rerunning its stage redoes it")
+    p.set_defaults(func=_cmd_verify)
+
+
 def _add_evaluate(sub):
     p = sub.add_parser("evaluate", help="figures, metrics.json and report.md for a store")
     p.add_argument("store", type=A.existing_store)
@@ -300,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's start-up messages (hidden by default)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=A.OneLineParser)
-    for add in (_add_simulate, _add_ingest, _add_export_fits, _add_fetch_mast, _add_detect, _add_catalog, _add_train, _add_predict, _add_demo, _add_sweep_raster_size, _add_evaluate):
+    for add in (_add_simulate, _add_ingest, _add_export_fits, _add_fetch_mast, _add_detect, _add_catalog,
+                _add_train, _add_predict, _add_demo, _add_sweep_raster_size, _add_evaluate, _add_verify):
         add(sub)
     return parser
 
@@ -328,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except StarcenterError as err:
         print(f"starcenter {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the machine refused (disk full, permissions) outside a stage's chunks
+        print(f"starcenter {args.command}: error: {err.strerror or err} ({type(err).__name__}"
+              f"{': ' + str(err.filename) if err.filename else ''})", file=sys.stderr)
         return 2
 
 

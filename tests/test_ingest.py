@@ -87,6 +87,14 @@ def _write_variant(src, dst, edit):
                                                         header=h[2].header)), "expected (800, 800)"),
     ("nan", lambda h: h[4].data.__setitem__(slice(None), np.nan), "entirely NaN"),
     ("noexp", lambda h: h[0].header.remove("EXPTIME"), "EXPTIME missing"),
+    ("exptype", lambda h: h[0].header.__setitem__("EXPTIME", "long"), "EXPTIME 'long' is not a number"),
+    ("expneg", lambda h: h[0].header.__setitem__("EXPTIME", -5.0), "EXPTIME -5.0 is not > 0"),
+    ("startnan", lambda h: h[0].header.__setitem__("EXPSTART", "soon"), "EXPSTART 'soon' is not a number"),
+    ("gaintype", lambda h: h[0].header.__setitem__("ATODGAIN", "high"), "ATODGAIN 'high' is not a number"),
+    ("dettype", lambda h: h[1].header.__setitem__("DETECTOR", "one"), "DETECTOR 'one' is not a chip number"),
+    ("dettwice", lambda h: h[2].header.__setitem__("DETECTOR", 1), "missing chip"),
+    ("noinst", lambda h: h[0].header.remove("INSTRUME"), "INSTRUME is 'missing'"),
+    ("nofilter", lambda h: (h[0].header.remove("FILTNAM1"), h[0].header.remove("FILTNAM2")), "no filter"),
 ])
 def test_bad_files_one_line_error_naming_the_file(exported, tmp_path, name, edit, problem):
     _, files = exported
@@ -105,6 +113,17 @@ def test_truncated_and_corrupt_files(exported, tmp_path):
     for f in ("trunc_c0m.fits", "junk_c0m.fits"):
         with pytest.raises(BadInputError, match="not a readable FITS"):
             read_exposure(tmp_path / f)
+
+
+def test_naxis_lie_is_a_clear_error(exported, tmp_path):
+    """A header that claims more pixels than the file holds (NAXIS lies) reads as truncated."""
+    _, files = exported
+    data = bytearray(files[0].read_bytes())
+    i = data.index(b"NAXIS1  =", 2880)  # the first SCI extension
+    data[i:i + 30] = b"NAXIS1  =                 1600"
+    (tmp_path / "naxis_c0m.fits").write_bytes(bytes(data))
+    with pytest.raises(BadInputError, match="naxis_c0m.fits"):
+        read_exposure(tmp_path / "naxis_c0m.fits")
 
 
 def test_unreadable_geis_pair_and_empty_directory(tmp_path):

@@ -78,7 +78,8 @@ def _open_hdul(path: Path):
         return hdul
     except BadInputError:
         raise
-    except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError) as err:
+    except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError, AttributeError) as err:
+        # AttributeError: astropy's answer to a header whose NAXIS claims more data than the file has
         raise BadInputError(str(path), f"not a readable FITS/GEIS file ({type(err).__name__}: "
                                        f"{str(err).splitlines()[0][:120]})") from None
 
@@ -175,7 +176,7 @@ def _planes(hdul, path: Path):
         table = hdul[1].data if len(hdul) > 1 else None
         if table is None or "DETECTOR" not in table.columns.names:
             raise BadInputError(str(path), "waivered FITS without a group-parameter table with DETECTOR")
-        dets = [int(d) for d in table["DETECTOR"]]
+        dets = [_detector(d, path) for d in table["DETECTOR"]]
         return dets, [np.asarray(p) for p in hdul[0].data], primary
     dets, planes = [], []
     for hdu in hdul[1:]:  # MEF (c0m) or GEIS converted by readgeis: one image extension per chip
@@ -184,9 +185,36 @@ def _planes(hdul, path: Path):
         det = hdu.header.get("DETECTOR")
         if det is None:
             raise BadInputError(str(path), f"extension {hdu.name or len(planes) + 1} has no DETECTOR keyword")
-        dets.append(int(det))
+        dets.append(_detector(det, path))
         planes.append(np.asarray(hdu.data))
     return dets, planes, primary
+
+
+def _detector(value, path) -> int:
+    """A DETECTOR value as a chip number (1..4), or BadInputError naming the file."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = None
+    if number not in C.DETECTOR_NUMBER.values():
+        raise BadInputError(str(path), f"DETECTOR {value!r} is not a chip number (1..4)")
+    return number
+
+
+def _header_number(h, key: str, path, positive: bool = False, default=None) -> float:
+    """A numeric header keyword, or BadInputError naming the file and the keyword."""
+    if key not in h:
+        if default is not None:
+            return float(default)
+        raise BadInputError(str(path), f"header keyword {key} missing")
+    try:
+        value = float(h[key])
+    except (TypeError, ValueError):
+        raise BadInputError(str(path), f"{key} {h[key]!r} is not a number") from None
+    if not np.isfinite(value) or (positive and value <= 0):
+        raise BadInputError(str(path), f"{key} {h[key]!r} is not > 0" if positive else
+                            f"{key} {h[key]!r} is not finite")
+    return value
 
 
 def read_exposure(path, shape=(C.CHIP_SIZE, C.CHIP_SIZE)) -> RawExposure:
@@ -199,9 +227,11 @@ def read_exposure(path, shape=(C.CHIP_SIZE, C.CHIP_SIZE)) -> RawExposure:
     inst = str(h.get("INSTRUME", "")).strip()
     if inst != "WFPC2":
         raise BadInputError(str(path), f"INSTRUME is {inst or 'missing'!r}, not WFPC2")
-    for key in ("EXPTIME", "EXPSTART"):
-        if key not in h:
-            raise BadInputError(str(path), f"header keyword {key} missing")
+    exptime = _header_number(h, "EXPTIME", path, positive=True)
+    expstart = _header_number(h, "EXPSTART", path)
+    filt = _filter_name(h)
+    if filt == "CLEAR" and not any(k in h for k in ("FILTNAM1", "FILTNAM2")):
+        raise BadInputError(str(path), "no filter: header keywords FILTNAM1 and FILTNAM2 missing")
     dets, planes, _ = _planes(hdul, path)
     missing = sorted(set(C.DETECTOR_NUMBER.values()) - set(dets))
     if missing:
@@ -229,12 +259,12 @@ def read_exposure(path, shape=(C.CHIP_SIZE, C.CHIP_SIZE)) -> RawExposure:
     bad = ~np.isfinite(image)
     dq[bad] |= C.DQ_FLAGS["missing_data"]
     image[bad] = 0.0
-    gain = int(round(float(h.get("ATODGAIN", 7))))
+    gain = int(round(_header_number(h, "ATODGAIN", path, default=7)))
     if gain not in C.GAIN:
         raise BadInputError(str(path), f"ATODGAIN {h.get('ATODGAIN')} is neither 7 nor 15")
     root = str(h.get("ROOTNAME", path.name.split("_")[0].split(".")[0])).strip().lower()
-    return RawExposure(str(path), root, inst, _filter_name(h), float(h["EXPTIME"]),
-                       float(h["EXPSTART"]), gain, list(C.CHIPS), image, dq, _checksum(path))
+    return RawExposure(str(path), root, inst, filt, exptime, expstart, gain, list(C.CHIPS), image, dq,
+                       _checksum(path))
 
 
 def discover(inputs) -> list[Path]:
