@@ -9,6 +9,7 @@ Models load with Keras' safe mode: a model file never runs arbitrary code.
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
-from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
+from starcenter.cubes.errors import BadArgumentError, BadInputError
 from starcenter.cubes.params import RasterParams
 from starcenter.model import quiet_tensorflow
 from starcenter.model.train import load_metadata
@@ -83,6 +84,33 @@ def _predict_block(path: str, model_path: str, name: str, c: int, e0: int, e1: i
     root[f"{schema.centers_group(name)}/done"][e0 // EXPOSURE_BLOCK, c] = 1
 
 
+def _checked(path: str, model_path: str, chip: str | None, force: bool):
+    """(metadata, chip, chip index) once the model and the store are known to fit each other:
+    the store has rasters of the chip, the model file loads and its input is the raster size its
+    metadata and the store say (a model file edited to lie is refused), filter and chip match."""
+    meta = load_metadata(model_path)
+    driver.require(path, schema.RASTERS)
+    ras = st.open_group(path, schema.RASTERS)
+    chips = [str(c) for c in ras[schema.CHIP].values]
+    chip = chip or meta.get("chip")
+    if chip not in chips:
+        raise BadArgumentError(f"chip {chip!r} not in the store's rasters ({chips})")
+    size = schema.read_params(ras, RasterParams).size
+    check_compatible(meta, chip, size, ras.attrs.get("filter") or
+                     st.open_group(path, schema.EXPOSURES).attrs.get("filter"), force, model_path)
+    try:
+        shape = tuple(load_model(model_path).input_shape[1:3])
+    except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as err:
+        raise BadInputError(model_path, f"not a loadable Keras model ({type(err).__name__}: "
+                                        f"{str(err).splitlines()[0][:120] if str(err) else ''})") from None
+    if shape != (meta.get("raster_size"),) * 2 or shape != (size, size):
+        raise BadInputError(model_path, f"the network reads {shape[0]}x{shape[1]} rasters but its metadata "
+                                        f"says {meta.get('raster_size')} and the store has {size}x{size}")
+    return meta, chip, chips.index(chip)
+
+
+@driver.preflight(lambda store, model_path, name="vgg6", chip=None, force=False, **_:
+                  _checked(st.store_path(store), str(model_path), chip, force) and None)
 @driver.holds_lock("predict")
 def predict(store, model_path, name: str = "vgg6", chip: str | None = None, force: bool = False,
             progress: bool = True):
@@ -113,17 +141,8 @@ def predict(store, model_path, name: str = "vgg6", chip: str | None = None, forc
 
     path = st.store_path(store)
     model_path = str(model_path)
-    meta = load_metadata(model_path)
-    if not st.has_group(path, schema.RASTERS):
-        raise StoreMismatchError(path, "has no rasters: run `starcenter catalog` first")
+    meta, chip, c = _checked(path, model_path, chip, force)
     ras = st.open_group(path, schema.RASTERS)
-    chips = [str(c) for c in ras[schema.CHIP].values]
-    chip = chip or meta.get("chip")
-    if chip not in chips:
-        raise BadArgumentError(f"chip {chip!r} not in the store's rasters ({chips})")
-    check_compatible(meta, chip, schema.read_params(ras, RasterParams).size, ras.attrs.get("filter") or
-                     st.open_group(path, schema.EXPOSURES).attrs.get("filter"), force, model_path)
-    c = chips.index(chip)
     ne, nc, ns = ras.sizes[schema.EXPOSURE], ras.sizes[schema.CHIP], ras.sizes[schema.STAR]
     group = schema.centers_group(name)
     sizes = {schema.EXPOSURE: ne, schema.CHIP: nc, schema.STAR: ns, schema.AXIS: 2,

@@ -150,3 +150,36 @@ def test_read_only_folder_is_refused_before_writing(tmp_path):
         assert rc == 2 and "not writable" in err and not (ro / "s.zarr").exists()
     finally:
         ro.chmod(0o755)
+
+
+def test_a_model_file_that_lies_is_refused_before_anything_is_written(tiny_store, tmp_path):
+    """A real network for 7x7 rasters whose metadata claims 6x6 (edited by hand), and a file that
+    is not a Keras model at all: predict refuses both in one line, and writes no centers group."""
+    from starcenter.model.architectures import build
+
+    from .conftest import derive_store
+
+    store = derive_store(tiny_store, tmp_path, "true", catalog=True)
+    lying = tmp_path / "lying.keras"
+    build("v1", 7).save(lying)
+    Path(str(lying) + ".json").write_text(json.dumps({"chip": "WF3", "raster_size": 6, "filter": "F555W"}))
+    junk = tmp_path / "junk.keras"
+    junk.write_bytes(b"PK\x03\x04 not a zip at all")
+    Path(str(junk) + ".json").write_text(json.dumps({"chip": "WF3", "raster_size": 6}))
+    before = snapshot(tmp_path)
+    for model, message in ((lying, "the network reads 7x7 rasters but its metadata says 6"),
+                           (junk, "not a loadable Keras model")):
+        rc, out, err = run(["predict", store, "--model", model, "--scheduler", "synchronous"])
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert snapshot(tmp_path) == before and not (Path(store) / "centers").exists()
+
+
+def test_a_deleted_group_is_named_with_the_command_that_makes_it(tiny_store, tmp_path):
+    import shutil
+
+    from .conftest import derive_store
+
+    store = derive_store(tiny_store, tmp_path, "library", catalog=False)
+    shutil.rmtree(Path(store) / "exposures")
+    rc, _, err = run(["detect", store, "--scheduler", "synchronous", "--overwrite"])
+    assert rc == 2 and "has no 'exposures' group: run `starcenter simulate` or `starcenter ingest` first" in err
