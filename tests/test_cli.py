@@ -101,6 +101,11 @@ def test_detect_command(tmp_path):
     assert r.returncode == 2 and "--overwrite" in r.stderr
     r = run_cli("detect", str(out), "--psf", "true", "--overwrite", *base)
     assert r.returncode == 0, r.stderr
+    # a refusal comes before any cluster: no dashboard, no lock; --quiet hides the dashboard line
+    r = run_cli("detect", str(out), "--psf", "library", "--workers", "1", "--dashboard-address", ":0")
+    assert r.returncode == 2 and "--overwrite" in r.stderr and "dashboard" not in r.stdout
+    r = run_cli("detect", str(out), "--psf", "true", "--quiet", "--workers", "1", "--dashboard-address", ":0")
+    assert r.returncode == 0 and "dashboard" not in r.stdout and len(r.stdout.strip().splitlines()) == 1
 
 
 def test_catalog_command(tmp_path):

@@ -28,14 +28,14 @@ INT_BAD = ["-5", "-1", "1.5", "abc", "", "nan", "1e3", "9" * 30, "٣"]
 FLOAT_BAD = ["nan", "inf", "-inf", "abc", "", "1e400", "--3"]
 #: Per subcommand: (positional arguments, {option: (good values, bad values)}).
 COMMANDS = {
-    "simulate": (["{t}/new.zarr"], {
+    "simulate": ([["{t}/new.zarr", "{t}/file.txt", "{t}/sub/dir/new.zarr", "{t}/ü.zarr"]], {
         "--seed": (["0", "7"], INT_BAD), "--exposures": (["2", "3"], INT_BAD + ["0", "1"]),
         "--focus-um": (["0", "-2.5"], FLOAT_BAD + ["1e9"]), "--breathing-um": (["0"], FLOAT_BAD + ["-1"]),
         "--chips": (["WF3", "PC1,WF2"], ["", "XX9", "PC1,PC1", "wf9", "ПК1"]),
         "--filter": (["F555W"], ["", "F439W", "555", "f555"]),
         "--workers": (["1"], ["0", "-2", "x"]), "--memory-limit": (["1GiB"], ["lots", "-1GiB", ""]),
         "--dashboard-address": (["127.0.0.1:0"], ["foo", ":99999", ""])}),
-    "detect": (["{t}/empty.zarr"], {
+    "detect": ([["{t}/empty.zarr", "{t}/file.txt", "{t}/missing.zarr"]], {
         "--threshold": (["5"], FLOAT_BAD + ["0", "-3"]), "--min-separation": (["2"], FLOAT_BAD + ["-1"]),
         "--neighbour-passes": (["0"], INT_BAD + ["6"]), "--psf": (["library"], ["", "nope", "TRUE"])}),
     "catalog": (["{t}/empty.zarr"], {
@@ -60,6 +60,7 @@ def place(tmp_path_factory):
     (t / "empty.zarr").mkdir()
     (t / "empty.zarr" / "zarr.json").write_text(json.dumps(
         {"zarr_format": 3, "node_type": "group", "attributes": {"schema_version": "1"}}))
+    (t / "file.txt").write_text("a file, not a store")
     (t / "lie.keras").write_bytes(b"PK")
     (t / "lie.keras.json").write_text(json.dumps({"chip": "XX9", "raster_size": 6}))
     return t
@@ -70,7 +71,7 @@ def invocation(draw, command: str):
     positional, options = COMMANDS[command]
     names = draw(S.lists(S.sampled_from(sorted(options)), min_size=1, max_size=len(options), unique=True))
     bad = draw(S.sampled_from(names))
-    argv = [command, *positional]
+    argv = [command, *[draw(S.sampled_from(a)) if isinstance(a, list) else a for a in positional]]
     for name in names:
         good, wrong = options[name]
         pool = wrong if name == bad else good + wrong + WEIRD
