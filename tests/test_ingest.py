@@ -193,6 +193,25 @@ def test_geis_pair_round_trip_matches_the_simulator(exported, tmp_path):
         read_exposure(tmp_path / "u9999999r.c0h")
 
 
+def test_geis_pairs_that_disagree_are_refused(exported, tmp_path):
+    """A GEIS image whose data-quality companion has another shape, or other chips, is refused."""
+    from starcenter.cubes.archive.wfpc2 import write_geis
+
+    store, _ = exported
+    ex = xr.open_zarr(store, group="exposures")
+    prim = {"INSTRUME": "WFPC2", "ROOTNAME": "u8888888r", "FILTNAM1": "F555W", "FILTNAM2": "",
+            "EXPTIME": 10.0, "EXPSTART": 50000.0, "ATODGAIN": 7.0}
+    groups = [{"DETECTOR": d} for d in (1, 2, 3, 4)]
+    write_geis(tmp_path / "u8888888r.c0h", ex["image"].isel(exposure=0).values, prim, groups)
+    dq = ex["dq"].isel(exposure=0).values.astype(np.int16)
+    write_geis(tmp_path / "u8888888r.c1h", dq[:, :400, :400].copy(), prim, groups)
+    with pytest.raises(BadInputError, match="data-quality shape"):
+        read_exposure(tmp_path / "u8888888r.c0h")
+    write_geis(tmp_path / "u8888888r.c1h", dq, prim, [{"DETECTOR": d} for d in (1, 2, 3, 3)])
+    with pytest.raises(BadInputError, match="data-quality file has DETECTOR"):
+        read_exposure(tmp_path / "u8888888r.c0h")
+
+
 def test_rerun_refills_a_slot_left_unfinished(exported, tmp_path):
     """A driver killed between growing the cube and writing an exposure's pixels leaves a slot
     with done = 0: the rerun writes that slot (no duplicate slot) and skips the finished one."""
