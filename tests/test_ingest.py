@@ -229,3 +229,44 @@ def test_rerun_refills_a_slot_left_unfinished(exported, tmp_path):
     assert out["ingested"] == 1 and out["skipped"] == 1 and ex.sizes["exposure"] == 2
     assert ex["done"].values.all()
     np.testing.assert_array_equal(ex["image"].values, before)
+
+
+def test_random_header_edits_read_or_fail_cleanly(exported, tmp_path):
+    """Property (Hypothesis): any keyword of the primary or a SCI header set to any value, or
+    removed, gives either a valid exposure (finite header facts, 4 chips) or a BadInputError
+    naming the file, never another exception."""
+    hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as S
+
+    _, files = exported
+    with fits.open(files[0]) as h:
+        pristine = fits.HDUList([x.copy() for x in h])
+    keys = ["INSTRUME", "EXPTIME", "EXPSTART", "ATODGAIN", "FILTNAM1", "FILTNAM2", "ROOTNAME", "DETECTOR"]
+    values = S.one_of(S.none(), S.integers(-10**6, 10**6), S.floats(allow_nan=True, allow_infinity=True),
+                      S.text(alphabet=S.characters(min_codepoint=32, max_codepoint=126), max_size=12),
+                      S.booleans())
+    target = tmp_path / "edit_c0m.fits"
+
+    @settings(max_examples=30, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(S.integers(0, 4), S.sampled_from(keys), values)
+    def check(ext, key, value):
+        h = fits.HDUList([x.copy() for x in pristine])
+        hdr = h[ext].header
+        if value is None:
+            hdr.remove(key, ignore_missing=True)
+        elif isinstance(value, float) and not np.isfinite(value):
+            hdr[key] = str(value)  # FITS headers cannot hold NaN/inf: written as text
+        else:
+            hdr[key] = value
+        h.writeto(target, overwrite=True)
+        try:
+            raw = read_exposure(target)
+        except BadInputError as err:
+            assert str(target) in str(err) and "\n" not in str(err)
+            return
+        assert np.isfinite([raw.exptime, raw.mjd]).all() and raw.exptime > 0
+        assert raw.image.shape == (4, 800, 800) and raw.atodgain in (7, 15)
+
+    check()
