@@ -104,17 +104,19 @@ def wfpc2_filter(text: str) -> str:
 
 
 def memory(text: str) -> str:
-    """'auto' or a memory size such as 3GiB."""
+    """'auto' or a memory size of at least 100MB such as 3GiB (a number first: dask reads a bare
+    unit, or nothing, as one unit)."""
     if text.strip().lower() == "auto":
         return "auto"
     from dask.utils import parse_bytes
 
-    try:
-        if parse_bytes(text) > 0:
-            return text
-    except (ValueError, TypeError, KeyError):
-        pass
-    _fail("'auto' or a memory size such as 3GiB", text)
+    if re.fullmatch(r"\s*[0-9]+(\.[0-9]+)?\s*[A-Za-z]{0,3}\s*", text):
+        try:
+            if parse_bytes(text) >= 100e6:
+                return text
+        except (ValueError, TypeError, KeyError):
+            pass
+    _fail("'auto' or a memory size of at least 100MB such as 3GiB", text)
 
 
 def scheduler(text: str) -> str:

@@ -179,7 +179,7 @@ def _add_simulate(sub):
     p.add_argument("--focus-um", type=A.number(-100, 100), help="true focus: SM despace vs the library, microns")
     p.add_argument("--breathing-um", type=A.number(0, 100), help="per-exposure focus breathing amplitude, microns")
     p.add_argument("--field-varying", action="store_true", help="aberrations vary across the chip")
-    p.add_argument("--seed", type=A.integer(0), help="random seed (default 1)")
+    p.add_argument("--seed", type=A.integer(0, 2**32 - 1), help="random seed, 0..4294967295 (default 1)")
     p.add_argument("--bright-enhanced", action="store_true", help="over-represent bright stars")
     p.add_argument("--cosmic-rays", action="store_true", help="add cosmic rays (off by default)")
     p.add_argument("--cti", action="store_true", help="add charge-transfer inefficiency (off by default)")
@@ -258,7 +258,7 @@ def _add_train(sub):
                         "schedule, batch 64, 100 epochs, best weights kept")
     p.add_argument("--epochs", type=A.integer(1, 100_000), help="maximum epochs (default: the recipe's)")
     p.add_argument("--out", required=True, type=A.model_out, help="model file M.keras (metadata in M.keras.json)")
-    p.add_argument("--seed", type=A.integer(0), default=0, help="split and initialization seed")
+    p.add_argument("--seed", type=A.integer(0, 2**32 - 1), default=0, help="split and initialization seed, 0..4294967295")
     p.add_argument("--target", default="catalog", choices=("catalog", "exact"),
                    help="catalog truth (the paper's real-data truth) or exact simulation truth")
     p.add_argument("--quiet", action="store_true")

@@ -51,7 +51,7 @@ def place(tmp_path):
 S = "simulate"
 #: (arguments, what the one-line message must say). {t} is the scratch folder.
 BAD = [
-    ([S, "{t}/a.zarr", "--seed", "-5"], "argument --seed: expected an integer >= 0"),
+    ([S, "{t}/a.zarr", "--seed", "-5"], "argument --seed: expected an integer in 0..4294967295"),
     ([S, "{t}/a.zarr", "--seed", "abc"], "argument --seed"),
     ([S, "{t}/a.zarr", "--seed", "1.5"], "argument --seed"),
     ([S, "{t}/a.zarr", "--exposures", "1"], "argument --exposures: expected an integer in 2..100000"),
