@@ -23,8 +23,13 @@ REPO = Path(__file__).resolve().parents[1]
 KERNEL = r'''
 import json, sys, time
 import numpy as np, zarr
-from starcenter.cubes.stages.detections import DetectParams, detect_chunk
-from starcenter.cubes.sim.optics import PSFParams, get_epsf
+try:
+    from starcenter.cubes.params import DetectParams
+    from starcenter.cubes.sim.optics import PSFParams, get_epsf
+    from starcenter.cubes.stages.detections import detect_chunk
+except ImportError:  # a commit from before the renovation (#15)
+    from cubes.detections import DetectParams, detect_chunk
+    from cubes.optics import PSFParams, get_epsf
 root = zarr.open_group(sys.argv[1], mode="r")
 out = {}
 for c, chip in enumerate(["PC1", "WF3"]):
