@@ -1,6 +1,6 @@
 """Parameters of the stages, validated on construction and stored as JSON on their group.
 
-:func:`read_params` reads a group's ``params`` attribute back as its typed class.
+:func:`starcenter.cubes.schema.read_params` reads a group's ``params`` attribute back as its typed class.
 """
 
 from __future__ import annotations
@@ -11,6 +11,13 @@ from dataclasses import asdict, dataclass
 from starcenter.cubes.errors import BadArgumentError
 
 PSF_KINDS = ("library", "true", "empirical", "catalog")
+
+
+class _Stored:
+    """A parameters dataclass stored on its group as sorted JSON (schema.read_params reads it)."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,7 @@ class DetectParams:
 
 
 @dataclass(frozen=True)
-class TransformParams:
+class TransformParams(_Stored):
     """reference: reference exposure index. central: fraction of the chip kept (1/3).
     q_min, q_max: quality-of-fit window. max_offset: px searched for the offset; match_radius:
     px for nearest neighbours after the offset; min_stars: fewest stars for a cubic fit.
@@ -61,12 +68,9 @@ class TransformParams:
         if self.max_offset <= 0 or self.match_radius <= 0:
             raise BadArgumentError("max_offset and match_radius must be > 0")
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
 
 @dataclass(frozen=True)
-class RasterParams:
+class RasterParams(_Stored):
     """size: raster side (px). isolation: no other reference detection within this (px).
     min_fraction: measured in at least this fraction of the usable exposures. q_rel_max: a
     star's median q over exposures at most this multiple of the chip's median (undetected
@@ -91,6 +95,3 @@ class RasterParams:
             raise BadArgumentError("min_fraction must be in (0, 1]")
         if self.max_stack_residual < 0:
             raise BadArgumentError("max_stack_residual must be >= 0 (0: no cut)")
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
