@@ -15,9 +15,11 @@ import socket
 import sys
 from pathlib import Path
 
+from starcenter.cubes import cluster
 from starcenter.cubes import constants as C
 
-LOCAL_SCHEDULERS = ("local", "synchronous", "threads", "processes")
+#: "local" (a LocalCluster) and dask's local schedulers, as starcenter.cubes.cluster takes them.
+LOCAL_SCHEDULERS = ("local", *cluster.LOCAL_SCHEDULERS)
 #: Seconds to wait for a scheduler address to answer.
 CONNECT_TIMEOUT_S = 2.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")

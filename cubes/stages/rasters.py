@@ -1,8 +1,8 @@
 """Training rasters: n x n cutouts around the catalog stars in every exposure (paper sec. 3, 5.1).
 
-Selection (per chip, star-level): catalog stars of the central region with 1e-4 <= q <= 1,
-unsaturated, no other detection within ``isolation`` px in the reference exposure, and measured
-in at least ``min_fraction`` of the exposures. Each raster is cut around the star's preliminary
+The stars are chosen by the selection step (:mod:`starcenter.cubes.stages.selection`: isolated,
+unsaturated catalog stars of the central region, measured in most exposures, clean stacked
+residuals); this stage only cuts. Each raster is cut around the star's preliminary
 classical position in that exposure and normalized to sum 1 (as the paper, whatever the noise or
 saturation). Raster convention: pixel (ry, rx) of a raster is chip pixel (corner_y + ry,
 corner_x + rx) with corner = round(position) - size // 2, and targets are positions minus the
