@@ -27,7 +27,8 @@ def chip_epsfs(store, params: DetectParams):
     store : str or path
         The store.
     params : DetectParams
-        Its ``psf`` names the kind: library, true, empirical or catalog.
+        Its ``psf`` names the kind: library, true, empirical, catalog or fitted (the psf
+        stage's focus per exposure and chip; the library where that fit was flagged).
 
     Returns
     -------
@@ -65,6 +66,8 @@ def chip_epsfs(store, params: DetectParams):
                 return EffectivePSF((1 - t) * nodes[i] + t * nodes[i + 1], os_)
 
             out[chip] = true_for
+        elif params.psf == "fitted":
+            out[chip] = _fitted(store, k, chip, filt, os_ if have_psf else schema.OVERSAMPLING)
         else:
             kind = params.psf
             if have_psf and kind in psf and chip in psf[kind][schema.CHIP].values:
@@ -73,6 +76,27 @@ def chip_epsfs(store, params: DetectParams):
                 raise StarcenterError(f"{kind} ePSF missing: build_{kind}_psfs first")
             out[chip] = lambda exp, e=e: e
     return chips, out
+
+
+def _fitted(store, c: int, chip: str, filt: str, os_: int):
+    """``exposure -> EffectivePSF`` from the psf_fit group: linear between the focus nodes around
+    the exposure's fitted focus; the library ePSF where the fit was flagged."""
+    from starcenter.cubes.classical.focus import interpolate
+
+    if not st.has_group(store, schema.PSF_FIT) or "epsf" not in st.open_group(store, schema.PSF_FIT):
+        raise StoreMismatchError(st.store_path(store), "has no fitted PSF: run `starcenter psf STORE "
+                                 "--fit focus` first")
+    fit = st.open_group(store, schema.PSF_FIT)
+    grid = fit[schema.FOCUS_NODE].values
+    nodes = [EffectivePSF(a, os_) for a in fit["epsf"].sel(chip=chip).values]
+    focus = fit["focus"].values[:, c]
+    library = get_epsf(PSFParams(chip, filt))
+
+    def fitted_for(exp, grid=grid, nodes=nodes, focus=focus, library=library):
+        f = focus[exp]
+        return interpolate(grid, nodes, f) if np.isfinite(f) else library
+
+    return fitted_for
 
 
 def read_detections(root, exposure: int, chip: int) -> dict:

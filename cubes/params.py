@@ -10,7 +10,9 @@ from dataclasses import asdict, dataclass
 
 from starcenter.cubes.errors import BadArgumentError
 
-PSF_KINDS = ("library", "true", "empirical", "catalog")
+PSF_KINDS = ("library", "true", "empirical", "catalog", "fitted")
+#: What the psf stage fits to each exposure's stars.
+PSF_FITS = ("focus",)
 
 
 class _Stored:
@@ -42,6 +44,45 @@ class DetectParams:
         if not d["neighbour_passes"]:  # stores made before the option existed stay compatible
             del d["neighbour_passes"]
         return json.dumps(d, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class PSFFitParams(_Stored):
+    """The psf stage's fit of each (exposure, chip)'s PSF epoch (:mod:`cubes.classical.focus`).
+
+    fit: what is fitted ("focus": the secondary-mirror despace, one Z4 offset per chip).
+    min_stars: fewest usable stars for a fit; fewer flags the exposure (library ePSF used).
+    min_snr: a star's peak S/N at least this; isolation_px: no other detection this close (px);
+    max_stars: the brightest kept. grid_min, grid_max, grid_step: the coarse focus nodes (um)
+    searched; fine_step: the lattice (um) the minimum is refined on and the ePSFs are stored at.
+    """
+
+    fit: str = "focus"
+    min_stars: int = 30
+    min_snr: float = 30.0
+    isolation_px: float = 5.0
+    max_stars: int = 300
+    grid_min: float = -15.0
+    grid_max: float = 20.0
+    grid_step: float = 2.5
+    fine_step: float = 0.5
+
+    def __post_init__(self):
+        if self.fit not in PSF_FITS:
+            raise BadArgumentError(f"unknown --fit {self.fit!r}; expected one of {PSF_FITS}")
+        if not 3 <= self.min_stars <= self.max_stars:
+            raise BadArgumentError(f"need 3 <= min_stars <= max_stars, got {self.min_stars}, {self.max_stars}")
+        if self.min_snr <= 0 or self.isolation_px < 0:
+            raise BadArgumentError("min_snr must be > 0 and isolation_px >= 0")
+        if not (self.grid_step > 0 and self.fine_step > 0 and self.grid_max - self.grid_min >= 4 * self.grid_step):
+            raise BadArgumentError("the focus grid needs steps > 0 and at least 5 nodes")
+
+    def grid(self):
+        """The coarse focus nodes (um)."""
+        import numpy as np
+
+        n = int(round((self.grid_max - self.grid_min) / self.grid_step)) + 1
+        return np.round(self.grid_min + self.grid_step * np.arange(n), 6)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,9 @@ Groups (one Zarr group per pipeline product)
 ``psf``        the true and library ePSFs per chip on a 4x supersampled grid (small, one chunk);
                ``empirical`` and ``catalog`` (the Anderson & King ePSF learnt at the average
                catalog's positions, stages.psf.build_catalog_psfs) once built.
+``psf_fit``    the PSF epoch fitted to each exposure's own stars (stages.psf_fit): focus, focus_err
+               (um), n_stars, chi2_red, status(exposure, chip) in chunks of 64 exposures of one
+               chip, and epsf(chip, focus_node, ey, ex), the ePSFs at the focus nodes the fits need.
 ``truth``      simulations only: star ids, magnitudes, fluxes per (chip, star) and the true
                positions x, y(exposure, chip, star) in each exposure's chip pixels. Chunks: one
                (exposure, chip) per chunk so they are written with their image.
@@ -60,7 +63,8 @@ SCHEMA_VERSION = "1"
 # Group names.
 EXPOSURES, PSF, TRUTH, DETECTIONS = "exposures", "psf", "truth", "detections"
 TRANSFORMS, CATALOG, RASTERS, CENTERS = "transforms", "catalog", "rasters", "centers"
-GROUPS = (EXPOSURES, PSF, TRUTH, DETECTIONS, TRANSFORMS, CATALOG, RASTERS, CENTERS)
+PSF_FIT = "psf_fit"
+GROUPS = (EXPOSURES, PSF, PSF_FIT, TRUTH, DETECTIONS, TRANSFORMS, CATALOG, RASTERS, CENTERS)
 
 
 def centers_group(name: str) -> str:
@@ -74,8 +78,11 @@ EXPOSURE, CHIP, STAR, Y, X = "exposure", "chip", "star", "y", "x"
 AXIS, DET, TERM, RY, RX, BLOCK = "axis", "det", "term", "ry", "rx", "block"
 #: ePSF grid dimensions (supersampled), the focus-node dimension and the field-node dims.
 EY, EX, FOCUS, FIELD_Y, FIELD_X = "ey", "ex", "focus", "field_y", "field_x"
+#: the focus nodes (um) of the fitted ePSFs (psf_fit group)
+FOCUS_NODE = "focus_node"
 #: Every dimension name a group may use.
-DIMS = (EXPOSURE, CHIP, STAR, Y, X, AXIS, DET, TERM, RY, RX, BLOCK, EY, EX, FOCUS, FIELD_Y, FIELD_X)
+DIMS = (EXPOSURE, CHIP, STAR, Y, X, AXIS, DET, TERM, RY, RX, BLOCK, EY, EX, FOCUS, FIELD_Y, FIELD_X,
+        FOCUS_NODE)
 
 #: ePSF supersampling factor (Anderson & King 2000 use 4x).
 OVERSAMPLING = 4
@@ -147,6 +154,17 @@ SPECS: dict[str, GroupSpec] = {
         "catalog": _v((CHIP, EY, EX), "float64", "flux fraction per pixel",
                       "Anderson & King ePSF learnt at the average catalog's positions"),
     }, {}, None, "`starcenter simulate` (or `starcenter detect --psf empirical|catalog`)"),
+    PSF_FIT: GroupSpec(PSF_FIT, {
+        "focus": _v(_EC, "float64", "um", "fitted secondary-mirror despace vs the library (NaN: flagged)", NAN),
+        "focus_err": _v(_EC, "float64", "um", "1-sigma uncertainty of the fitted focus", NAN),
+        "n_stars": _v(_EC, "int32", "", "stars used by the fit"),
+        "chi2_red": _v(_EC, "float64", "", "reduced chi-square at the fitted focus", NAN),
+        "status": _v(_EC, "int8", "", "0 ok; see attributes flag_values / flag_meanings"),
+        "done": _BLOCK_DONE,
+        "epsf": _v((CHIP, FOCUS_NODE, EY, EX), "float64", "flux fraction per pixel",
+                   "physical-model ePSFs at the focus nodes the fits need; an exposure's fitted ePSF "
+                   "is linear between the two nodes around its focus"),
+    }, {EXPOSURE: EXPOSURE_BLOCK, CHIP: 1, BLOCK: 1}, "PSFFitParams", "`starcenter psf --fit focus`"),
     TRUTH: GroupSpec(TRUTH, {
         "star_id": _v((CHIP, STAR), "int64", "", "global star id, -1 for padding"),
         "mag": _v((CHIP, STAR), "float64", "mag", "Vega magnitude in the data set's filter"),

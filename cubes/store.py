@@ -195,6 +195,14 @@ def add_variables(store, group: str, ds: xr.Dataset):
     consolidate(store)
 
 
+def remove_group(store, group: str) -> None:
+    """Delete ``group`` (derived data being rebuilt on request) and refresh the metadata."""
+    root = zarr.open_group(store_path(store), mode="r+")
+    if group in root:
+        del root[group]
+    consolidate(store)
+
+
 def open_group(store, group: str) -> xr.Dataset:
     """Open a group lazily (dask-backed), exactly as a user would with xarray.open_zarr."""
     if not has_group(store, group):

@@ -67,6 +67,17 @@ def _cmd_detect(args) -> int:
     return 0
 
 
+def _cmd_psf(args) -> int:
+    from starcenter.cubes.params import PSFFitParams
+
+    fit = PSFFitParams(args.fit, args.min_stars, args.min_snr, max_stars=args.max_stars)
+    pipeline.run(args.store, "psf", "psf", {"psf": {"kind": "fitted", "fit": fit, "rebuild": args.rebuild}},
+                 _cluster(args), not args.quiet)
+    print(f"{args.store}: psf_fit written ({args.fit} per exposure and chip); next: "
+          f"starcenter detect {args.store} --psf fitted")
+    return 0
+
+
 def _cmd_catalog(args) -> int:
     if args.from_centers:
         cat = pipeline.run_stage("refine", args.store, None, not args.quiet, name=args.from_centers)
@@ -215,8 +226,10 @@ def _add_fetch_mast(sub):
 def _add_detect(sub):
     p = sub.add_parser("detect", help="detect and ePSF-fit stars in every exposure (classical centres)")
     p.add_argument("store", type=A.existing_store, help="store with an exposures group")
-    p.add_argument("--psf", default="library", choices=("library", "true", "empirical", "catalog"),
-                   help="ePSF to fit with: library (nominal, as hst1pass), true (simulations), "
+    p.add_argument("--psf", default="library", choices=("library", "true", "empirical", "catalog", "fitted"),
+                   help="ePSF to fit with: library (nominal, as hst1pass), fitted (the physical "
+                        "model at each exposure's and chip's own fitted focus: `starcenter psf`, "
+                        "run here when missing; works on one exposure), true (simulations), "
                         "empirical (built from a few exposures with photutils' EPSFBuilder), "
                         "catalog (Anderson & King ePSF learnt at the average catalog's positions "
                         "from every exposure: run `starcenter catalog` first; the classical "
@@ -232,6 +245,21 @@ def _add_detect(sub):
                         "newer catalog: a third iteration)")
     _add_cluster_args(p)
     p.set_defaults(func=_cmd_detect)
+
+
+def _add_psf(sub):
+    p = sub.add_parser("psf", help="fit each exposure's PSF epoch (focus per chip) to its own bright stars")
+    p.add_argument("store", type=A.existing_store, help="store with an exposures group")
+    p.add_argument("--fit", default="focus", choices=("focus",),
+                   help="focus: the secondary-mirror despace, one Z4 offset per chip (default)")
+    p.add_argument("--min-stars", type=A.integer(3, 100000), default=30,
+                   help="fewest usable stars per (exposure, chip); fewer flags it (library used)")
+    p.add_argument("--max-stars", type=A.integer(3, 100000), default=300, help="brightest stars used (default 300)")
+    p.add_argument("--min-snr", type=A.number(0, 1e6, lo_open=True), default=30.0,
+                   help="a star's peak S/N at least this (default 30)")
+    p.add_argument("--rebuild", action="store_true", help="refit even if the store has a fit")
+    _add_cluster_args(p)
+    p.set_defaults(func=_cmd_psf)
 
 
 def _add_catalog(sub):
@@ -321,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's start-up messages (hidden by default)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=A.OneLineParser)
-    for add in (_add_simulate, _add_ingest, _add_export_fits, _add_fetch_mast, _add_detect, _add_catalog,
+    for add in (_add_simulate, _add_ingest, _add_export_fits, _add_fetch_mast, _add_psf, _add_detect, _add_catalog,
                 _add_train, _add_predict, _add_demo, _add_sweep_raster_size, _add_evaluate, _add_verify):
         add(sub)
     return parser

@@ -19,7 +19,7 @@ RANKS = [
     ("starcenter.cubes.classical",),
     ("starcenter.cubes.sim", "starcenter.cubes.archive"),
     ("starcenter.cubes.lookup",),
-    ("starcenter.cubes.stages.psf",),
+    ("starcenter.cubes.stages.psf", "starcenter.cubes.stages.psf_fit"),
     ("starcenter.cubes.stages.detections",),
     ("starcenter.cubes.stages.transforms",),
     ("starcenter.cubes.stages.catalog",),

@@ -126,8 +126,10 @@ def detect(store, params: DetectParams | None = None, progress: bool = True, ove
     ex = st.open_group(path, schema.EXPOSURES)
     # built before the detections are replaced: the catalog ePSF reads the current ones
     ensure_psf(path, params.psf, rebuild_psf, progress)
-    done = driver.prepare(path, schema.DETECTIONS, lambda: _template(ex, capacity),
-                          {"params": params.to_json()}, replace=overwrite,
+    provenance = {"params": params.to_json()}
+    if params.psf == "fitted":  # detections follow the fit they were made with
+        provenance["psf_fit_params"] = st.open_group(path, schema.PSF_FIT).attrs.get("params", "")
+    done = driver.prepare(path, schema.DETECTIONS, lambda: _template(ex, capacity), provenance, replace=overwrite,
                           refuse_hint="; pass --overwrite to replace them")
     chips, epsfs = chip_epsfs(path, params)
     ready = st.done_mask(path, schema.EXPOSURES) if "done" in ex else None

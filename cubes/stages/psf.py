@@ -15,7 +15,7 @@ from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
 from starcenter.cubes.errors import StarcenterError, StoreMismatchError
 from starcenter.cubes.lookup import chip_epsfs
-from starcenter.cubes.params import DetectParams
+from starcenter.cubes.params import DetectParams, PSFFitParams
 
 
 @driver.holds_lock("detect")
@@ -128,9 +128,23 @@ def _add_epsfs(store, kind: str, chips, data: dict, description: str, **attrs) -
 
 
 @driver.holds_lock("detect")
-def ensure_psf(store, kind: str = "library", rebuild: bool = False, progress: bool = True) -> None:
-    """Build the ``empirical`` or ``catalog`` ePSF if the store has none (or ``rebuild``);
-    the library and true ePSFs come with the exposures."""
+def ensure_psf(store, kind: str = "library", rebuild: bool = False, progress: bool = True,
+               fit=None) -> None:
+    """The psf stage: build the ``empirical`` or ``catalog`` ePSF, or fit the ``fitted`` PSF epoch
+    (with ``fit``, a PSFFitParams; :func:`starcenter.cubes.stages.psf_fit.fit_psf`), if the store
+    has none (or ``rebuild``); the library and true ePSFs come with the exposures."""
+    if kind == "fitted" or fit is not None:
+        from starcenter.cubes.stages.psf_fit import fit_psf
+
+        have = st.has_group(store, schema.PSF_FIT)
+        if rebuild and have:
+            st.remove_group(store, schema.PSF_FIT)
+        if fit is not None or rebuild or not have:
+            fit_psf(store, fit, progress=progress)
+        elif not st.open_group(store, schema.PSF_FIT).attrs.get("complete"):
+            fit_psf(store, schema.read_params(st.open_group(store, schema.PSF_FIT), PSFFitParams),
+                    progress=progress)  # an interrupted fit resumes with its own parameters
+        return
     if kind not in ("empirical", "catalog"):
         return
     have = st.has_group(store, schema.PSF) and kind in st.open_group(store, schema.PSF)

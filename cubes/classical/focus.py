@@ -1,0 +1,202 @@
+"""The PSF epoch of one chip image: its focus, fitted to its own bright stars (kernels on arrays).
+
+hst1pass meets a PSF that differs from its library with focus-diverse libraries (``FOCUS=``) and
+a per-exposure perturbation (``PERT=``). Here the physical model's secondary-mirror despace (one
+Z4 offset per chip) is fitted jointly with every star's x, y, flux and sky: for each ePSF of a
+focus grid the stars are fitted (:func:`~starcenter.cubes.classical.psffit.fit_stars` on 7x7
+boxes) and their chi-square summed; the profile chi-square against focus is a parabola near its
+minimum, whose vertex is the fitted focus and whose curvature gives its uncertainty
+(Delta chi^2 = 1, inflated by the reduced chi-square when it exceeds 1).
+
+The stars are the bright, unsaturated, isolated ones (:func:`select_stars`); a star whose best
+reduced chi-square is far above the others' (a neighbour, a cosmic ray) is left out of the sum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from starcenter.cubes.classical.epsf import EffectivePSF
+from starcenter.cubes.classical.peaks import find_peaks
+from starcenter.cubes.classical.psffit import FLAGS, cut_boxes, fit_stars
+
+#: Box half-size (px) of the focus fit: 7x7 pixels, so the wings that focus moves are seen.
+HALF = 3
+#: Status codes of a focus fit (stored with each estimate).
+STATUS = {"ok": 0, "too_few_stars": 1, "outside_grid": 2, "no_minimum": 3}
+
+
+@dataclass
+class FocusStars:
+    """Peak pixels (px) of the stars chosen for the focus fit and their peak S/N."""
+
+    ix: np.ndarray
+    iy: np.ndarray
+    snr: np.ndarray
+    sky: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.ix.size)
+
+
+@dataclass
+class FocusFit:
+    """A fitted focus (um) with its 1-sigma uncertainty (um), the stars used, the reduced
+    chi-square at the minimum and a STATUS code; focus is NaN unless status is ok."""
+
+    focus: float
+    error: float
+    n_stars: int
+    chi2_red: float
+    status: int
+
+
+def select_stars(image, dq, gain: float, read_noise: float, epsf: EffectivePSF,
+                 saturation_dn: float | None = None, min_snr: float = 30.0,
+                 isolation_px: float = 5.0, max_stars: int = 300) -> FocusStars:
+    """The bright, unsaturated, isolated stars of a chip image, brightest first.
+
+    A star's peak stands ``min_snr`` sigma above the local sky, no other detection (5 sigma) lies
+    within ``isolation_px`` px, its 7x7 box lies on the chip with no flagged pixel; at most
+    ``max_stars`` are kept.
+    """
+    img = np.asarray(image, float)
+    pk = find_peaks(img, dq, gain, read_noise, 5.0, 2.0, saturation_dn=saturation_dn, epsf=epsf)
+    if len(pk) == 0:
+        return FocusStars(*(np.zeros(0, int),) * 2, np.zeros(0), np.zeros(0))
+    snr = pk.height / np.maximum(pk.noise, 1e-12)
+    ok = ~pk.saturated & (snr >= min_snr)
+    ny, nx = img.shape
+    m = HALF + 1
+    ok &= (pk.x >= m) & (pk.x < nx - m) & (pk.y >= m) & (pk.y < ny - m)
+    if len(pk) > 1:
+        d, _ = cKDTree(np.column_stack([pk.x, pk.y])).query(np.column_stack([pk.x, pk.y]), k=2)
+        ok &= d[:, 1] > isolation_px
+    idx = np.flatnonzero(ok)
+    if idx.size:
+        box = cut_boxes(img, pk.x[idx], pk.y[idx], HALF)[0]
+        clean = np.isfinite(box).all(axis=(1, 2))
+        if dq is not None:
+            flagged = cut_boxes(np.asarray(dq, float), pk.x[idx], pk.y[idx], HALF)[0]
+            clean &= (np.nan_to_num(flagged, nan=1) == 0).all(axis=(1, 2))
+        idx = idx[clean]
+    idx = idx[np.argsort(-snr[idx], kind="stable")][:max_stars]
+    return FocusStars(pk.x[idx], pk.y[idx], snr[idx], pk.sky[idx])
+
+
+def chi2_profile(image, stars: FocusStars, epsfs, gain: float, read_noise: float) -> np.ndarray:
+    """chi-square (n_epsfs, n_stars) of every star fitted (x, y, flux, sky on 7x7) with each ePSF.
+
+    Variance per pixel: read noise plus the Poisson noise of the fitted model (DN^2); a star whose
+    fit failed gets inf.
+    """
+    img = np.asarray(image, float)
+    data = cut_boxes(img, stars.ix, stars.iy, HALF)[0]
+    out = np.full((len(epsfs), len(stars)), np.inf)
+    for i, e in enumerate(epsfs):
+        fit = fit_stars(img, stars.ix, stars.iy, e, gain, read_noise, sky=stars.sky, half=HALF)
+        model = fit.flux[:, None, None] * e.box(stars.ix - fit.x, stars.iy - fit.y, HALF)[0] \
+            + fit.sky[:, None, None]
+        var = (np.clip(model, 0, None) * gain + read_noise**2) / gain**2
+        chi2 = ((data - model) ** 2 / var).sum(axis=(1, 2))
+        bad = (fit.flags & (FLAGS["nonpositive_flux"] | FLAGS["moved"])) != 0
+        out[i] = np.where(bad | ~np.isfinite(chi2), np.inf, chi2)
+    return out
+
+
+def usable(chi2: np.ndarray, outlier: float = 3.0) -> np.ndarray:
+    """Stars (bool, n_stars) fitted at every node whose best reduced chi-square is at most
+    ``outlier`` times the median of the others' (neighbours and cosmic rays are left out)."""
+    best = chi2.min(axis=0) / ((2 * HALF + 1) ** 2 - 4)
+    ok = np.isfinite(chi2).all(axis=0)
+    if not ok.any():
+        return ok
+    return ok & (best <= outlier * max(np.median(best[ok]), 1.0))
+
+
+def vertex(focus: np.ndarray, total: np.ndarray, n_dof: int, points: int = 5):
+    """(focus, 1-sigma error, reduced chi-square, status) of the parabola through the ``points``
+    lowest-chi-square nodes around the minimum of ``total`` (chi-square summed over stars)."""
+    i0 = int(np.argmin(total))
+    if i0 in (0, len(focus) - 1):
+        return np.nan, np.nan, float(total[i0] / max(n_dof, 1)), STATUS["outside_grid"]
+    lo = max(0, min(i0 - points // 2, len(focus) - points))
+    sl = slice(lo, lo + points)
+    f0 = focus[i0]
+    a, b, _ = np.polyfit(focus[sl] - f0, total[sl], 2)
+    red = float(total[i0] / max(n_dof, 1))
+    if not a > 0:
+        return np.nan, np.nan, red, STATUS["no_minimum"]
+    best = f0 - b / (2 * a)
+    if not focus[sl][0] <= best <= focus[sl][-1]:
+        return np.nan, np.nan, red, STATUS["no_minimum"]
+    return float(best), float(np.sqrt(max(red, 1.0) / a)), red, STATUS["ok"]
+
+
+def fit_focus(image, stars: FocusStars, grid: np.ndarray, epsf_at, gain: float, read_noise: float,
+              min_stars: int = 30, fine_step: float = 0.5, fine_half: float = 1.5) -> FocusFit:
+    """The focus (um) of one chip image from its ``stars``.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        Calibrated chip image (DN).
+    stars : FocusStars
+        From :func:`select_stars`.
+    grid : numpy.ndarray
+        Coarse focus nodes (um, increasing) searched for the minimum.
+    epsf_at : callable
+        ``focus (um) -> EffectivePSF`` of the physical model (cached).
+    gain, read_noise : float
+        e-/DN, e-.
+    min_stars : int
+        Fewest usable stars; fewer gives status too_few_stars.
+    fine_step, fine_half : float
+        The minimum is refined on nodes ``fine_step`` um apart (a lattice shared by all
+        exposures) within ``fine_half`` um of the coarse vertex.
+
+    Returns
+    -------
+    FocusFit
+    """
+    grid = np.asarray(grid, float)
+    if len(stars) < min_stars:
+        return FocusFit(np.nan, np.nan, len(stars), np.nan, STATUS["too_few_stars"])
+    chi2 = chi2_profile(image, stars, [epsf_at(f) for f in grid], gain, read_noise)
+    keep = np.isfinite(chi2).all(axis=0)
+    n = int(keep.sum())
+    if n < min_stars:
+        return FocusFit(np.nan, np.nan, n, np.nan, STATUS["too_few_stars"])
+    n_dof = n * ((2 * HALF + 1) ** 2 - 4) - 1
+    f0, _, red, status = vertex(grid, chi2[:, keep].sum(axis=1), n_dof)
+    if status != STATUS["ok"]:
+        return FocusFit(np.nan, np.nan, n, red, status)
+    fine = fine_nodes(f0, fine_step, fine_half)
+    chi2 = chi2_profile(image, stars, [epsf_at(f) for f in fine], gain, read_noise)
+    keep &= usable(chi2)
+    n = int(keep.sum())
+    n_dof = n * ((2 * HALF + 1) ** 2 - 4) - 1
+    best, err, red, status = vertex(fine, chi2[:, keep].sum(axis=1), n_dof, points=len(fine))
+    if status != STATUS["ok"] or n < min_stars:
+        return FocusFit(np.nan, np.nan, n, red, status if n >= min_stars else STATUS["too_few_stars"])
+    return FocusFit(best, err, n, red, status)
+
+
+def fine_nodes(centre: float, step: float = 0.5, half: float = 1.5) -> np.ndarray:
+    """Nodes of the ``step`` um lattice within ``half`` um of ``centre`` (rounded to 1e-6)."""
+    k0 = np.round(centre / step)
+    k = np.arange(k0 - np.round(half / step), k0 + np.round(half / step) + 1)
+    return np.round(k * step, 6)
+
+
+def interpolate(grid: np.ndarray, epsfs, focus: float) -> EffectivePSF:
+    """The ePSF at ``focus`` (um), linear between the two nearest nodes of ``grid`` (sorted)."""
+    grid = np.asarray(grid, float)
+    if len(grid) == 1:
+        return epsfs[0]
+    i = int(np.clip(np.searchsorted(grid, focus) - 1, 0, len(grid) - 2))
+    t = float(np.clip((focus - grid[i]) / (grid[i + 1] - grid[i]), 0, 1))
+    return EffectivePSF.interpolate([epsfs[i], epsfs[i + 1]], [1 - t, t])
