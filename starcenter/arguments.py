@@ -76,6 +76,25 @@ def number(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
     return parse
 
 
+def focus(text: str):
+    """A focus (um) in -100..100, a range 'LO:HI' (per-exposure focus drawn uniformly) or a
+    comma-separated list (each exposure's drawn from it); returns (value, sweep, is_range)."""
+    what = "a focus in um (-100..100), a range LO:HI or a list A,B,C"
+    one = number(-100, 100)
+    parts = text.split(":") if ":" in text else text.split(",")
+    if len(parts) > 64 or (":" in text and len(parts) != 2):
+        _fail(what, text)
+    try:
+        values = tuple(one(p.strip()) for p in parts)
+    except argparse.ArgumentTypeError:
+        _fail(what, text)
+    if ":" in text:
+        if not values[0] < values[1]:
+            _fail(what, text)
+        return sum(values) / len(values), values, True
+    return (values[0], (), False) if len(values) == 1 else (sum(values) / len(values), values, False)
+
+
 def chips(text: str) -> tuple[str, ...]:
     """Comma-separated WFPC2 chips, each once."""
     out = tuple(c.strip().upper() for c in text.split(",") if c.strip())

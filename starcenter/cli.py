@@ -16,8 +16,10 @@ from starcenter.cubes.cluster import ClusterOptions, cluster
 def _cmd_simulate(args) -> int:
     from starcenter.cubes.sim.simulate import make_config
 
+    focus, sweep, is_range = args.focus_um or (None, (), False)
     cfg = make_config(args.preset, n_exposures=args.exposures, chips=args.chips,
-                      filter=args.filter, focus_um=args.focus_um, seed=args.seed,
+                      filter=args.filter, focus_um=focus, seed=args.seed,
+                      focus_sweep_um=sweep or None, focus_sweep_range=is_range or None,
                       bright_enhanced=args.bright_enhanced or None,
                       breathing_um=args.breathing_um,
                       field_varying=args.field_varying or None,
@@ -187,7 +189,9 @@ def _add_simulate(sub):
     p.add_argument("--exposures", type=A.integer(2, 100_000), help="number of exposures (2..100000)")
     p.add_argument("--chips", type=A.chips, help="comma-separated chips, e.g. PC1,WF3")
     p.add_argument("--filter", type=A.filter_name, help="F555W or F814W")
-    p.add_argument("--focus-um", type=A.number(-100, 100), help="true focus: SM despace vs the library, microns")
+    p.add_argument("--focus-um", type=A.focus,
+                   help="true focus: SM despace vs the library, microns; LO:HI draws each exposure's "
+                        "focus uniformly in the range, A,B,C from the list (a focus sweep)")
     p.add_argument("--breathing-um", type=A.number(0, 100), help="per-exposure focus breathing amplitude, microns")
     p.add_argument("--field-varying", action="store_true", help="aberrations vary across the chip")
     p.add_argument("--seed", type=A.integer(0, 2**32 - 1), help="random seed, 0..4294967295 (default 1)")

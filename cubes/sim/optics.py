@@ -172,11 +172,16 @@ def edge_taper(shape, oversampling: int, width_px: float = TAPER_PX) -> np.ndarr
     return np.cos(0.5 * np.pi * t) ** 2
 
 
+def cached_path(params: PSFParams) -> Path:
+    """Where the ePSF of ``params`` is cached on disk."""
+    return cache_dir() / f"{params.chip}_{params.filter}_{params.key()}.fits"
+
+
 def get_epsf(params: PSFParams) -> EffectivePSF:
     """The ePSF for ``params``, from the disk cache or computed (and cached) with poppy."""
     from astropy.io import fits
 
-    path = cache_dir() / f"{params.chip}_{params.filter}_{params.key()}.fits"
+    path = cached_path(params)
     if path.exists():
         try:
             with fits.open(path) as hdul:
@@ -197,6 +202,11 @@ def get_epsf(params: PSFParams) -> EffectivePSF:
     return epsf
 
 
+#: Spacing (um) of the true ePSF's focus nodes over a focus sweep (exposures interpolate linearly
+#: between them); 1 um keeps a -10..+15 um sweep with the field-varying PSF at 28 x 9 ePSFs per chip.
+SWEEP_NODE_UM = 1.0
+
+
 @dataclass(frozen=True)
 class PSFEpoch:
     """The PSF state of a data set: mean focus offset, breathing, optional field variation.
@@ -204,15 +214,25 @@ class PSFEpoch:
     focus_um : secondary-mirror despace of the data set relative to the library, microns.
     breathing_um : peak amplitude of per-exposure focus changes (orbital breathing), microns.
     field_varying : use aberrations varying across the chip (3x3 grid of ePSFs).
+    sweep : per-exposure focus values (um) drawn from this list, or with ``sweep_range`` from
+        the interval between its two values (then focus_um is unused).
     """
 
     focus_um: float = 0.0
     breathing_um: float = 0.0
     field_varying: bool = False
     focus_nodes: tuple[float, ...] = field(default=())
+    sweep: tuple[float, ...] = ()
+    sweep_range: bool = False
 
     def nodes(self) -> tuple[float, ...]:
         """Focus values (um) at which ePSFs are computed; exposures interpolate between them."""
+        if self.sweep and self.sweep_range:
+            lo = np.floor((min(self.sweep) - self.breathing_um) / SWEEP_NODE_UM)
+            hi = np.ceil((max(self.sweep) + self.breathing_um) / SWEEP_NODE_UM)
+            return tuple(np.round(np.arange(lo, hi + 1) * SWEEP_NODE_UM, 6))
+        if self.sweep:
+            return tuple(sorted({v for f in self.sweep for v in PSFEpoch(f, self.breathing_um).nodes()}))
         if self.breathing_um == 0:
             return (self.focus_um,)
         n = max(3, int(np.ceil(2 * self.breathing_um / 0.5)) + 1)  # <= 0.5 um apart

@@ -10,16 +10,20 @@ bit-identical whatever the number of workers, and a rerun skips chunks already w
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from starcenter.cubes import constants as C
 from starcenter.cubes import driver, schema
-from starcenter.cubes.classical.epsf import EffectivePSF
-from starcenter.cubes.errors import BadArgumentError
 from starcenter.cubes.sim import detector
+from starcenter.cubes.sim.config import (  # noqa: F401  (the config's names, re-exported)
+    GILLILAND_START_MJD,
+    ORBIT_DAYS,
+    PRESETS,
+    SimulationConfig,
+    make_config,
+)
 from starcenter.cubes.sim.field import (
     ClusterModel,
     Dithers,
@@ -27,131 +31,7 @@ from starcenter.cubes.sim.field import (
     global_to_chip,
     star_field,
 )
-from starcenter.cubes.sim.optics import FIELD_NODES, PSFEpoch, PSFParams, get_epsf
-
-#: HST orbital period (days), the period of focus breathing.
-ORBIT_DAYS = 96.4 / 1440
-#: Start of the PID 8267 (Gilliland) NGC 104 campaign, MJD (1999 July 3).
-GILLILAND_START_MJD = 51362.0
-
-
-@dataclass(frozen=True)
-class SimulationConfig:
-    """Parameters of one simulated data set (all of them are recorded in the store).
-
-    focus_um is the data set's secondary-mirror despace relative to the library ePSF (the
-    PSF epoch): 0 gives a library that matches the truth. sky is in e-/s/arcsec^2.
-    """
-
-    n_exposures: int = 24
-    chips: tuple[str, ...] = ("PC1", "WF3")
-    filter: str = "F555W"
-    exptime: float = 160.0
-    atodgain: int = 7
-    focus_um: float = 5.0
-    breathing_um: float = 0.0
-    field_varying: bool = False
-    bright_enhanced: bool = False
-    density: float = ClusterModel.density
-    sky: float = 6.0
-    cosmic_rays: bool = False
-    cti: bool = False
-    seed: int = 1
-    start_mjd: float = GILLILAND_START_MJD
-    cadence_days: float = 8.3 / 636
-
-    def __post_init__(self):
-        chips = tuple(self.chips)
-        object.__setattr__(self, "chips", chips)
-        bad = [c for c in chips if c not in C.CHIPS]
-        if bad or not chips:
-            raise BadArgumentError(f"unknown chip(s) {bad or chips}; expected some of {C.CHIPS}")
-        if len(set(chips)) != len(chips):
-            raise BadArgumentError(f"chip listed twice in {chips}")
-        if self.filter not in C.FILTERS:
-            raise BadArgumentError(f"unknown filter {self.filter!r}; expected one of {tuple(C.FILTERS)}")
-        if int(self.n_exposures) < 2:
-            raise BadArgumentError(f"need at least 2 exposures for a dithered set, got {self.n_exposures}")
-        if self.atodgain not in C.GAIN:
-            raise BadArgumentError(f"ATODGAIN must be 7 or 15, got {self.atodgain}")
-        if self.exptime <= 0 or self.density <= 0 or self.sky < 0 or self.breathing_um < 0:
-            raise BadArgumentError("exptime and density must be > 0, sky and breathing >= 0")
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @property
-    def epoch(self) -> PSFEpoch:
-        return PSFEpoch(self.focus_um, self.breathing_um, self.field_varying)
-
-
-#: Named presets. ``demo`` is the embedded default data set; ``gilliland`` the paper's scale.
-PRESETS: dict[str, SimulationConfig] = {
-    "demo": SimulationConfig(n_exposures=24, chips=("PC1", "WF3")),
-    "gilliland": SimulationConfig(n_exposures=636, chips=C.CHIPS),
-}
-
-
-def make_config(preset: str = "demo", **overrides) -> SimulationConfig:
-    """A preset with ``overrides`` (None values are ignored)."""
-    if preset not in PRESETS:
-        raise BadArgumentError(f"unknown preset {preset!r}; expected one of {tuple(PRESETS)}")
-    return replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
-
-
-# ---------------------------------------------------------------------------------------------
-# PSF model of a data set
-
-
-@dataclass
-class ChipPSFs:
-    """Library ePSF and the true ePSF nodes (focus x field_y x field_x) of one chip."""
-
-    library: EffectivePSF
-    nodes: np.ndarray  # object array of EffectivePSF, shape (n_focus, n_fy, n_fx)
-    focus: np.ndarray  # um, node focus values
-    field: np.ndarray  # px, field node coordinates (same for x and y)
-
-    def for_exposure(self, focus_um: float) -> np.ndarray:
-        """The (n_fy, n_fx) true ePSFs of an exposure at ``focus_um`` (linear in focus)."""
-        if len(self.focus) == 1:
-            return self.nodes[0]
-        i = int(np.clip(np.searchsorted(self.focus, focus_um) - 1, 0, len(self.focus) - 2))
-        t = (focus_um - self.focus[i]) / (self.focus[i + 1] - self.focus[i])
-        out = np.empty(self.nodes.shape[1:], dtype=object)
-        for idx in np.ndindex(out.shape):
-            out[idx] = EffectivePSF.interpolate([self.nodes[i][idx], self.nodes[i + 1][idx]],
-                                                [1 - t, t])
-        return out
-
-
-def chip_psfs(chip: str, config: SimulationConfig) -> ChipPSFs:
-    """Compute (or load from the cache) the library and true ePSFs of one chip."""
-    library = get_epsf(PSFParams(chip, config.filter, 0.0))
-    focus = np.array(config.epoch.nodes())
-    fld = np.array(FIELD_NODES) if config.field_varying else np.array([C.CHIP_SIZE / 2])
-    nodes = np.empty((len(focus), len(fld), len(fld)), dtype=object)
-    for i, f in enumerate(focus):
-        for j, fy in enumerate(fld):
-            for k, fx in enumerate(fld):
-                pos = (float(fx), float(fy)) if config.field_varying else None
-                nodes[i, j, k] = get_epsf(PSFParams(chip, config.filter, float(f), pos))
-    return ChipPSFs(library, nodes, focus, fld)
-
-
-def _field_weights(coord: np.ndarray, nodes: np.ndarray) -> np.ndarray:
-    """Linear interpolation weights (n_nodes, n) of coordinates between field nodes."""
-    w = np.zeros((len(nodes), coord.size))
-    if len(nodes) == 1:
-        w[0] = 1
-        return w
-    c = np.clip(coord, nodes[0], nodes[-1])
-    i = np.clip(np.searchsorted(nodes, c) - 1, 0, len(nodes) - 2)
-    t = (c - nodes[i]) / (nodes[i + 1] - nodes[i])
-    np.put_along_axis(w, i[None], (1 - t)[None], axis=0)
-    w[i + 1, np.arange(c.size)] += t
-    return w
-
+from starcenter.cubes.sim.truepsf import ChipPSFs, chip_psfs, field_weights, precompute_psfs, psf_dataset
 
 # ---------------------------------------------------------------------------------------------
 # One (exposure, chip) chunk
@@ -172,9 +52,16 @@ class ChipContext:
 
 
 def exposure_focus(config: SimulationConfig) -> np.ndarray:
-    """Per-exposure focus (um): the epoch offset plus sinusoidal orbital breathing."""
+    """Per-exposure focus (um): the epoch offset (or a value drawn from the focus sweep) plus
+    sinusoidal orbital breathing; a chip adds its ``chip_focus`` offset."""
     t = config.start_mjd + config.cadence_days * np.arange(config.n_exposures)
-    return config.focus_um + config.breathing_um * np.sin(2 * np.pi * t / ORBIT_DAYS)
+    base = config.focus_um
+    if config.focus_sweep_um:
+        rng = np.random.default_rng([config.seed, 0xF0C5])
+        sweep = np.array(config.focus_sweep_um)
+        base = (rng.uniform(sweep.min(), sweep.max(), config.n_exposures) if config.focus_sweep_range
+                else rng.choice(sweep, config.n_exposures))
+    return base + config.breathing_um * np.sin(2 * np.pi * t / ORBIT_DAYS)
 
 
 def true_positions(ctx: ChipContext, exposure: int):
@@ -194,8 +81,8 @@ def simulate_chunk(ctx: ChipContext, exposure: int):
     scale = C.PIXEL_SCALE[chip]
     expected = np.full(shape, cfg.sky * cfg.exptime * scale**2)
     psf_grid = ctx.psfs.for_exposure(ctx.focus_um[exposure])
-    wy = _field_weights(y, ctx.psfs.field)
-    wx = _field_weights(x, ctx.psfs.field)
+    wy = field_weights(y, ctx.psfs.field)
+    wx = field_weights(x, ctx.psfs.field)
     for j in range(wy.shape[0]):
         for k in range(wx.shape[0]):
             w = wy[j] * wx[k]
@@ -243,42 +130,6 @@ class SimulationSummary:
     stars_per_chip: dict[str, int]
 
 
-def _psf_dataset(psfs: dict[str, ChipPSFs], config: SimulationConfig):
-    import xarray as xr
-
-    chips = list(psfs)
-    n = schema.EPSF_SAMPLES
-    off = (np.arange(n) - (n - 1) / 2) / schema.OVERSAMPLING
-    p0 = psfs[chips[0]]
-    true = np.array([[[[psfs[c].nodes[i, j, k].data for k in range(len(p0.field))]
-                       for j in range(len(p0.field))] for i in range(len(p0.focus))]
-                     for c in chips])
-    lib = np.array([psfs[c].library.data for c in chips])
-    ds = xr.Dataset(
-        {
-            "library": ((schema.CHIP, schema.EY, schema.EX), lib,
-                        {"units": "flux fraction per pixel",
-                         "description": "library ePSF: nominal focus (zero despace), chip centre"}),
-            "true": ((schema.CHIP, schema.FOCUS, schema.FIELD_Y, schema.FIELD_X, schema.EY, schema.EX),
-                     true, {"units": "flux fraction per pixel",
-                            "description": "true ePSF nodes of this data set; exposures interpolate "
-                                           "linearly in focus and field"}),
-        },
-        coords={
-            schema.CHIP: np.array(chips, dtype=object),
-            schema.FOCUS: (schema.FOCUS, p0.focus, {"units": "um", "long_name": "SM despace"}),
-            schema.FIELD_Y: (schema.FIELD_Y, p0.field, {"units": "px"}),
-            schema.FIELD_X: (schema.FIELD_X, p0.field, {"units": "px"}),
-            schema.EY: (schema.EY, off, {"units": "px", "long_name": "offset from star, y"}),
-            schema.EX: (schema.EX, off, {"units": "px", "long_name": "offset from star, x"}),
-        },
-        attrs={"oversampling": schema.OVERSAMPLING, "filter": config.filter,
-               "model": "poppy physical optics, pixel-integrated, charge diffusion (cubes.optics)",
-               "pixel_convention": schema.PIXEL_CONVENTION},
-    )
-    return ds
-
-
 def _truth_dataset(stars, chips, config: SimulationConfig):
 
     nmax = max(len(stars[c].mag) for c in chips)
@@ -323,6 +174,8 @@ def _exposures_dataset(config: SimulationConfig, dithers: Dithers, focus: np.nda
         "offset_v": (schema.EXPOSURE, dithers.offset_v, {"units": "arcsec"}),
         "roll": (schema.EXPOSURE, dithers.roll_deg, {"units": "deg"}),
         "focus": (schema.EXPOSURE, focus, {"units": "um", "long_name": "true SM despace"}),
+        "focus_offset": (schema.CHIP, np.array([config.chip_focus(c) for c in chips]),
+                         {"units": "um", "description": "added to focus on this chip"}),
         "gain": (schema.CHIP, np.array([C.GAIN[config.atodgain][c] for c in chips]), {"units": "e-/DN"}),
         "read_noise": (schema.CHIP, np.array([C.READ_NOISE[config.atodgain][c] for c in chips]),
                        {"units": "e-"}),
@@ -371,13 +224,14 @@ def simulate(store, config: SimulationConfig, progress: bool = True) -> Simulati
     path = st.store_path(store)
     resumed = st.init_store(path, PROVENANCE_KEY, config.to_json())
     chips = list(config.chips)
+    precompute_psfs(config, progress)
     psfs = {c: chip_psfs(c, config) for c in chips}
     cluster = ClusterModel(density=config.density)
     stars = star_field(config.seed, chips, cluster, config.bright_enhanced)
     dithers = gilliland_dithers(config.seed, config.n_exposures)
     focus = exposure_focus(config)
     if not (resumed and st.has_group(path, schema.PSF)):
-        st.write_dataset(path, schema.PSF, _psf_dataset(psfs, config))
+        st.write_dataset(path, schema.PSF, psf_dataset(psfs, config))
     if not (resumed and st.has_group(path, schema.TRUTH)):
         st.write_template(path, schema.TRUTH, *_truth_dataset(stars, chips, config))
     if not (resumed and st.has_group(path, schema.EXPOSURES)):
@@ -387,9 +241,9 @@ def simulate(store, config: SimulationConfig, progress: bool = True) -> Simulati
     for ci, chip in enumerate(chips):
         s = stars[chip]
         ctx[ci] = dask.delayed(ChipContext(chip, config, psfs[chip], s.u, s.v, star_flux(s.mag, config),
-                                           dithers, focus), traverse=False)
+                                           dithers, focus + config.chip_focus(chip)), traverse=False)
     written = driver.run_chunks(path, schema.EXPOSURES, done,
                                 lambda e, c: dask.delayed(_write_chunk, pure=True)(path, ctx[c], e, c),
                                 f"simulate {path}", progress)
     return SimulationSummary(path, config, written, done.sum().item(),
-                             {c: int(len(stars[c].mag)) for c in chips})
+                             {c: len(stars[c].mag) for c in chips})
