@@ -44,7 +44,7 @@ def chip_epsfs(store, params: DetectParams):
     out = {}
     for k, chip in enumerate(chips):
         if params.psf == "library":
-            e = (EffectivePSF(psf["library"].sel(chip=chip).values, os_) if have_psf
+            e = (EffectivePSF(psf["library"].sel(chip=chip).values, os_) if have_psf and "library" in psf
                  else get_epsf(PSFParams(chip, filt)))
             out[chip] = lambda exp, e=e: e
         elif params.psf == "true":
@@ -79,22 +79,31 @@ def chip_epsfs(store, params: DetectParams):
 
 
 def _fitted(store, c: int, chip: str, filt: str, os_: int):
-    """``exposure -> EffectivePSF`` from the psf_fit group: linear between the focus nodes around
-    the exposure's fitted focus; the library ePSF where the fit was flagged."""
-    from starcenter.cubes.classical.focus import interpolate
+    """``exposure -> ePSF`` from the psf_fit group: the model at the exposure's fitted focus
+    (linear between the stored focus nodes), over the chip (a FieldEPSF) when the fit used the
+    field-dependent model; the library ePSF where the fit was flagged."""
+    from starcenter.cubes.classical.fieldpsf import FieldEPSF, lattice_epsf
 
     if not st.has_group(store, schema.PSF_FIT) or "epsf" not in st.open_group(store, schema.PSF_FIT):
         raise StoreMismatchError(st.store_path(store), "has no fitted PSF: run `starcenter psf STORE "
                                  "--fit focus` first")
     fit = st.open_group(store, schema.PSF_FIT)
-    grid = fit[schema.FOCUS_NODE].values
-    nodes = [EffectivePSF(a, os_) for a in fit["epsf"].sel(chip=chip).values]
+    grid = [round(float(f), 6) for f in fit[schema.FOCUS_NODE].values]
+    arr = fit["epsf"].sel(chip=chip).values
+    nodes = {(f, j, k): EffectivePSF(arr[i, j, k], os_) for i, f in enumerate(grid)
+             for j in range(arr.shape[1]) for k in range(arr.shape[2])}
+    step = float(fit.attrs.get("focus_step", np.diff(grid).min() if len(grid) > 1 else 1.0))
     focus = fit["focus"].values[:, c]
     library = get_epsf(PSFParams(chip, filt))
+    field = arr.shape[1] > 1
 
-    def fitted_for(exp, grid=grid, nodes=nodes, focus=focus, library=library):
+    def fitted_for(exp):
         f = focus[exp]
-        return interpolate(grid, nodes, f) if np.isfinite(f) else library
+        if not np.isfinite(f):
+            return library
+        if field:
+            return FieldEPSF(lambda g, j, k: nodes[round(g, 6), j, k], f, step)
+        return lattice_epsf(lambda g: nodes[round(g, 6), 0, 0], f, step)
 
     return fitted_for
 

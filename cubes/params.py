@@ -55,6 +55,9 @@ class PSFFitParams(_Stored):
     min_snr: a star's peak S/N at least this; isolation_px: no other detection this close (px);
     max_stars: the brightest kept. grid_min, grid_max, grid_step: the coarse focus nodes (um)
     searched; fine_step: the lattice (um) the minimum is refined on and the ePSFs are stored at.
+    field: the model's field-dependent aberrations (3x3 field nodes per focus node) in the
+    refinement and in ``detect --psf fitted``; off: one chip-centre ePSF per chip (9x fewer
+    physical-optics ePSFs to compute, and a chip-averaged focus).
     """
 
     fit: str = "focus"
@@ -65,7 +68,8 @@ class PSFFitParams(_Stored):
     grid_min: float = -15.0
     grid_max: float = 20.0
     grid_step: float = 2.5
-    fine_step: float = 0.5
+    fine_step: float = 1.0
+    field: bool = True
 
     def __post_init__(self):
         if self.fit not in PSF_FITS:

@@ -27,7 +27,8 @@ Groups (one Zarr group per pipeline product)
                catalog's positions, stages.psf.build_catalog_psfs) once built.
 ``psf_fit``    the PSF epoch fitted to each exposure's own stars (stages.psf_fit): focus, focus_err
                (um), n_stars, chi2_red, status(exposure, chip) in chunks of 64 exposures of one
-               chip, and epsf(chip, focus_node, ey, ex), the ePSFs at the focus nodes the fits need.
+               chip, and epsf(chip, focus_node, field_y, field_x, ey, ex), the model's ePSFs at
+               the focus and field nodes the fits need.
 ``truth``      simulations only: star ids, magnitudes, fluxes per (chip, star) and the true
                positions x, y(exposure, chip, star) in each exposure's chip pixels. Chunks: one
                (exposure, chip) per chunk so they are written with their image.
@@ -161,9 +162,10 @@ SPECS: dict[str, GroupSpec] = {
         "chi2_red": _v(_EC, "float64", "", "reduced chi-square at the fitted focus", NAN),
         "status": _v(_EC, "int8", "", "0 ok; see attributes flag_values / flag_meanings"),
         "done": _BLOCK_DONE,
-        "epsf": _v((CHIP, FOCUS_NODE, EY, EX), "float64", "flux fraction per pixel",
-                   "physical-model ePSFs at the focus nodes the fits need; an exposure's fitted ePSF "
-                   "is linear between the two nodes around its focus"),
+        "epsf": _v((CHIP, FOCUS_NODE, FIELD_Y, FIELD_X, EY, EX), "float64", "flux fraction per pixel",
+                   "physical-model ePSFs at the focus nodes the fits need and the field nodes (one, "
+                   "the chip centre, without the field-dependent model); an exposure's fitted ePSF "
+                   "is linear between the two focus nodes around its focus, bilinear in the field"),
     }, {EXPOSURE: EXPOSURE_BLOCK, CHIP: 1, BLOCK: 1}, "PSFFitParams", "`starcenter psf --fit focus`"),
     TRUTH: GroupSpec(TRUTH, {
         "star_id": _v((CHIP, STAR), "int64", "", "global star id, -1 for padding"),

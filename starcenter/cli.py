@@ -16,6 +16,8 @@ from starcenter.cubes.cluster import ClusterOptions, cluster
 def _cmd_simulate(args) -> int:
     from starcenter.cubes.sim.simulate import make_config
 
+    if args.like is not None:
+        return _simulate_like(args)
     focus, sweep, is_range = args.focus_um or (None, (), False)
     cfg = make_config(args.preset, n_exposures=args.exposures, chips=args.chips,
                       filter=args.filter, focus_um=focus, seed=args.seed,
@@ -28,6 +30,27 @@ def _cmd_simulate(args) -> int:
     print(f"{s.store}: {cfg.n_exposures} exposures x {len(cfg.chips)} chips "
           f"({s.written} chunks written, {s.skipped} already done); "
           f"stars per chip {s.stars_per_chip}")
+    return 0
+
+
+def _simulate_like(args) -> int:
+    from starcenter.cubes.errors import BadArgumentError
+    from starcenter.cubes.sim.like import like_config
+
+    given = [f"--{k.replace('_', '-')}" for k in ("chips", "filter", "focus_um", "breathing_um", "preset")
+             if getattr(args, k) not in (None, "demo")]
+    if given:
+        raise BadArgumentError(f"--like takes the chips, filter, focus and sky from {args.like}; "
+                               f"drop {', '.join(given)}")
+    cfg, m = like_config(args.like, args.exposures, 1 if args.seed is None else args.seed)
+    for chip, v in m["chips"].items():
+        print(f"like {args.like} {chip}: sky {v['sky']:.2f} e-/s/arcsec^2, {v['stars']} stars of 1e4-1e5 e-, "
+              f"focus {v['focus_um']:+.2f} um")
+    print(f"like {args.like}: {cfg.filter} {cfg.exptime:g} s, density {cfg.density:.2f} stars/arcsec^2, "
+          f"sky {cfg.sky:.2f} e-/s/arcsec^2, cosmic rays {'on' if cfg.cosmic_rays else 'off'}")
+    s = pipeline.run_stage("simulate", args.store, _cluster(args), not args.quiet, config=cfg)
+    print(f"{s.store}: {cfg.n_exposures} exposures x {len(cfg.chips)} chips mirroring {args.like} "
+          f"({s.written} chunks written, {s.skipped} already done)")
     return 0
 
 
@@ -194,6 +217,9 @@ def _add_simulate(sub):
                         "focus uniformly in the range, A,B,C from the list (a focus sweep)")
     p.add_argument("--breathing-um", type=A.number(0, 100), help="per-exposure focus breathing amplitude, microns")
     p.add_argument("--field-varying", action="store_true", help="aberrations vary across the chip")
+    p.add_argument("--like", metavar="STORE", type=A.existing_store,
+                   help="mirror STORE (real or simulated): its chips, filter, exposure time, sky, "
+                        "star density and each chip's fitted focus (run `starcenter psf STORE` first)")
     p.add_argument("--seed", type=A.integer(0, 2**32 - 1), help="random seed, 0..4294967295 (default 1)")
     p.add_argument("--bright-enhanced", action="store_true", help="over-represent bright stars")
     p.add_argument("--cosmic-rays", action="store_true", help="add cosmic rays (off by default)")

@@ -14,8 +14,9 @@ from starcenter.cubes.params import DetectParams, PSFFitParams
 
 from .conftest import derive_store
 
-#: A coarse grid around the tiny set's true focus (+5 um): 5 + 6 fine ePSFs per chip to compute.
-GRID = PSFFitParams(grid_min=0.0, grid_max=10.0, grid_step=2.5)
+#: A coarse grid around the tiny set's true focus (+5 um), chip-centre model (the tiny set has no
+#: field variation): 5 coarse + 4 fine ePSFs per chip to compute.
+GRID = PSFFitParams(grid_min=0.0, grid_max=10.0, grid_step=2.5, field=False)
 
 
 def test_vertex_of_a_parabola():
@@ -117,7 +118,7 @@ def test_flagged_exposures_use_the_library(tiny_store, tmp_path, capsys):
     path = tmp_path / "flag.zarr"
     shutil.copytree(tiny_store, path)
     with dask.config.set(scheduler="synchronous"):
-        out = fit_psf(path, PSFFitParams(min_stars=5000, max_stars=5000, grid_min=0.0, grid_max=10.0))
+        out = fit_psf(path, PSFFitParams(min_stars=5000, max_stars=5000, grid_min=0.0, grid_max=10.0, field=False))
     fit = xr.open_zarr(path, group="psf_fit")
     assert (fit["status"].values == F.STATUS["too_few_stars"]).all() and np.isnan(fit["focus"].values).all()
     assert out["chips"]["WF3"]["flagged"] == {0: "too_few_stars", 1: "too_few_stars", 2: "too_few_stars"}
@@ -152,3 +153,30 @@ def test_focus_sweep_in_the_simulator():
     assert -2.5 in listed.epoch.nodes() and 8.5 in listed.epoch.nodes()
     # a store simulated before sweeps existed keeps its provenance
     assert "focus_sweep_um" not in make_config("demo").to_json()
+
+
+def test_field_epsf_groups_and_fits():
+    """A FieldEPSF whose nodes are all one ePSF fits exactly as that ePSF; its cells partition
+    the stars and its ePSF at a node's cell is that node's."""
+    from starcenter.cubes.classical.fieldpsf import CELLS, FieldEPSF, fit_grouped
+    from starcenter.cubes.classical.psffit import fit_stars
+    from starcenter.cubes.sim.optics import PSFParams, get_epsf
+
+    lib = get_epsf(PSFParams("WF3", "F555W"))
+    flat = FieldEPSF(lambda f, j, k: lib, 0.0)
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(20, 780, 200), rng.uniform(20, 780, 200)
+    groups = flat.groups(x, y)
+    assert sorted(np.concatenate(list(groups.values()))) == list(range(200)) and len(groups) <= CELLS**2
+    img = np.full((800, 800), 10.0) + rng.normal(0, 1, (800, 800))
+    ix, iy = np.floor(x + 0.5).astype(int), np.floor(y + 0.5).astype(int)
+    a, b = fit_grouped(img, ix, iy, flat, 7.0, 5.0), fit_stars(img, ix, iy, lib, 7.0, 5.0)
+    np.testing.assert_allclose(a.x, b.x) and np.testing.assert_allclose(a.flux, b.flux)
+    from starcenter.cubes.classical.epsf import EffectivePSF
+
+    marks = {(j, k): EffectivePSF(lib.data * (1 + 0.1 * (3 * j + k)), 4) for j in range(3) for k in range(3)}
+    varying = FieldEPSF(lambda f, j, k: marks[j, k], 0.0)
+    corner = varying.groups([10.0], [10.0])  # below the (100, 100) node: clamped to it
+    np.testing.assert_allclose(varying.at(next(iter(corner))).data, marks[0, 0].data)
+    middle = varying.groups([399.5], [399.5])  # the cell around the chip centre: between nodes
+    assert not np.allclose(varying.at(next(iter(middle))).data, marks[0, 0].data)

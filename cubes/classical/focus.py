@@ -20,6 +20,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from starcenter.cubes.classical.epsf import EffectivePSF
+from starcenter.cubes.classical.fieldpsf import FieldEPSF
 from starcenter.cubes.classical.peaks import find_peaks
 from starcenter.cubes.classical.psffit import FLAGS, cut_boxes, fit_stars
 
@@ -88,22 +89,25 @@ def select_stars(image, dq, gain: float, read_noise: float, epsf: EffectivePSF,
 
 
 def chi2_profile(image, stars: FocusStars, epsfs, gain: float, read_noise: float) -> np.ndarray:
-    """chi-square (n_epsfs, n_stars) of every star fitted (x, y, flux, sky on 7x7) with each ePSF.
+    """chi-square (n_epsfs, n_stars) of every star fitted (x, y, flux, sky on 7x7) with each ePSF
+    (an EffectivePSF, or a FieldEPSF whose ePSF follows the star's place on the chip).
 
     Variance per pixel: read noise plus the Poisson noise of the fitted model (DN^2); a star whose
     fit failed gets inf.
     """
     img = np.asarray(image, float)
-    data = cut_boxes(img, stars.ix, stars.iy, HALF)[0]
     out = np.full((len(epsfs), len(stars)), np.inf)
     for i, e in enumerate(epsfs):
-        fit = fit_stars(img, stars.ix, stars.iy, e, gain, read_noise, sky=stars.sky, half=HALF)
-        model = fit.flux[:, None, None] * e.box(stars.ix - fit.x, stars.iy - fit.y, HALF)[0] \
-            + fit.sky[:, None, None]
-        var = (np.clip(model, 0, None) * gain + read_noise**2) / gain**2
-        chi2 = ((data - model) ** 2 / var).sum(axis=(1, 2))
-        bad = (fit.flags & (FLAGS["nonpositive_flux"] | FLAGS["moved"])) != 0
-        out[i] = np.where(bad | ~np.isfinite(chi2), np.inf, chi2)
+        groups = e.groups(stars.ix, stars.iy) if isinstance(e, FieldEPSF) else {0.0: np.arange(len(stars))}
+        for q, idx in groups.items():
+            psf = e.at(q) if isinstance(e, FieldEPSF) else e
+            ix, iy = stars.ix[idx], stars.iy[idx]
+            fit = fit_stars(img, ix, iy, psf, gain, read_noise, sky=stars.sky[idx], half=HALF)
+            model = fit.flux[:, None, None] * psf.box(ix - fit.x, iy - fit.y, HALF)[0] + fit.sky[:, None, None]
+            var = (np.clip(model, 0, None) * gain + read_noise**2) / gain**2
+            chi2 = ((cut_boxes(img, ix, iy, HALF)[0] - model) ** 2 / var).sum(axis=(1, 2))
+            bad = (fit.flags & (FLAGS["nonpositive_flux"] | FLAGS["moved"])) != 0
+            out[i, idx] = np.where(bad | ~np.isfinite(chi2), np.inf, chi2)
     return out
 
 
@@ -137,7 +141,7 @@ def vertex(focus: np.ndarray, total: np.ndarray, n_dof: int, points: int = 5):
 
 
 def fit_focus(image, stars: FocusStars, grid: np.ndarray, epsf_at, gain: float, read_noise: float,
-              min_stars: int = 30, fine_step: float = 0.5, fine_half: float = 1.5) -> FocusFit:
+              min_stars: int = 30, fine_step: float = 0.5, fine_half: float = 1.5, field_at=None) -> FocusFit:
     """The focus (um) of one chip image from its ``stars``.
 
     Parameters
@@ -157,6 +161,11 @@ def fit_focus(image, stars: FocusStars, grid: np.ndarray, epsf_at, gain: float, 
     fine_step, fine_half : float
         The minimum is refined on nodes ``fine_step`` um apart (a lattice shared by all
         exposures) within ``fine_half`` um of the coarse vertex.
+    field_at : callable, optional
+        ``(focus um, j, k) -> EffectivePSF``: the model's ePSF at field node (j, k) (y, x) of
+        :data:`FIELD_NODES`; the refinement then fits every star with the ePSF of its place on
+        the chip (:class:`FieldEPSF`), so the result is the secondary-mirror despace rather than
+        a chip-averaged focus. The coarse search uses the chip-centre ePSF ``epsf_at``.
 
     Returns
     -------
@@ -171,18 +180,39 @@ def fit_focus(image, stars: FocusStars, grid: np.ndarray, epsf_at, gain: float, 
     if n < min_stars:
         return FocusFit(np.nan, np.nan, n, np.nan, STATUS["too_few_stars"])
     n_dof = n * ((2 * HALF + 1) ** 2 - 4) - 1
-    f0, _, red, status = vertex(grid, chi2[:, keep].sum(axis=1), n_dof)
-    if status != STATUS["ok"]:
+    total = chi2[:, keep].sum(axis=1)
+    f0, _, red, status = vertex(grid, total, n_dof)
+    if status == STATUS["outside_grid"]:
         return FocusFit(np.nan, np.nan, n, red, status)
-    fine = fine_nodes(f0, fine_step, fine_half)
-    chi2 = chi2_profile(image, stars, [epsf_at(f) for f in fine], gain, read_noise)
-    keep &= usable(chi2)
-    n = int(keep.sum())
-    n_dof = n * ((2 * HALF + 1) ** 2 - 4) - 1
-    best, err, red, status = vertex(fine, chi2[:, keep].sum(axis=1), n_dof, points=len(fine))
-    if status != STATUS["ok"] or n < min_stars:
-        return FocusFit(np.nan, np.nan, n, red, status if n >= min_stars else STATUS["too_few_stars"])
+    if status == STATUS["no_minimum"]:  # not a parabola over 5 coarse nodes: start at the lowest
+        f0 = float(grid[np.argmin(total)])
+    best, err, red, status, n = _refine(image, stars, keep, f0, epsf_at, gain, read_noise, fine_step,
+                                        fine_half, field_at)
+    if n < min_stars:
+        return FocusFit(np.nan, np.nan, n, red, STATUS["too_few_stars"])
     return FocusFit(best, err, n, red, status)
+
+
+def _refine(image, stars, keep, centre, epsf_at, gain, read_noise, step, half, field_at, shifts: int = 4):
+    """The vertex on the fine lattice around ``centre``; the window moves towards the minimum
+    while the lowest node is at its edge (an asymmetric coarse profile), at most ``shifts`` times."""
+    for _ in range(shifts + 1):
+        fine = fine_nodes(centre, step, half)
+        epsfs = [epsf_at(f) if field_at is None else FieldEPSF(field_at, f, step) for f in fine]
+        chi2 = chi2_profile(image, stars, epsfs, gain, read_noise)
+        use = keep & usable(chi2)
+        total = chi2[:, use].sum(axis=1)
+        i = int(np.argmin(total))
+        if 0 < i < len(fine) - 1:
+            break
+        centre = fine[i]
+    n = int(use.sum())
+    n_dof = n * ((2 * HALF + 1) ** 2 - 4) - 1
+    for points in (len(fine), 5, 3):  # fewer nodes where the profile is not a parabola that wide
+        best, err, red, status = vertex(fine, total, n_dof, points=points)
+        if status != STATUS["no_minimum"]:
+            break
+    return best, err, red, status, n
 
 
 def fine_nodes(centre: float, step: float = 0.5, half: float = 1.5) -> np.ndarray:

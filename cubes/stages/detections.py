@@ -16,8 +16,9 @@ import numpy as np
 from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
 from starcenter.cubes.classical.epsf import EffectivePSF
+from starcenter.cubes.classical.fieldpsf import fit_grouped, model_grouped
 from starcenter.cubes.classical.peaks import find_peaks
-from starcenter.cubes.classical.psffit import FLAGS, fit_stars, model_image
+from starcenter.cubes.classical.psffit import FLAGS
 from starcenter.cubes.lookup import chip_epsfs
 from starcenter.cubes.params import DetectParams
 from starcenter.cubes.stages.psf import _saturation_dn, ensure_psf
@@ -29,18 +30,20 @@ CAPACITY = schema.DET_CAPACITY
 
 def detect_chunk(image, dq, epsf: EffectivePSF, gain: float, read_noise: float,
                  params: DetectParams, saturation_dn: float | None = None) -> dict:
-    """Detections of one chip image as a dict of 1-d arrays (see DET_VARS)."""
+    """Detections of one chip image as a dict of 1-d arrays (see DET_VARS). ``epsf`` is one
+    EffectivePSF for the chip, or a FieldEPSF (``--psf fitted``): each star fitted with the ePSF
+    of its place on the chip."""
     image = np.asarray(image, float)
     pk = find_peaks(image, dq, gain, read_noise, params.threshold, params.min_separation,
-                    saturation_dn=saturation_dn, epsf=epsf)
-    fit = fit_stars(image, pk.x, pk.y, epsf, gain, read_noise, pk.saturated, sky=pk.sky)
+                    saturation_dn=saturation_dn, epsf=getattr(epsf, "centre", epsf))
+    fit = fit_grouped(image, pk.x, pk.y, epsf, gain, read_noise, pk.saturated, sky=pk.sky)
     for _ in range(params.neighbour_passes):
         usable = (fit.flags & (FLAGS["saturated"] | FLAGS["nonpositive_flux"] | FLAGS["not_converged"])) == 0
         usable &= np.isfinite(fit.x) & np.isfinite(fit.y) & np.isfinite(fit.flux)
-        model = model_image(image.shape, fit.x[usable], fit.y[usable], fit.flux[usable], epsf)
+        model = model_grouped(image.shape, fit.x[usable], fit.y[usable], fit.flux[usable], epsf)
         f0 = np.where(usable, fit.flux, 0.0)
-        fit = fit_stars(image, pk.x, pk.y, epsf, gain, read_noise, pk.saturated, sky=pk.sky,
-                        neighbours=(model, np.nan_to_num(fit.x), np.nan_to_num(fit.y), f0), start=fit)
+        fit = fit_grouped(image, pk.x, pk.y, epsf, gain, read_noise, pk.saturated, sky=pk.sky,
+                          neighbours=(model, np.nan_to_num(fit.x), np.nan_to_num(fit.y), f0), start=fit)
     order = np.lexsort((pk.x, pk.y))  # row-major: deterministic
     mag = fit.mag
     out = {"x": fit.x, "y": fit.y, "flux": fit.flux, "sky": fit.sky, "q": fit.q, "mag": mag,

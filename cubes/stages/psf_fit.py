@@ -17,6 +17,7 @@ import numpy as np
 from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
 from starcenter.cubes.classical import focus as F
+from starcenter.cubes.classical.fieldpsf import FIELD_NODES
 from starcenter.cubes.errors import StoreMismatchError
 from starcenter.cubes.lookup import chip_epsfs
 from starcenter.cubes.params import DetectParams, PSFFitParams
@@ -28,16 +29,22 @@ VARS = ("focus", "focus_err", "n_stars", "chi2_red", "status")
 
 
 class _Model:
-    """``focus (um) -> EffectivePSF`` of the physical model for one chip and filter (cached)."""
+    """The physical model's ePSFs of one chip and filter (cached): ``model(focus)`` at the chip
+    centre, ``model.field_at(focus, j, k)`` at field node (FIELD_NODES[k], FIELD_NODES[j])."""
 
     def __init__(self, chip: str, filt: str):
         self.chip, self.filter, self.cache = chip, filt, {}
 
     def __call__(self, focus: float):
-        f = round(float(focus), 6)
-        if f not in self.cache:
-            self.cache[f] = get_epsf(PSFParams(self.chip, self.filter, f))
-        return self.cache[f]
+        return self._get(round(float(focus), 6), None)
+
+    def field_at(self, focus: float, j: int, k: int):
+        return self._get(round(float(focus), 6), (FIELD_NODES[k], FIELD_NODES[j]))
+
+    def _get(self, f, pos):
+        if (f, pos) not in self.cache:
+            self.cache[f, pos] = get_epsf(PSFParams(self.chip, self.filter, f, pos))
+        return self.cache[f, pos]
 
 
 def _fit_block(path: str, c: int, e0: int, e1: int, model: _Model, library, gain: float,
@@ -53,7 +60,8 @@ def _fit_block(path: str, c: int, e0: int, e1: int, model: _Model, library, gain
         dq = root[f"{schema.EXPOSURES}/dq"][e, c] if has_dq else None
         stars = F.select_stars(image, dq, gain, rn, library, sat_dn, params.min_snr,
                                params.isolation_px, params.max_stars)
-        fit = F.fit_focus(image, stars, params.grid(), model, gain, rn, params.min_stars, params.fine_step)
+        fit = F.fit_focus(image, stars, params.grid(), model, gain, rn, params.min_stars, params.fine_step,
+                          2 * params.fine_step, model.field_at if params.field else None)
         for k, v in zip(VARS, (fit.focus, fit.error, fit.n_stars, fit.chi2_red, fit.status)):
             out[k].append(v)
     g = root[schema.PSF_FIT]
@@ -143,17 +151,23 @@ def _write_epsfs(path: str, chips, filt: str, params: PSFFitParams, progress: bo
     focus = fit["focus"].values
     ok = np.isfinite(focus)
     step = params.fine_step
-    lo, hi = np.floor(focus[ok] / step), np.ceil(focus[ok] / step)
+    lo, hi = np.floor(focus[ok] / step + 1e-9), np.floor(focus[ok] / step + 1e-9) + 1
     nodes = np.unique(np.round(np.concatenate([lo, hi, [0.0]]) * step, 6))
-    data = np.stack([[get_epsf(PSFParams(c, filt, float(f))).data for f in nodes] for c in chips])
+    fld = np.array(FIELD_NODES) if params.field else np.array([400.0])
+    models = {c: _Model(c, filt) for c in chips}
+    get = (lambda c, f, j, k: models[c].field_at(f, j, k).data) if params.field else \
+        (lambda c, f, j, k: models[c](f).data)
+    data = np.stack([[[[get(c, float(f), j, k) for k in range(len(fld))] for j in range(len(fld))]
+                      for f in nodes] for c in chips])
     n = schema.EPSF_SAMPLES
     off = (np.arange(n) - (n - 1) / 2) / schema.OVERSAMPLING
     ds = xr.Dataset({"epsf": schema.variable(schema.PSF_FIT, "epsf", data)}, coords={
         schema.CHIP: np.array(chips, dtype=object),
         schema.FOCUS_NODE: (schema.FOCUS_NODE, nodes, {"units": "um", "long_name": "SM despace"}),
-        schema.EY: off, schema.EX: off}, attrs={"oversampling": schema.OVERSAMPLING})
+        schema.FIELD_Y: (schema.FIELD_Y, fld, {"units": "px"}), schema.FIELD_X: (schema.FIELD_X, fld, {"units": "px"}),
+        schema.EY: off, schema.EX: off}, attrs={"oversampling": schema.OVERSAMPLING, "focus_step": step})
     g = zarr.open_group(path, mode="r+", path=schema.PSF_FIT)
-    for name in ("epsf", schema.FOCUS_NODE, schema.EY, schema.EX):
+    for name in ("epsf", schema.FOCUS_NODE, schema.FIELD_Y, schema.FIELD_X, schema.EY, schema.EX):
         if name in g:
             del g[name]
     st.consolidate(path)
