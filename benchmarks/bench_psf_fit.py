@@ -87,7 +87,8 @@ def error_vs_stars(store, exposures=6) -> dict:
             stars = F.select_stars(img, dq, gain, rn, lib, None, p.min_snr, p.isolation_px, max(STAR_COUNTS))
             for n in STAR_COUNTS:
                 sub = F.FocusStars(stars.ix[:n], stars.iy[:n], stars.snr[:n], stars.sky[:n])
-                f = F.fit_focus(img, sub, p.grid(), model, gain, rn, min_stars=min(n, 10))
+                f = F.fit_focus(img, sub, p.grid(), model, gain, rn, min(n, 10), p.fine_step, p.fine_step,
+                                model.field_at if p.field else None)
                 errs[n].append(f.focus - truth[e, c])
         out[chip] = {str(n): {"rms_um": float(np.sqrt(np.nanmean(np.square(v)))),
                               "fitted": int(np.isfinite(v).sum())} for n, v in errs.items()}
@@ -100,6 +101,7 @@ def centring(store, method: str) -> dict:
 
     from starcenter.cubes.lookup import chip_epsfs
     from starcenter.cubes.params import DetectParams
+    from starcenter.cubes.classical.stats import robust_sigma
     from starcenter.evaluation.cramer_rao import position_bound
     from starcenter.evaluation.truth import match_to_truth, pixel_phase
 
@@ -125,7 +127,8 @@ def centring(store, method: str) -> dict:
             for lo, hi in FLUX_BINS:
                 b = sel & (flux >= lo) & (flux < hi)
                 res[f"{where} {lo:.0e}-{hi:.0e}"] = {
-                    "n": int(b.sum()), "rms_x_mpix": 1e3 * float(np.sqrt(np.mean(dx[b] ** 2))),
+                    "n": int(b.sum()), "robust_mpix": 1e3 * float(robust_sigma(np.r_[dx[b], dy[b]])),
+                    "rms_x_mpix": 1e3 * float(np.sqrt(np.mean(dx[b] ** 2))),
                     "rms_y_mpix": 1e3 * float(np.sqrt(np.mean(dy[b] ** 2))),
                     "cr_mpix": 1e3 * float(np.sqrt(np.mean((bx[b] ** 2 + by[b] ** 2) / 2)))}
             b = sel & (flux >= 1e4) & (flux < 1e5)
@@ -136,8 +139,10 @@ def centring(store, method: str) -> dict:
                 bias[ax] = 1e3 * np.array(med)
             res[f"{where} bias"] = {ax: {"bins_mpix": v.round(2).tolist(), "p2p_mpix": float(np.ptp(v))}
                                     for ax, v in bias.items()}
-            rms = np.sqrt(np.mean((dx[b] ** 2 + dy[b] ** 2) / 2))
-            res[f"{where} cr_ratio 1e4-1e5"] = float(rms / np.sqrt(np.mean((bx[b] ** 2 + by[b] ** 2) / 2)))
+            # crowded fields: a few blended stars set the rms; the robust sigma (1.4826 MAD) is the
+            # error of the typical star, the one the bound speaks of
+            cr = np.sqrt(np.mean((bx[b] ** 2 + by[b] ** 2) / 2))
+            res[f"{where} cr_ratio 1e4-1e5"] = float(robust_sigma(np.r_[dx[b], dy[b]]) / cr)
         out[chip] = res
     return out
 
@@ -159,7 +164,8 @@ def main(argv=None) -> int:
     for k, filt in enumerate(args.filters.split(",")):
         store = simulate_set(args.outdir, filt, args.exposures, 20 + k, opts)
         t0 = time.perf_counter()
-        pipeline.run(store, "psf", "psf", {"psf": {"kind": "fitted", "fit": PSFFitParams()}}, opts)
+        # rebuild: the time of a fit from scratch (the physical-model ePSFs come from the disk cache)
+        pipeline.run(store, "psf", "psf", {"psf": {"kind": "fitted", "fit": PSFFitParams(), "rebuild": True}}, opts)
         t_psf = time.perf_counter() - t0
         r = {"recovery": recovery(store), "error_vs_stars": error_vs_stars(store), "centring": {}}
         for method in ("library", "fitted", "true"):
@@ -187,16 +193,17 @@ def print_report(filt: str, r: dict) -> None:
     print(f"time: psf stage {r['t_psf_s']:.1f} s, detect (library) {r['t_detect_library_s']:.1f} s")
     for where in ("central", "chip"):
         print(f"-- centring error, {where} ({'central third' if where == 'central' else 'whole chip'}), "
-              "rms x/y mpix (CR) --")
+              "robust sigma [rms x/y] mpix (CR bound); 'true' is the chip-centre true ePSF --")
         for chip in r["recovery"]:
             for method, v in r["centring"].items():
                 m = v[chip]
-                cells = [f"{m[f'{where} {lo:.0e}-{hi:.0e}']['rms_x_mpix']:.1f}/"
-                         f"{m[f'{where} {lo:.0e}-{hi:.0e}']['rms_y_mpix']:.1f} "
+                cells = [f"{m[f'{where} {lo:.0e}-{hi:.0e}']['robust_mpix']:.1f} "
+                         f"[{m[f'{where} {lo:.0e}-{hi:.0e}']['rms_x_mpix']:.1f}/"
+                         f"{m[f'{where} {lo:.0e}-{hi:.0e}']['rms_y_mpix']:.1f}] "
                          f"({m[f'{where} {lo:.0e}-{hi:.0e}']['cr_mpix']:.1f})" for lo, hi in FLUX_BINS]
                 b = m[f"{where} bias"]
                 print(f"{chip} {method:8s} " + " | ".join(cells) + f" | bias p2p x {b['x']['p2p_mpix']:.1f} "
-                      f"y {b['y']['p2p_mpix']:.1f} | /CR {m[f'{where} cr_ratio 1e4-1e5']:.2f}")
+                      f"y {b['y']['p2p_mpix']:.1f} | robust/CR {m[f'{where} cr_ratio 1e4-1e5']:.2f}")
 
 
 if __name__ == "__main__":

@@ -27,8 +27,9 @@ def chip_epsfs(store, params: DetectParams):
     store : str or path
         The store.
     params : DetectParams
-        Its ``psf`` names the kind: library, true, empirical, catalog or fitted (the psf
-        stage's focus per exposure and chip; the library where that fit was flagged).
+        Its ``psf`` names the kind: library (the physical model's, or with ``library`` an
+        Anderson STDPSF file's), true, empirical, catalog or fitted (the psf stage's focus per
+        exposure and chip; the library where that fit was flagged).
 
     Returns
     -------
@@ -43,7 +44,12 @@ def chip_epsfs(store, params: DetectParams):
     os_ = int(psf.attrs["oversampling"]) if have_psf else schema.OVERSAMPLING
     out = {}
     for k, chip in enumerate(chips):
-        if params.psf == "library":
+        if params.psf == "library" and params.library:
+            from starcenter.cubes.archive.stdpsf import read_stdpsf
+
+            e = read_stdpsf(params.library, chip, filt)
+            out[chip] = lambda exp, e=e: e
+        elif params.psf == "library":
             e = (EffectivePSF(psf["library"].sel(chip=chip).values, os_) if have_psf and "library" in psf
                  else get_epsf(PSFParams(chip, filt)))
             out[chip] = lambda exp, e=e: e

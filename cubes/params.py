@@ -30,8 +30,12 @@ class DetectParams:
     #: passes of neighbour subtraction (0: none, the hst1pass situation): each star refitted on
     #: the image minus the ePSF models of all other fitted stars
     neighbour_passes: int = 0
+    #: an Anderson STDPSF WFPC2 file for the ``library`` ePSF ("" : the physical model's)
+    library: str = ""
 
     def __post_init__(self):
+        if self.library and self.psf != "library":
+            raise BadArgumentError(f"--library gives the library ePSF; it does not go with --psf {self.psf}")
         if self.psf not in PSF_KINDS:
             raise BadArgumentError(f"unknown --psf {self.psf!r}; expected one of {PSF_KINDS}")
         if self.threshold <= 0 or self.min_separation < 0:
@@ -41,8 +45,9 @@ class DetectParams:
 
     def to_json(self) -> str:
         d = asdict(self)
-        if not d["neighbour_passes"]:  # stores made before the option existed stay compatible
-            del d["neighbour_passes"]
+        for k in ("neighbour_passes", "library"):  # stores made before these options stay compatible
+            if not d[k]:
+                del d[k]
         return json.dumps(d, sort_keys=True)
 
 

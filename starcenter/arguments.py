@@ -191,6 +191,13 @@ def existing_store(text: str) -> str:
     return text
 
 
+def existing_file(text: str) -> Path:
+    """A file that exists."""
+    if not text.strip() or "\x00" in text or not Path(text).is_file():
+        _fail("an existing file", text)
+    return Path(text)
+
+
 def output_dir(text: str) -> str:
     """A directory to write into: not an existing file, its parent a directory."""
     p = Path(text)

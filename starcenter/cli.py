@@ -9,185 +9,7 @@ import argparse
 import sys
 
 from starcenter import arguments as A
-from starcenter.cubes import pipeline
-from starcenter.cubes.cluster import ClusterOptions, cluster
-
-
-def _cmd_simulate(args) -> int:
-    from starcenter.cubes.sim.simulate import make_config
-
-    if args.like is not None:
-        return _simulate_like(args)
-    focus, sweep, is_range = args.focus_um or (None, (), False)
-    cfg = make_config(args.preset, n_exposures=args.exposures, chips=args.chips,
-                      filter=args.filter, focus_um=focus, seed=args.seed,
-                      focus_sweep_um=sweep or None, focus_sweep_range=is_range or None,
-                      bright_enhanced=args.bright_enhanced or None,
-                      breathing_um=args.breathing_um,
-                      field_varying=args.field_varying or None,
-                      cosmic_rays=args.cosmic_rays or None, cti=args.cti or None)
-    s = pipeline.run_stage("simulate", args.store, _cluster(args), not args.quiet, config=cfg)
-    print(f"{s.store}: {cfg.n_exposures} exposures x {len(cfg.chips)} chips "
-          f"({s.written} chunks written, {s.skipped} already done); "
-          f"stars per chip {s.stars_per_chip}")
-    return 0
-
-
-def _simulate_like(args) -> int:
-    from starcenter.cubes.errors import BadArgumentError
-    from starcenter.cubes.sim.like import like_config
-
-    given = [f"--{k.replace('_', '-')}" for k in ("chips", "filter", "focus_um", "breathing_um", "preset")
-             if getattr(args, k) not in (None, "demo")]
-    if given:
-        raise BadArgumentError(f"--like takes the chips, filter, focus and sky from {args.like}; "
-                               f"drop {', '.join(given)}")
-    cfg, m = like_config(args.like, args.exposures, 1 if args.seed is None else args.seed)
-    for chip, v in m["chips"].items():
-        print(f"like {args.like} {chip}: sky {v['sky']:.2f} e-/s/arcsec^2, {v['stars']} stars of 1e4-1e5 e-, "
-              f"focus {v['focus_um']:+.2f} um")
-    print(f"like {args.like}: {cfg.filter} {cfg.exptime:g} s, density {cfg.density:.2f} stars/arcsec^2, "
-          f"sky {cfg.sky:.2f} e-/s/arcsec^2, cosmic rays {'on' if cfg.cosmic_rays else 'off'}")
-    s = pipeline.run_stage("simulate", args.store, _cluster(args), not args.quiet, config=cfg)
-    print(f"{s.store}: {cfg.n_exposures} exposures x {len(cfg.chips)} chips mirroring {args.like} "
-          f"({s.written} chunks written, {s.skipped} already done)")
-    return 0
-
-
-def _cmd_ingest(args) -> int:
-    out = pipeline.run_stage("ingest", args.store, _cluster(args), not args.quiet, inputs=args.inputs,
-                             separate_filters=args.separate_filters)
-    for line in out["errors"]:
-        print(f"starcenter ingest: {line}", file=sys.stderr)
-    print(f"{args.store}: {out['ingested']} exposures ingested, {out['skipped']} already there, "
-          f"{len(out['errors']) - out['skipped']} bad inputs")
-    return 2 if len(out["errors"]) > out["skipped"] else 0
-
-
-def _cmd_export(args) -> int:
-    from starcenter.cubes.archive.ingest import export_fits
-
-    files = export_fits(args.store, args.outdir)
-    print(f"{len(files)} exposures written to {args.outdir} as *_c0m.fits / *_c1m.fits")
-    return 0
-
-
-def _cmd_fetch(args) -> int:
-    from starcenter.cubes.archive.mast import fetch_mast
-
-    files = fetch_mast(args.proposal, args.filter, args.outdir)
-    print(f"{len(files)} files in {args.outdir}; next: starcenter ingest STORE {args.outdir}")
-    return 0
-
-
-def _cmd_detect(args) -> int:
-    from starcenter.cubes.params import DetectParams
-
-    params = DetectParams(args.psf, args.threshold, args.min_separation, args.neighbour_passes)
-    out = pipeline.run(args.store, "psf", "detect", {"detect": {
-        "params": params, "overwrite": args.overwrite, "rebuild_psf": args.rebuild_psf}},
-        _cluster(args), not args.quiet)["detect"]
-    print(f"{args.store}: detections ({args.psf} ePSF): {out['written']} chunks written, "
-          f"{out['skipped']} already done; largest count {out['max_count']}")
-    return 0
-
-
-def _cmd_psf(args) -> int:
-    from starcenter.cubes.params import PSFFitParams
-
-    fit = PSFFitParams(args.fit, args.min_stars, args.min_snr, max_stars=args.max_stars)
-    pipeline.run(args.store, "psf", "psf", {"psf": {"kind": "fitted", "fit": fit, "rebuild": args.rebuild}},
-                 _cluster(args), not args.quiet)
-    print(f"{args.store}: psf_fit written ({args.fit} per exposure and chip); next: "
-          f"starcenter detect {args.store} --psf fitted")
-    return 0
-
-
-def _cmd_catalog(args) -> int:
-    if args.from_centers:
-        cat = pipeline.run_stage("refine", args.store, None, not args.quiet, name=args.from_centers)
-        print(f"{args.store}: catalog and raster targets rebuilt from centers/{args.from_centers} "
-              f"({int((cat['count'] >= 3).sum())} stars); retrain on them for the next iteration")
-        return 0
-    from starcenter.cubes.params import RasterParams
-
-    rp = RasterParams(size=args.raster_size, max_stack_residual=args.max_stack_residual)
-    ras = pipeline.run_catalog(args.store, reference=args.reference, raster_params=rp,
-                               progress=not args.quiet, cluster_options=_cluster(args))
-    n = int(ras["mask"].sum())
-    print(f"{args.store}: transforms, catalog and {n} rasters of "
-          f"{args.raster_size}x{args.raster_size} px ({int(ras['selected'].sum())} stars)")
-    return 0
-
-
-def _cmd_train(args) -> int:
-    from starcenter.evaluation.plots import plot_loss
-    from starcenter.model.train import train
-
-    meta = train(args.store, args.chip.upper(), args.arch, args.recipe, args.epochs, args.out,
-                 args.seed, args.target, verbose=0 if args.quiet else 2)
-    png = plot_loss(args.out)
-    h = meta["history"]
-    print(f"{args.out}: {meta['architecture']} on {meta['chip']} ({meta['n_train']} training rasters), "
-          f"{meta['epochs']} epochs, val MAE {min(h['val_loss']) * 1e3:.1f} mpix; loss plot {png}")
-    return 0
-
-
-def _cmd_predict(args) -> int:
-    c = pipeline.run_stage("predict", args.store, _cluster(args), not args.quiet, model_path=args.model,
-                           name=args.name, chip=args.chip, force=args.force)
-    print(f"{args.store}: centers/{args.name} written ({int(c['xy'].notnull().all('axis').sum())} centres)")
-    return 0
-
-
-def _cmd_demo(args) -> int:
-    from starcenter.demo import run_demo
-
-    with cluster(_cluster(args)):
-        report = run_demo(args.outdir, progress=not args.quiet, exposures=args.exposures,
-                          epochs=args.epochs, real=not args.no_real)
-    print(report)
-    return 0
-
-
-def _cmd_evaluate(args) -> int:
-    from starcenter.evaluation.report import evaluate
-
-    with cluster(_cluster(args)):
-        evaluate(args.store, args.report)
-    print(f"report: {args.report}/report.md (metrics.json, figures beside it)")
-    return 0
-
-
-def _cmd_sweep(args) -> int:
-    from starcenter.sweep import raster_size_sweep
-
-    with cluster(_cluster(args)):
-        res = raster_size_sweep(args.store, args.chip.upper(), args.sizes, args.arch, args.epochs,
-                                args.out, progress=not args.quiet)
-    best = min(res["sizes"], key=lambda r: sum(r["robust_mpix"]))
-    print(f"{args.out}/sweep.json, error_vs_raster_size.png ({res['kind']}); best size "
-          f"{best['size']} px: robust x/y {best['robust_mpix']} mpix")
-    return 0
-
-
-def _cmd_verify(args) -> int:
-    from starcenter.cubes import driver
-    from starcenter.cubes.store import locked
-
-    with locked(args.store, "verify"):
-        bad = driver.verify(args.store, repair=args.repair)
-    for group, index, err in bad:
-        print(f"{args.store}: {group} chunk {index} unreadable: {err}")
-    verb = "marked for redoing: rerun their stages" if args.repair else "run again with --repair"
-    print(f"{args.store}: {len(bad)} unreadable chunk(s)" + (f"; {verb}" if bad else ", every finished chunk reads"))
-    return 1 if bad and not args.repair else 0
-
-
-def _cluster(args) -> ClusterOptions:
-    """Where the command's dask work runs (starcenter.cubes.cluster)."""
-    return ClusterOptions(args.scheduler, args.workers, args.threads, args.memory_limit,
-                          args.dashboard_address, args.quiet)
+from starcenter import commands as C
 
 
 def _add_cluster_args(p):
@@ -225,7 +47,7 @@ def _add_simulate(sub):
     p.add_argument("--cosmic-rays", action="store_true", help="add cosmic rays (off by default)")
     p.add_argument("--cti", action="store_true", help="add charge-transfer inefficiency (off by default)")
     _add_cluster_args(p)
-    p.set_defaults(func=_cmd_simulate)
+    p.set_defaults(func=C.cmd_simulate)
 
 
 def _add_ingest(sub):
@@ -235,14 +57,14 @@ def _add_ingest(sub):
     p.add_argument("--separate-filters", action="store_true",
                    help="route each filter to STORE_<FILTER>.zarr instead of refusing a mix")
     _add_cluster_args(p)
-    p.set_defaults(func=_cmd_ingest)
+    p.set_defaults(func=C.cmd_ingest)
 
 
 def _add_export_fits(sub):
     p = sub.add_parser("export-fits", help="write a store's exposures as archive-layout *_c0m.fits")
     p.add_argument("store", type=A.existing_store)
     p.add_argument("outdir", type=A.output_dir)
-    p.set_defaults(func=_cmd_export)
+    p.set_defaults(func=C.cmd_export)
 
 
 def _add_fetch_mast(sub):
@@ -250,7 +72,7 @@ def _add_fetch_mast(sub):
     p.add_argument("outdir", type=A.output_dir)
     p.add_argument("--proposal", required=True, type=A.integer(1), help="HST proposal id, e.g. 8267 (Gilliland, NGC 104)")
     p.add_argument("--filter", required=True, type=A.wfpc2_filter, help="e.g. F555W")
-    p.set_defaults(func=_cmd_fetch)
+    p.set_defaults(func=C.cmd_fetch)
 
 
 def _add_detect(sub):
@@ -264,6 +86,9 @@ def _add_detect(sub):
                         "catalog (Anderson & King ePSF learnt at the average catalog's positions "
                         "from every exposure: run `starcenter catalog` first; the classical "
                         "second iteration)")
+    p.add_argument("--library", type=A.existing_file, metavar="STDPSF",
+                   help="an Anderson STDPSF WFPC2 ePSF file (e.g. STDPSF_WFPC2_F555W.fits) as the library "
+                        "ePSF, each chip's at its centre (default: the physical model)")
     p.add_argument("--threshold", type=A.number(0, 1e6, lo_open=True), default=5.0, help="detection threshold, sigma")
     p.add_argument("--min-separation", type=A.number(0, 100), default=2.0, help="minimum peak separation, px")
     p.add_argument("--overwrite", action="store_true", help="replace detections made with other parameters")
@@ -274,7 +99,7 @@ def _add_detect(sub):
                    help="rebuild the empirical/catalog ePSF even if the store has one (e.g. from a "
                         "newer catalog: a third iteration)")
     _add_cluster_args(p)
-    p.set_defaults(func=_cmd_detect)
+    p.set_defaults(func=C.cmd_detect)
 
 
 def _add_psf(sub):
@@ -289,7 +114,7 @@ def _add_psf(sub):
                    help="a star's peak S/N at least this (default 30)")
     p.add_argument("--rebuild", action="store_true", help="refit even if the store has a fit")
     _add_cluster_args(p)
-    p.set_defaults(func=_cmd_psf)
+    p.set_defaults(func=C.cmd_psf)
 
 
 def _add_catalog(sub):
@@ -303,7 +128,7 @@ def _add_catalog(sub):
                         "chip's common pattern, flux fraction per px (default 0.002; 0: off); made "
                         "only for detections with the catalog (or true) ePSF")
     _add_cluster_args(p)
-    p.set_defaults(func=_cmd_catalog)
+    p.set_defaults(func=C.cmd_catalog)
 
 
 def _add_train(sub):
@@ -320,7 +145,7 @@ def _add_train(sub):
     p.add_argument("--target", default="catalog", choices=("catalog", "exact"),
                    help="catalog truth (the paper's real-data truth) or exact simulation truth")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(func=C.cmd_train)
 
 
 def _add_predict(sub):
@@ -331,7 +156,7 @@ def _add_predict(sub):
     p.add_argument("--chip", type=A.chip, help="chip to centre (default: the model's)")
     p.add_argument("--force", action="store_true", help="ignore a chip/raster-size/filter mismatch")
     _add_cluster_args(p)
-    p.set_defaults(func=_cmd_predict)
+    p.set_defaults(func=C.cmd_predict)
 
 
 def _add_demo(sub):
@@ -341,7 +166,7 @@ def _add_demo(sub):
     p.add_argument("--epochs", type=A.integer(1, 100_000), help="cap on training epochs (default: the fast recipe's)")
     p.add_argument("--no-real", action="store_true", help="skip the real ω Cen section")
     _add_cluster_args(p)
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(func=C.cmd_demo)
 
 
 def _add_sweep_raster_size(sub):
@@ -354,7 +179,7 @@ def _add_sweep_raster_size(sub):
     p.add_argument("--epochs", type=A.integer(1, 100_000), default=30, help="training epochs cap per size (default 30)")
     p.add_argument("--out", default="raster-size-sweep", type=A.output_dir, help="output directory")
     _add_cluster_args(p)
-    p.set_defaults(func=_cmd_sweep)
+    p.set_defaults(func=C.cmd_sweep)
 
 
 def _add_verify(sub):
@@ -362,7 +187,7 @@ def _add_verify(sub):
     p.add_argument("store", type=A.existing_store)
     p.add_argument("--repair", action="store_true",
                    help="clear the done marker of every unreadable chunk: rerunning its stage redoes it")
-    p.set_defaults(func=_cmd_verify)
+    p.set_defaults(func=C.cmd_verify)
 
 
 def _add_evaluate(sub):
@@ -370,7 +195,7 @@ def _add_evaluate(sub):
     p.add_argument("store", type=A.existing_store)
     p.add_argument("--report", required=True, type=A.output_dir, help="output directory")
     _add_cluster_args(p)
-    p.set_defaults(func=_cmd_evaluate)
+    p.set_defaults(func=C.cmd_evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,6 +36,24 @@ def test_real_omega_cen_exposure(omega_cen, tmp_path):
     assert again["skipped"] == 1 and "already in the store" in again["errors"][0]
 
 
+def test_real_omega_cen_exposure_with_its_dq(omega_cen, tmp_path):
+    """REAL DATA: the c0f with its c1f companion (../shared/data/real/u40x010hm_c1f.fits): the data
+    quality is ingested, and its A/D-saturated pixels (bit 8) are bright ones on every chip."""
+    c1f = shared_file("data", "real", "u40x010hm_c1f.fits")
+    (tmp_path / "in").mkdir()
+    shutil.copy(omega_cen, tmp_path / "in" / "u40x010hm_c0f.fits")
+    shutil.copy(c1f, tmp_path / "in" / "u40x010hm_c1f.fits")
+    out = ingest(tmp_path / "real.zarr", [tmp_path / "in" / "u40x010hm_c0f.fits"], progress=False)
+    assert out["ingested"] == 1 and out["errors"] == []
+    ex = xr.open_zarr(tmp_path / "real.zarr", group="exposures")
+    dq = ex["dq"].values[0]
+    image = ex["image"].values[0]
+    for c in range(4):
+        sat = (dq[c] & 8) > 0
+        assert 50 < sat.sum() < 5000, (c, sat.sum())
+        assert np.median(image[c][sat]) > 20 * np.median(image[c]) + 100
+
+
 def test_cropped_real_c0f_reader():
     path = shared_file("data", "real", "WFPC2u5780205r_c0fx.fits")
     raw = read_exposure(path, shape=None)

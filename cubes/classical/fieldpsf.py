@@ -93,7 +93,7 @@ def fit_grouped(image, ix, iy, epsf, *args, **kwargs) -> FitResult:
     out = FitResult(*(np.full(ix.size, np.nan) for _ in range(5)), np.zeros(ix.size, np.int32), 0)
     for q, idx in epsf.groups(ix, iy).items():
         sub = {k: _take(v, idx) for k, v in kwargs.items()}
-        r = fit_stars(image, ix[idx], iy[idx], epsf.at(q), *args, **sub)
+        r = fit_stars(image, ix[idx], iy[idx], epsf.at(q), *(_take(a, idx) for a in args), **sub)
         for name in ("x", "y", "flux", "sky", "q", "flags"):
             getattr(out, name)[idx] = getattr(r, name)
         out.n_iter = max(out.n_iter, r.n_iter)

@@ -4,11 +4,11 @@ time and gain, the sky level, the density of 1e4-1e5 e- stars and each chip's fi
 So a real exposure can be matched by simulations with exact truth. What is measured from the
 store (its first exposure):
 
-- sky (e-/s/arcsec^2): the median over chips of the local-sky map (photutils Background2D, as
-  detection uses) converted with each chip's gain and pixel scale;
 - star density: the simulator's density scaled by the median over chips of (stars of 1e4 to 1e5
-  e- the store's detections find) / (true stars in that range the simulated field puts on the
-  chip); the luminosity function's shape stays the simulator's 47 Tuc-like one;
+  e- found in the store) / (those found in a probe exposure simulated at the default density);
+  the luminosity function's shape stays the simulator's 47 Tuc-like one;
+- sky (e-/s/arcsec^2): the local-sky map (photutils Background2D, as detection uses) less the
+  probe's unresolved starlight, median over chips;
 - focus: each chip's median fitted focus (``psf_fit``, the psf stage: run it first), as per-chip
   offsets; the field-varying PSF is on; cosmic rays are on for archive data.
 """
@@ -24,7 +24,7 @@ from starcenter.cubes import schema
 from starcenter.cubes import store as st
 from starcenter.cubes.errors import StoreMismatchError
 from starcenter.cubes.sim.config import PRESETS, SimulationConfig
-from starcenter.cubes.sim.field import ClusterModel, global_to_chip, star_field
+from starcenter.cubes.sim.field import ClusterModel, star_field
 from starcenter.cubes.sim.simulate import star_flux
 
 #: Flux range (e-) of the stars counted to set the density: bright enough to be complete.
@@ -44,30 +44,35 @@ def _require(path: str):
     return ex
 
 
-def measured(store) -> dict:
-    """What the store shows, per chip: sky (e-/s/arcsec^2), stars of COUNT_RANGE e- and the
-    median fitted focus (um); and the filter, exposure time (s) and A/D gain."""
+def chip_stats(image, dq, gain: float, rn: float, filt: str, chip: str) -> tuple[float, int]:
+    """(median local sky in DN, stars of COUNT_RANGE e- found and fitted) of one chip image."""
     from starcenter.cubes.classical.peaks import find_peaks, local_sky
     from starcenter.cubes.classical.psffit import fit_stars
 
+    image = np.asarray(image, float)
+    sky_dn = float(np.median(local_sky(np.where(np.isfinite(image), image, np.nanmedian(image)))))
+    pk = find_peaks(image, dq, gain, rn, 5.0, 2.0)
+    f = fit_stars(image, pk.x, pk.y, _library(chip, filt), gain, rn, pk.saturated, sky=pk.sky)
+    e = f.flux * gain
+    return sky_dn, int(((e >= COUNT_RANGE[0]) & (e < COUNT_RANGE[1]) & (f.flags == 0)).sum())
+
+
+def measured(store) -> dict:
+    """What the store shows, per chip: sky (DN), stars of COUNT_RANGE e- and the median fitted
+    focus (um); and the filter, exposure time (s) and A/D gain."""
     path = st.store_path(store)
     ex = _require(path)
     fit = st.open_group(path, schema.PSF_FIT)
-    exptime = float(ex["exptime"].values[0])
-    out = {"filter": ex.attrs["filter"], "exptime": exptime, "atodgain": int(ex.attrs.get("atodgain", 7)),
-           "source": ex.attrs.get("source", ""), "chips": {}}
+    out = {"filter": ex.attrs["filter"], "exptime": float(ex["exptime"].values[0]),
+           "atodgain": int(ex.attrs.get("atodgain", 7)), "source": ex.attrs.get("source", ""),
+           "n_exposures": int(ex.sizes[schema.EXPOSURE]), "chips": {}}
     root = st.open_root(path)
     for c, chip in enumerate(str(v) for v in ex[schema.CHIP].values):
-        image = np.asarray(root[f"{schema.EXPOSURES}/image"][0, c], float)
         dq = root[f"{schema.EXPOSURES}/dq"][0, c] if "dq" in ex else None
-        gain, rn = float(ex["gain"].values[c]), float(ex["read_noise"].values[c])
-        sky_dn = float(np.median(local_sky(np.where(np.isfinite(image), image, np.nanmedian(image)))))
-        pk = find_peaks(image, dq, gain, rn, 5.0, 2.0)
-        f = fit_stars(image, pk.x, pk.y, _library(chip, out["filter"]), gain, rn, pk.saturated, sky=pk.sky)
-        e = f.flux * gain
-        n = int(((e >= COUNT_RANGE[0]) & (e < COUNT_RANGE[1]) & (f.flags == 0)).sum())
+        sky_dn, n = chip_stats(root[f"{schema.EXPOSURES}/image"][0, c], dq, float(ex["gain"].values[c]),
+                               float(ex["read_noise"].values[c]), out["filter"], chip)
         focus = fit["focus"].values[:, c]
-        out["chips"][chip] = {"sky": sky_dn * gain / exptime / C.PIXEL_SCALE[chip] ** 2, "stars": n,
+        out["chips"][chip] = {"sky_dn": sky_dn, "stars": n, "gain": float(ex["gain"].values[c]),
                               "focus_um": float(np.nanmedian(focus)) if np.isfinite(focus).any() else 0.0}
     return out
 
@@ -78,32 +83,46 @@ def _library(chip: str, filt: str):
     return get_epsf(PSFParams(chip, filt))
 
 
-def like_config(store, n_exposures: int | None = None, seed: int = 1) -> tuple[SimulationConfig, dict]:
-    """The SimulationConfig that mirrors ``store`` and what was measured (see the module)."""
+def _probe(cfg: SimulationConfig, chip: str) -> tuple[float, int]:
+    """:func:`chip_stats` of exposure 0 of ``chip`` simulated with ``cfg`` (rendered in memory)."""
+    from starcenter.cubes.sim.field import gilliland_dithers
+    from starcenter.cubes.sim.simulate import ChipContext, exposure_focus, simulate_chunk
+    from starcenter.cubes.sim.truepsf import chip_psfs
+
+    s = star_field(cfg.seed, [chip], ClusterModel(density=cfg.density))[chip]
+    ctx = ChipContext(chip, cfg, chip_psfs(chip, cfg), s.u, s.v, star_flux(s.mag, cfg),
+                      gilliland_dithers(cfg.seed, cfg.n_exposures), exposure_focus(cfg) + cfg.chip_focus(chip))
+    image, dq, _, _ = simulate_chunk(ctx, 0)
+    return chip_stats(image, dq, C.GAIN[cfg.atodgain][chip], C.READ_NOISE[cfg.atodgain][chip], cfg.filter, chip)
+
+
+def like_config(store, n_exposures: int | None = None, seed: int = 1,
+                field_varying: bool = True) -> tuple[SimulationConfig, dict]:
+    """The SimulationConfig that mirrors ``store`` and what was measured.
+
+    One exposure per chip is first simulated at the default density and sky with the store's
+    chips, filter, exposure time and focus; the density is scaled by the median ratio of stars
+    of COUNT_RANGE e- found (store / probe), and the sky set to the store's local sky minus the
+    probe's unresolved starlight (its local sky above the default sky, scaled with the density):
+    in a crowded field the local sky is mostly faint stars, which the simulation adds itself.
+    """
     m = measured(store)
     chips = tuple(m["chips"])
-    base = replace(PRESETS["demo"], chips=chips, filter=m["filter"], exptime=m["exptime"],
-                   atodgain=m["atodgain"], seed=seed)
-    model = ClusterModel(density=base.density)
-    field = star_field(seed, chips, model)
-    ratios = []
-    for chip in chips:
-        s = field[chip]
-        x, y = global_to_chip(chip, s.u, s.v)
-        on = (x >= 0) & (x < C.CHIP_SIZE) & (y >= 0) & (y < C.CHIP_SIZE)
-        e = star_flux(s.mag[on], base)
-        n_sim = int(((e >= COUNT_RANGE[0]) & (e < COUNT_RANGE[1])).sum())
-        m["chips"][chip]["stars_simulated_at_default_density"] = n_sim
-        if n_sim:
-            ratios.append(m["chips"][chip]["stars"] / n_sim)
-    density = base.density * float(np.median(ratios)) if ratios else base.density
-    cfg = replace(base, n_exposures=max(2, n_exposures or max(2, _count(store))),
-                  density=max(density, 1e-3),
-                  sky=float(np.median([v["sky"] for v in m["chips"].values()])),
-                  focus_um=0.0, chip_focus_um=tuple((c, round(v["focus_um"], 3)) for c, v in m["chips"].items()),
-                  field_varying=True, cosmic_rays=m["source"] == "archive")
+    probe = replace(PRESETS["demo"], chips=chips, filter=m["filter"], exptime=m["exptime"], atodgain=m["atodgain"],
+                    seed=seed, n_exposures=max(2, n_exposures or m["n_exposures"]), field_varying=field_varying,
+                    focus_um=0.0,  # each chip's focus to 0.1 um (the fit's own error is ~0.07 um)
+                    chip_focus_um=tuple((c, round(v["focus_um"], 1)) for c, v in m["chips"].items()))
+    ratios, sky_rate = [], []
+    for chip, v in m["chips"].items():
+        sky_dn, n = _probe(probe, chip)
+        v.update(probe_sky_dn=sky_dn, probe_stars=n)
+        ratios.append(v["stars"] / max(n, 1))
+    ratio = float(np.median(ratios))
+    for chip, v in m["chips"].items():
+        default_dn = probe.sky * probe.exptime * C.PIXEL_SCALE[chip] ** 2 / v["gain"]
+        sky_dn = v["sky_dn"] - (v["probe_sky_dn"] - default_dn) * ratio
+        sky_rate.append(max(sky_dn, 0.0) * v["gain"] / probe.exptime / C.PIXEL_SCALE[chip] ** 2)
+    cfg = replace(probe, density=max(probe.density * ratio, 1e-3), sky=float(np.median(sky_rate)),
+                  cosmic_rays=m["source"] == "archive")
+    m.update(density_ratio=ratio, sky_rate_per_chip=sky_rate)
     return cfg, m
-
-
-def _count(store) -> int:
-    return int(st.open_group(store, schema.EXPOSURES).sizes[schema.EXPOSURE])

@@ -89,6 +89,11 @@ def _write_detections(store: str, e: int, c: int, epsf_for, gain, rn, params, sa
 def _preflight(store, params: DetectParams | None = None, overwrite: bool = False, **_) -> None:
     """Detections made with other parameters are refused unless ``overwrite``."""
     params = params or DetectParams()
+    if params.library:  # a bad STDPSF file is refused before anything is written
+        from starcenter.cubes.archive.stdpsf import read_stdpsf
+
+        ex = st.open_group(store, schema.EXPOSURES)
+        read_stdpsf(params.library, str(ex[schema.CHIP].values[0]), ex.attrs.get("filter"))
     if st.has_group(store, schema.DETECTIONS) and not overwrite:
         driver.check_unchanged(store, schema.DETECTIONS, {"params": params.to_json()},
                                "; pass --overwrite to replace them")

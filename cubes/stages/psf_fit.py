@@ -61,7 +61,7 @@ def _fit_block(path: str, c: int, e0: int, e1: int, model: _Model, library, gain
         stars = F.select_stars(image, dq, gain, rn, library, sat_dn, params.min_snr,
                                params.isolation_px, params.max_stars)
         fit = F.fit_focus(image, stars, params.grid(), model, gain, rn, params.min_stars, params.fine_step,
-                          2 * params.fine_step, model.field_at if params.field else None)
+                          params.fine_step, model.field_at if params.field else None)
         for k, v in zip(VARS, (fit.focus, fit.error, fit.n_stars, fit.chi2_red, fit.status)):
             out[k].append(v)
     g = root[schema.PSF_FIT]

@@ -1,0 +1,187 @@
+"""What each ``starcenter`` subcommand does: one library call and the lines it prints
+(:mod:`starcenter.cli` parses the arguments and dispatches here)."""
+
+from __future__ import annotations
+
+import sys
+
+from starcenter.cubes import pipeline
+from starcenter.cubes.cluster import ClusterOptions, cluster
+
+
+def cmd_simulate(args) -> int:
+    from starcenter.cubes.sim.simulate import make_config
+
+    if args.like is not None:
+        return simulate_like(args)
+    focus, sweep, is_range = args.focus_um or (None, (), False)
+    cfg = make_config(args.preset, n_exposures=args.exposures, chips=args.chips,
+                      filter=args.filter, focus_um=focus, seed=args.seed,
+                      focus_sweep_um=sweep or None, focus_sweep_range=is_range or None,
+                      bright_enhanced=args.bright_enhanced or None,
+                      breathing_um=args.breathing_um,
+                      field_varying=args.field_varying or None,
+                      cosmic_rays=args.cosmic_rays or None, cti=args.cti or None)
+    s = pipeline.run_stage("simulate", args.store, cluster_options(args), not args.quiet, config=cfg)
+    print(f"{s.store}: {cfg.n_exposures} exposures x {len(cfg.chips)} chips "
+          f"({s.written} chunks written, {s.skipped} already done); "
+          f"stars per chip {s.stars_per_chip}")
+    return 0
+
+
+def simulate_like(args) -> int:
+    from starcenter.cubes.errors import BadArgumentError
+    from starcenter.cubes.sim.like import like_config
+
+    given = [f"--{k.replace('_', '-')}" for k in ("chips", "filter", "focus_um", "breathing_um", "preset")
+             if getattr(args, k) not in (None, "demo")]
+    if given:
+        raise BadArgumentError(f"--like takes the chips, filter, focus and sky from {args.like}; "
+                               f"drop {', '.join(given)}")
+    cfg, m = like_config(args.like, args.exposures, 1 if args.seed is None else args.seed)
+    for chip, v in m["chips"].items():
+        print(f"like {args.like} {chip}: sky {v['sky']:.2f} e-/s/arcsec^2, {v['stars']} stars of 1e4-1e5 e-, "
+              f"focus {v['focus_um']:+.2f} um")
+    print(f"like {args.like}: {cfg.filter} {cfg.exptime:g} s, density {cfg.density:.2f} stars/arcsec^2, "
+          f"sky {cfg.sky:.2f} e-/s/arcsec^2, cosmic rays {'on' if cfg.cosmic_rays else 'off'}")
+    s = pipeline.run_stage("simulate", args.store, cluster_options(args), not args.quiet, config=cfg)
+    print(f"{s.store}: {cfg.n_exposures} exposures x {len(cfg.chips)} chips mirroring {args.like} "
+          f"({s.written} chunks written, {s.skipped} already done)")
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    out = pipeline.run_stage("ingest", args.store, cluster_options(args), not args.quiet, inputs=args.inputs,
+                             separate_filters=args.separate_filters)
+    for line in out["errors"]:
+        print(f"starcenter ingest: {line}", file=sys.stderr)
+    print(f"{args.store}: {out['ingested']} exposures ingested, {out['skipped']} already there, "
+          f"{len(out['errors']) - out['skipped']} bad inputs")
+    return 2 if len(out["errors"]) > out["skipped"] else 0
+
+
+def cmd_export(args) -> int:
+    from starcenter.cubes.archive.ingest import export_fits
+
+    files = export_fits(args.store, args.outdir)
+    print(f"{len(files)} exposures written to {args.outdir} as *_c0m.fits / *_c1m.fits")
+    return 0
+
+
+def cmd_fetch(args) -> int:
+    from starcenter.cubes.archive.mast import fetch_mast
+
+    files = fetch_mast(args.proposal, args.filter, args.outdir)
+    print(f"{len(files)} files in {args.outdir}; next: starcenter ingest STORE {args.outdir}")
+    return 0
+
+
+def cmd_detect(args) -> int:
+    from starcenter.cubes.params import DetectParams
+
+    params = DetectParams(args.psf, args.threshold, args.min_separation, args.neighbour_passes,
+                          str(args.library.resolve()) if args.library else "")
+    out = pipeline.run(args.store, "psf", "detect", {"detect": {
+        "params": params, "overwrite": args.overwrite, "rebuild_psf": args.rebuild_psf}},
+        cluster_options(args), not args.quiet)["detect"]
+    print(f"{args.store}: detections ({args.psf} ePSF): {out['written']} chunks written, "
+          f"{out['skipped']} already done; largest count {out['max_count']}")
+    return 0
+
+
+def cmd_psf(args) -> int:
+    from starcenter.cubes.params import PSFFitParams
+
+    fit = PSFFitParams(args.fit, args.min_stars, args.min_snr, max_stars=args.max_stars)
+    pipeline.run(args.store, "psf", "psf", {"psf": {"kind": "fitted", "fit": fit, "rebuild": args.rebuild}},
+                 cluster_options(args), not args.quiet)
+    print(f"{args.store}: psf_fit written ({args.fit} per exposure and chip); next: "
+          f"starcenter detect {args.store} --psf fitted")
+    return 0
+
+
+def cmd_catalog(args) -> int:
+    if args.from_centers:
+        cat = pipeline.run_stage("refine", args.store, None, not args.quiet, name=args.from_centers)
+        print(f"{args.store}: catalog and raster targets rebuilt from centers/{args.from_centers} "
+              f"({int((cat['count'] >= 3).sum())} stars); retrain on them for the next iteration")
+        return 0
+    from starcenter.cubes.params import RasterParams
+
+    rp = RasterParams(size=args.raster_size, max_stack_residual=args.max_stack_residual)
+    ras = pipeline.run_catalog(args.store, reference=args.reference, raster_params=rp,
+                               progress=not args.quiet, cluster_options=cluster_options(args))
+    n = int(ras["mask"].sum())
+    print(f"{args.store}: transforms, catalog and {n} rasters of "
+          f"{args.raster_size}x{args.raster_size} px ({int(ras['selected'].sum())} stars)")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from starcenter.evaluation.plots import plot_loss
+    from starcenter.model.train import train
+
+    meta = train(args.store, args.chip.upper(), args.arch, args.recipe, args.epochs, args.out,
+                 args.seed, args.target, verbose=0 if args.quiet else 2)
+    png = plot_loss(args.out)
+    h = meta["history"]
+    print(f"{args.out}: {meta['architecture']} on {meta['chip']} ({meta['n_train']} training rasters), "
+          f"{meta['epochs']} epochs, val MAE {min(h['val_loss']) * 1e3:.1f} mpix; loss plot {png}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    c = pipeline.run_stage("predict", args.store, cluster_options(args), not args.quiet, model_path=args.model,
+                           name=args.name, chip=args.chip, force=args.force)
+    print(f"{args.store}: centers/{args.name} written ({int(c['xy'].notnull().all('axis').sum())} centres)")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from starcenter.demo import run_demo
+
+    with cluster(cluster_options(args)):
+        report = run_demo(args.outdir, progress=not args.quiet, exposures=args.exposures,
+                          epochs=args.epochs, real=not args.no_real)
+    print(report)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from starcenter.evaluation.report import evaluate
+
+    with cluster(cluster_options(args)):
+        evaluate(args.store, args.report)
+    print(f"report: {args.report}/report.md (metrics.json, figures beside it)")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from starcenter.sweep import raster_size_sweep
+
+    with cluster(cluster_options(args)):
+        res = raster_size_sweep(args.store, args.chip.upper(), args.sizes, args.arch, args.epochs,
+                                args.out, progress=not args.quiet)
+    best = min(res["sizes"], key=lambda r: sum(r["robust_mpix"]))
+    print(f"{args.out}/sweep.json, error_vs_raster_size.png ({res['kind']}); best size "
+          f"{best['size']} px: robust x/y {best['robust_mpix']} mpix")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from starcenter.cubes import driver
+    from starcenter.cubes.store import locked
+
+    with locked(args.store, "verify"):
+        bad = driver.verify(args.store, repair=args.repair)
+    for group, index, err in bad:
+        print(f"{args.store}: {group} chunk {index} unreadable: {err}")
+    verb = "marked for redoing: rerun their stages" if args.repair else "run again with --repair"
+    print(f"{args.store}: {len(bad)} unreadable chunk(s)" + (f"; {verb}" if bad else ", every finished chunk reads"))
+    return 1 if bad and not args.repair else 0
+
+
+def cluster_options(args) -> ClusterOptions:
+    """Where the command's dask work runs (starcenter.cubes.cluster)."""
+    return ClusterOptions(args.scheduler, args.workers, args.threads, args.memory_limit,
+                          args.dashboard_address, args.quiet)
