@@ -88,7 +88,7 @@ def error_vs_stars(store, exposures=6) -> dict:
             for n in STAR_COUNTS:
                 sub = F.FocusStars(stars.ix[:n], stars.iy[:n], stars.snr[:n], stars.sky[:n])
                 f = F.fit_focus(img, sub, p.grid(), model, gain, rn, min(n, 10), p.fine_step, p.fine_step,
-                                model.field_at if p.field else None)
+                                model.field_at)  # the sweep sets are field-varying: field "on"
                 errs[n].append(f.focus - truth[e, c])
         out[chip] = {str(n): {"rms_um": float(np.sqrt(np.nanmean(np.square(v)))),
                               "fitted": int(np.isfinite(v).sum())} for n, v in errs.items()}
@@ -99,9 +99,9 @@ def centring(store, method: str) -> dict:
     """Errors against exact truth (mpix) of the current detections, per chip and flux bin."""
     import xarray as xr
 
+    from starcenter.cubes.classical.stats import robust_sigma
     from starcenter.cubes.lookup import chip_epsfs
     from starcenter.cubes.params import DetectParams
-    from starcenter.cubes.classical.stats import robust_sigma
     from starcenter.evaluation.cramer_rao import position_bound
     from starcenter.evaluation.truth import match_to_truth, pixel_phase
 
@@ -110,7 +110,7 @@ def centring(store, method: str) -> dict:
     sky_rate = 6.0 * float(ex.exptime.values[0])  # e-/arcsec^2 (the demo preset's sky)
     out = {}
     for c, chip in enumerate(chips):
-        gain, rn = float(ex.gain.values[c]), float(ex.read_noise.values[c])
+        rn = float(ex.read_noise.values[c])
         sky = sky_rate * float(ex.pixel_scale.values[c]) ** 2
         rows = []
         for e in range(ex.sizes["exposure"]):

@@ -60,9 +60,10 @@ class PSFFitParams(_Stored):
     min_snr: a star's peak S/N at least this; isolation_px: no other detection this close (px);
     max_stars: the brightest kept. grid_min, grid_max, grid_step: the coarse focus nodes (um)
     searched; fine_step: the lattice (um) the minimum is refined on and the ePSFs are stored at.
-    field: the model's field-dependent aberrations (3x3 field nodes per focus node) in the
-    refinement and in ``detect --psf fitted``; off: one chip-centre ePSF per chip (9x fewer
-    physical-optics ePSFs to compute, and a chip-averaged focus).
+    field: "on": the model's field-dependent aberrations (3x3 field nodes per focus node) in the
+    refinement and in ``detect --psf fitted`` (real WFPC2 chips); "off": one chip-centre ePSF
+    per chip (9x fewer physical-optics ePSFs); "auto" (default): a simulation's own setting
+    (its --field-varying), "on" for archive data.
     """
 
     fit: str = "focus"
@@ -74,9 +75,11 @@ class PSFFitParams(_Stored):
     grid_max: float = 20.0
     grid_step: float = 2.5
     fine_step: float = 1.0
-    field: bool = True
+    field: str = "auto"
 
     def __post_init__(self):
+        if self.field not in ("auto", "on", "off"):
+            raise BadArgumentError(f"field must be auto, on or off, got {self.field!r}")
         if self.fit not in PSF_FITS:
             raise BadArgumentError(f"unknown --fit {self.fit!r}; expected one of {PSF_FITS}")
         if not 3 <= self.min_stars <= self.max_stars:

@@ -112,6 +112,9 @@ def _add_psf(sub):
     p.add_argument("--max-stars", type=A.integer(3, 100000), default=300, help="brightest stars used (default 300)")
     p.add_argument("--min-snr", type=A.number(0, 1e6, lo_open=True), default=30.0,
                    help="a star's peak S/N at least this (default 30)")
+    p.add_argument("--field", default="auto", choices=("auto", "on", "off"),
+                   help="the model's field-dependent aberrations: on (real chips), off (one ePSF per "
+                        "chip), auto (default: a simulation's own --field-varying, on for archive data)")
     p.add_argument("--rebuild", action="store_true", help="refit even if the store has a fit")
     _add_cluster_args(p)
     p.set_defaults(func=C.cmd_psf)

@@ -92,7 +92,7 @@ def cmd_detect(args) -> int:
 def cmd_psf(args) -> int:
     from starcenter.cubes.params import PSFFitParams
 
-    fit = PSFFitParams(args.fit, args.min_stars, args.min_snr, max_stars=args.max_stars)
+    fit = PSFFitParams(args.fit, args.min_stars, args.min_snr, max_stars=args.max_stars, field=args.field)
     pipeline.run(args.store, "psf", "psf", {"psf": {"kind": "fitted", "fit": fit, "rebuild": args.rebuild}},
                  cluster_options(args), not args.quiet)
     print(f"{args.store}: psf_fit written ({args.fit} per exposure and chip); next: "

@@ -16,7 +16,7 @@ from .conftest import derive_store
 
 #: A coarse grid around the tiny set's true focus (+5 um), chip-centre model (the tiny set has no
 #: field variation): 5 coarse + 4 fine ePSFs per chip to compute.
-GRID = PSFFitParams(grid_min=0.0, grid_max=10.0, grid_step=2.5, field=False)
+GRID = PSFFitParams(grid_min=0.0, grid_max=10.0, grid_step=2.5, field="off")
 
 
 def test_vertex_of_a_parabola():
@@ -119,7 +119,7 @@ def test_flagged_exposures_use_the_library(tiny_store, tmp_path, capsys):
     path = tmp_path / "flag.zarr"
     shutil.copytree(tiny_store, path)
     with dask.config.set(scheduler="synchronous"):
-        out = fit_psf(path, PSFFitParams(min_stars=5000, max_stars=5000, grid_min=0.0, grid_max=10.0, field=False))
+        out = fit_psf(path, PSFFitParams(min_stars=5000, max_stars=5000, grid_min=0.0, grid_max=10.0, field="off"))
     fit = xr.open_zarr(path, group="psf_fit")
     assert (fit["status"].values == F.STATUS["too_few_stars"]).all() and np.isnan(fit["focus"].values).all()
     assert out["chips"]["WF3"]["flagged"] == {0: "too_few_stars", 1: "too_few_stars", 2: "too_few_stars"}
@@ -245,3 +245,23 @@ def test_stdpsf_library(tmp_path):
         read_stdpsf(tmp_path / "none.fits", "WF3")
     with pytest.raises(BadInputError, match="not a WFPC2 STDPSF ePSF library"):
         read_stdpsf(shared_file("data", "real", "WFPC2u5780205r_c0fx.fits"), "WF3")
+
+
+def test_a_focus_outside_the_grid_is_flagged_not_guessed(tiny_store):
+    """Bad input: the data's PSF lies beyond the searched grid (a model family blurred further
+    from the truth at every node): the fit says so (outside_grid) and gives no focus."""
+    from scipy.ndimage import gaussian_filter
+
+    from starcenter.cubes.classical.epsf import EffectivePSF
+
+    ex = xr.open_zarr(tiny_store, group="exposures")
+    _, true = chip_epsfs(tiny_store, DetectParams("true"))
+    sharp = true["WF3"](0)
+
+    def blurred(f):
+        return EffectivePSF(gaussian_filter(sharp.data, 0.5 * f), 4).normalized()
+
+    image, dq = ex["image"].values[0, 1], ex["dq"].values[0, 1]
+    stars = F.select_stars(image, dq, 7.0, 5.0, sharp)
+    fit = F.fit_focus(image, stars, np.arange(1.0, 6.0), blurred, 7.0, 5.0)
+    assert fit.status == F.STATUS["outside_grid"] and np.isnan(fit.focus) and fit.n_stars >= 30

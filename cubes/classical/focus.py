@@ -193,7 +193,7 @@ def fit_focus(image, stars: FocusStars, grid: np.ndarray, epsf_at, gain: float, 
     total = chi2[:, ok].sum(axis=1)
     f0, _, red, status = vertex(grid, total, n_dof)
     if status == STATUS["outside_grid"]:
-        return FocusFit(np.nan, np.nan, n, red, status)
+        return FocusFit(np.nan, np.nan, len(stars), red, status)
     if status == STATUS["no_minimum"]:  # not a parabola over 5 coarse nodes: start at the lowest
         f0 = float(grid[np.argmin(total)])
     keep = np.ones(len(stars), bool)

@@ -12,6 +12,9 @@ EXPOSURE_BLOCK exposures of one chip; deterministic (no random numbers).
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import numpy as np
 
 from starcenter.cubes import driver, schema
@@ -61,7 +64,7 @@ def _fit_block(path: str, c: int, e0: int, e1: int, model: _Model, library, gain
         stars = F.select_stars(image, dq, gain, rn, library, sat_dn, params.min_snr,
                                params.isolation_px, params.max_stars)
         fit = F.fit_focus(image, stars, params.grid(), model, gain, rn, params.min_stars, params.fine_step,
-                          params.fine_step, model.field_at if params.field else None)
+                          params.fine_step, model.field_at if params.field == "on" else None)
         for k, v in zip(VARS, (fit.focus, fit.error, fit.n_stars, fit.chi2_red, fit.status)):
             out[k].append(v)
     g = root[schema.PSF_FIT]
@@ -111,9 +114,9 @@ def fit_psf(store, params: PSFFitParams | None = None, progress: bool = True) ->
     """
     import dask
 
-    params = params or PSFFitParams()
     path = st.store_path(store)
     ex = st.open_group(path, schema.EXPOSURES)
+    params = resolved(params or PSFFitParams(), path)
     done = driver.prepare(path, schema.PSF_FIT, lambda: _template(ex, params), {"params": params.to_json()})
     chips, lib = chip_epsfs(path, DetectParams("library"))
     filt = ex.attrs.get("filter")
@@ -131,6 +134,15 @@ def fit_psf(store, params: PSFFitParams | None = None, progress: bool = True) ->
     if driver.finish(path, schema.PSF_FIT):
         summary.update(_write_epsfs(path, chips, filt, params, progress))
     return summary
+
+
+def resolved(params: PSFFitParams, path: str) -> PSFFitParams:
+    """``field="auto"`` made definite: a simulation's own --field-varying, "on" for archive data."""
+    if params.field != "auto":
+        return params
+    sim = st.read_attrs(path).get("starcenter_simulation")
+    varying = json.loads(sim).get("field_varying", False) if sim else True
+    return replace(params, field="on" if varying else "off")
 
 
 def _ready(path: str, ex, ne: int, nc: int):
@@ -153,9 +165,9 @@ def _write_epsfs(path: str, chips, filt: str, params: PSFFitParams, progress: bo
     step = params.fine_step
     lo, hi = np.floor(focus[ok] / step + 1e-9), np.floor(focus[ok] / step + 1e-9) + 1
     nodes = np.unique(np.round(np.concatenate([lo, hi, [0.0]]) * step, 6))
-    fld = np.array(FIELD_NODES) if params.field else np.array([400.0])
+    fld = np.array(FIELD_NODES) if params.field == "on" else np.array([400.0])
     models = {c: _Model(c, filt) for c in chips}
-    get = (lambda c, f, j, k: models[c].field_at(f, j, k).data) if params.field else \
+    get = (lambda c, f, j, k: models[c].field_at(f, j, k).data) if params.field == "on" else \
         (lambda c, f, j, k: models[c](f).data)
     data = np.stack([[[[get(c, float(f), j, k) for k in range(len(fld))] for j in range(len(fld))]
                       for f in nodes] for c in chips])
