@@ -34,6 +34,7 @@ def stats(store) -> dict:
     out = {}
     for c, chip in enumerate(str(v) for v in ex.chip.values):
         d = read_detections(root, 0, c)
+        d["sky"] = root["detections/sky"][0, c][: d["x"].size]
         gain = float(ex.gain.values[c])
         e = d["flux"] * gain
         ok = (d["flags"] == 0) & (e > 0)

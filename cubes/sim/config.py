@@ -25,7 +25,8 @@ class SimulationConfig:
     focus_sweep_um: per-exposure focus drawn (seeded) from these values, or with
     focus_sweep_range from the interval between its two values (a focus sweep for training and
     tests); chip_focus_um: per-chip focus offsets added to every exposure's focus, e.g.
-    (("PC1", -5.0), ("WF3", 10.0)) (`simulate --like` of a real exposure).
+    (("PC1", -5.0), ("WF3", 10.0)) (`simulate --like` of a real exposure); chip_density_scale:
+    per-chip factors <= 1 on the star density (chips of a real field off one King profile).
     """
 
     n_exposures: int = 24
@@ -47,10 +48,15 @@ class SimulationConfig:
     focus_sweep_um: tuple[float, ...] = ()
     focus_sweep_range: bool = False
     chip_focus_um: tuple[tuple[str, float], ...] = ()
+    chip_density_scale: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "focus_sweep_um", tuple(float(v) for v in self.focus_sweep_um))
         object.__setattr__(self, "chip_focus_um", tuple((str(c), float(v)) for c, v in self.chip_focus_um))
+        object.__setattr__(self, "chip_density_scale",
+                           tuple((str(c), float(v)) for c, v in self.chip_density_scale))
+        if any(not 0 < v <= 1 for _, v in self.chip_density_scale):
+            raise BadArgumentError(f"chip density scales must be in (0, 1], got {self.chip_density_scale}")
         if self.focus_sweep_range and len(self.focus_sweep_um) != 2:
             raise BadArgumentError(f"a focus range needs two values, got {self.focus_sweep_um}")
         if any(c not in self.chips for c, _ in self.chip_focus_um):
@@ -73,7 +79,7 @@ class SimulationConfig:
 
     def to_json(self) -> str:
         d = asdict(self)
-        for k in ("focus_sweep_um", "focus_sweep_range", "chip_focus_um"):
+        for k in ("focus_sweep_um", "focus_sweep_range", "chip_focus_um", "chip_density_scale"):
             if not d[k]:  # stores simulated before these options existed resume unchanged
                 del d[k]
         return json.dumps(d, sort_keys=True)

@@ -109,11 +109,13 @@ class ChipStars:
     mag: np.ndarray
 
 
-def star_field(seed: int, chips, cluster: ClusterModel, bright_enhanced: bool = False):
+def star_field(seed: int, chips, cluster: ClusterModel, bright_enhanced: bool = False,
+               chip_scale: dict | None = None):
     """Generate the field chip by chip: {chip: ChipStars}. Deterministic under ``seed``.
 
     Stars are drawn by thinning a homogeneous Poisson process over each chip's footprint (plus
-    margin) with the King profile; chips do not overlap, so together they form one global
+    margin) with the King profile (times ``chip_scale[chip]`` <= 1 where given: a field whose
+    chips are not on one King profile); chips do not overlap, so together they form one global
     field. Star ids are unique over the data set (chip number * 10^7 + index).
     """
     out = {}
@@ -130,7 +132,7 @@ def star_field(seed: int, chips, cluster: ClusterModel, bright_enhanced: bool = 
         x = rng.uniform(lo, hi, n)
         y = rng.uniform(lo, hi, n)
         u, v = chip_to_global(chip, x, y)
-        keep = rng.random(n) < cluster.surface_density(u, v) / dmax
+        keep = rng.random(n) < cluster.surface_density(u, v) / dmax * (chip_scale or {}).get(chip, 1.0)
         u, v = u[keep], v[keep]
         mags = sample_magnitudes(rng, keep.sum(), bright_enhanced)
         ids = C.DETECTOR_NUMBER[chip] * 10_000_000 + np.arange(keep.sum())

@@ -4,9 +4,9 @@ time and gain, the sky level, the density of 1e4-1e5 e- stars and each chip's fi
 So a real exposure can be matched by simulations with exact truth. What is measured from the
 store (its first exposure):
 
-- star density: the simulator's density scaled by the median over chips of (stars of 1e4 to 1e5
-  e- found in the store) / (those found in a probe exposure simulated at the default density);
-  the luminosity function's shape stays the simulator's 47 Tuc-like one;
+- star density, per chip: the simulator's density scaled by (stars of 1e4 to 1e5 e- found in the
+  store) / (those found in a probe exposure simulated at the default density); the luminosity
+  function's shape stays the simulator's 47 Tuc-like one;
 - sky (e-/s/arcsec^2): the local-sky map (photutils Background2D, as detection uses) less the
   probe's unresolved starlight, median over chips;
 - focus: each chip's median fitted focus (``psf_fit``, the psf stage: run it first), as per-chip
@@ -101,8 +101,8 @@ def like_config(store, n_exposures: int | None = None, seed: int = 1,
     """The SimulationConfig that mirrors ``store`` and what was measured.
 
     One exposure per chip is first simulated at the default density and sky with the store's
-    chips, filter, exposure time and focus; the density is scaled by the median ratio of stars
-    of COUNT_RANGE e- found (store / probe), and the sky set to the store's local sky minus the
+    chips, filter, exposure time and focus; each chip's density is scaled by its ratio of stars of
+    COUNT_RANGE e- found (store / probe), and the sky set to the store's local sky minus the
     probe's unresolved starlight (its local sky above the default sky, scaled with the density):
     in a crowded field the local sky is mostly faint stars, which the simulation adds itself.
     """
@@ -117,12 +117,13 @@ def like_config(store, n_exposures: int | None = None, seed: int = 1,
         sky_dn, n = _probe(probe, chip)
         v.update(probe_sky_dn=sky_dn, probe_stars=n)
         ratios.append(v["stars"] / max(n, 1))
-    ratio = float(np.median(ratios))
-    for chip, v in m["chips"].items():
+    ratio = max(max(ratios), 1e-3)  # the densest chip sets the density, the others are thinned
+    for (chip, v), r in zip(m["chips"].items(), ratios):
         default_dn = probe.sky * probe.exptime * C.PIXEL_SCALE[chip] ** 2 / v["gain"]
-        sky_dn = v["sky_dn"] - (v["probe_sky_dn"] - default_dn) * ratio
+        sky_dn = v["sky_dn"] - (v["probe_sky_dn"] - default_dn) * r
         sky_rate.append(max(sky_dn, 0.0) * v["gain"] / probe.exptime / C.PIXEL_SCALE[chip] ** 2)
-    cfg = replace(probe, density=max(probe.density * ratio, 1e-3), sky=float(np.median(sky_rate)),
-                  cosmic_rays=m["source"] == "archive")
-    m.update(density_ratio=ratio, sky_rate_per_chip=sky_rate)
+    scale = tuple((c, round(max(r / ratio, 1e-3), 4)) for c, r in zip(m["chips"], ratios) if r < ratio)
+    cfg = replace(probe, density=probe.density * ratio, sky=float(np.median(sky_rate)),
+                  cosmic_rays=m["source"] == "archive", chip_density_scale=scale)
+    m.update(density_ratios=ratios, sky_rate_per_chip=sky_rate)
     return cfg, m

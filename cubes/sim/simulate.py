@@ -227,7 +227,7 @@ def simulate(store, config: SimulationConfig, progress: bool = True) -> Simulati
     precompute_psfs(config, progress)
     psfs = {c: chip_psfs(c, config) for c in chips}
     cluster = ClusterModel(density=config.density)
-    stars = star_field(config.seed, chips, cluster, config.bright_enhanced)
+    stars = star_field(config.seed, chips, cluster, config.bright_enhanced, dict(config.chip_density_scale) or None)
     dithers = gilliland_dithers(config.seed, config.n_exposures)
     focus = exposure_focus(config)
     if not (resumed and st.has_group(path, schema.PSF)):
