@@ -157,9 +157,10 @@ def test_focus_sweep_in_the_simulator():
 
 
 def test_field_epsf_groups_and_fits():
-    """A FieldEPSF whose nodes are all one ePSF fits exactly as that ePSF; its cells partition
-    the stars and its ePSF at a node's cell is that node's."""
-    from starcenter.cubes.classical.fieldpsf import CELLS, FieldEPSF, fit_grouped
+    """A FieldEPSF whose nodes are all one ePSF fits exactly as that ePSF; its quadrants partition
+    the stars; a star's ePSF is its node's at a node and bilinear between nodes (clamped)."""
+    from starcenter.cubes.classical.epsf import EffectivePSF
+    from starcenter.cubes.classical.fieldpsf import FieldEPSF, fit_grouped
     from starcenter.cubes.classical.psffit import fit_stars
     from starcenter.cubes.sim.optics import PSFParams, get_epsf
 
@@ -168,7 +169,7 @@ def test_field_epsf_groups_and_fits():
     rng = np.random.default_rng(0)
     x, y = rng.uniform(20, 780, 200), rng.uniform(20, 780, 200)
     groups = flat.groups(x, y)
-    assert sorted(np.concatenate(list(groups.values()))) == list(range(200)) and len(groups) <= CELLS**2
+    assert sorted(np.concatenate(list(groups.values()))) == list(range(200)) and len(groups) == 4
     img = np.full((800, 800), 10.0) + rng.normal(0, 1, (800, 800))
     ix, iy = np.floor(x + 0.5).astype(int), np.floor(y + 0.5).astype(int)
     sat = np.zeros(200, bool)
@@ -178,14 +179,20 @@ def test_field_epsf_groups_and_fits():
     np.testing.assert_allclose(a.x, b.x)
     np.testing.assert_allclose(a.flux, b.flux)
     np.testing.assert_array_equal(a.flags, b.flags)
-    from starcenter.cubes.classical.epsf import EffectivePSF
 
     marks = {(j, k): EffectivePSF(lib.data * (1 + 0.1 * (3 * j + k)), 4) for j in range(3) for k in range(3)}
     varying = FieldEPSF(lambda f, j, k: marks[j, k], 0.0)
-    corner = varying.groups([10.0], [10.0])  # below the (100, 100) node: clamped to it
-    np.testing.assert_allclose(varying.at(next(iter(corner))).data, marks[0, 0].data)
-    middle = varying.groups([399.5], [399.5])  # the cell around the chip centre: between nodes
-    assert not np.allclose(varying.at(next(iter(middle))).data, marks[0, 0].data)
+    dx = np.zeros(3)
+    xs, ys = np.array([10.0, 400.0, 550.0]), np.array([10.0, 400.0, 250.0])
+    values = []
+    for q, idx in varying.groups(xs, ys).items():
+        values += list(zip(idx, varying.for_stars(q, xs[idx], ys[idx]).evaluate(dx[idx], dx[idx])))
+    v = dict(values)
+    assert v[0] == pytest.approx(marks[0, 0].evaluate(0.0, 0.0))  # clamped to the (100, 100) node
+    assert v[1] == pytest.approx(marks[1, 1].evaluate(0.0, 0.0))  # on the centre node
+    # (550, 250): halfway between x nodes 400 and 700 and y nodes 100 and 400
+    mid = np.mean([marks[j, k].evaluate(0.0, 0.0) for j in (0, 1) for k in (1, 2)])
+    assert v[2] == pytest.approx(mid)
 
 
 def test_detect_with_a_field_epsf_of_one_psf_is_detect_with_that_psf(tiny_store):

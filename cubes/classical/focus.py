@@ -106,8 +106,8 @@ def chi2_profile(image, stars: FocusStars, epsfs, gain: float, read_noise: float
     for i, e in enumerate(epsfs):
         groups = e.groups(stars.ix, stars.iy) if isinstance(e, FieldEPSF) else {0.0: np.arange(len(stars))}
         for q, idx in groups.items():
-            psf = e.at(q) if isinstance(e, FieldEPSF) else e
             ix, iy = stars.ix[idx], stars.iy[idx]
+            psf = e.for_stars(q, ix, iy) if isinstance(e, FieldEPSF) else e
             # 1e-4 px is far below what moves a star's chi-square: 3x fewer iterations than detect's
             fit = fit_stars(img, ix, iy, psf, gain, read_noise, sky=stars.sky[idx], half=HALF, tol=1e-4, max_iter=10)
             model = fit.flux[:, None, None] * psf.box(ix - fit.x, iy - fit.y, HALF)[0] + fit.sky[:, None, None]

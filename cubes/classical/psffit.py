@@ -135,7 +135,7 @@ def fit_stars(image: np.ndarray, ix, iy, epsf: EffectivePSF, gain: float = 7.0,
         if a.size == 0:
             break
         var = None if fixed_var is None else fixed_var[a]
-        step = _step(d[a], w_mask[a], ix[a] - x[a], iy[a] - y[a], f[a], s[a], epsf, half, gain,
+        step = _step(d[a], w_mask[a], ix[a] - x[a], iy[a] - y[a], f[a], s[a], _subset(epsf, a), half, gain,
                      read_noise, var, lam[a], fit_sky)
         x[a] += step[:, 0]
         y[a] += step[:, 1]
@@ -157,6 +157,12 @@ def fit_stars(image: np.ndarray, ix, iy, epsf: EffectivePSF, gain: float = 7.0,
     # float32 overflow
     q = np.where((f > 0) & (q < 1e30), q, np.inf)
     return FitResult(x, y, f, s, q, flags, it)
+
+
+def _subset(epsf, a):
+    """The ePSF of stars ``a`` (an ePSF that differs per star, e.g. fieldpsf.StarsEPSF, knows
+    each star's; a shared EffectivePSF is itself)."""
+    return epsf.subset(a) if hasattr(epsf, "subset") else epsf
 
 
 def _boxes(image, ix, iy, epsf: EffectivePSF, half: int, sat, neighbours, error):
