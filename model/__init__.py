@@ -29,3 +29,25 @@ def quiet_tensorflow() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(null)
+
+
+def set_tensorflow_threads(threads: int | None = None) -> None:
+    """TensorFlow's intra- and inter-op thread pools: ``threads`` each (default
+    $STARCENTER_TF_THREADS; unset: TensorFlow's own, one per core). Must run before TensorFlow's
+    first op in the process (a later call changes nothing and says so).
+
+    Measured on the 2-core machine (benchmarks/bench_train_cores.py): one training gains little
+    from a second thread at the demo's batch of 64, while two trainings of one thread each run
+    side by side at nearly twice the samples/s; so the demo trains its networks two at a time,
+    one thread each (starcenter.model.parallel)."""
+    n = threads or int(os.environ.get("STARCENTER_TF_THREADS", "0") or 0)
+    if n <= 0:
+        return
+    quiet_tensorflow()
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(n)
+    except RuntimeError as err:  # TensorFlow already running in this process
+        print(f"starcenter: TensorFlow threads left as they are ({err})", file=sys.stderr)

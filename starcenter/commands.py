@@ -119,7 +119,10 @@ def cmd_catalog(args) -> int:
 
 def cmd_train(args) -> int:
     from starcenter.evaluation.plots import plot_loss
+    from starcenter.model import set_tensorflow_threads
     from starcenter.model.train import train
+
+    set_tensorflow_threads()  # $STARCENTER_TF_THREADS, if set
 
     meta = train(args.store, args.chip.upper(), args.arch, args.recipe, args.epochs, args.out,
                  args.seed, args.target, verbose=0 if args.quiet else 2)

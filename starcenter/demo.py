@@ -49,17 +49,10 @@ def run_demo(outdir="demo-output", progress: bool = True, exposures: int = 48,
                    f"{cfg.focus_um:+.1f} um vs the library ePSF")
     sim = _classical(store, progress, "simulate", config=cfg)["simulate"]
     plot_exposure(store, 0, out / "exposure0.png")
-    models = {}
-    for chip in cfg.chips:
-        for arch in ARCHS:
-            path = out / "models" / f"{chip}_{arch}.keras"
-            if not path.exists():
-                _say(progress, f"training VGG6 {arch} on {chip} (fast recipe, exact simulation truth)")
-                pipeline.run_stage("train", store, chip=chip, arch=arch, recipe="fast", epochs=epochs,
-                                   out=path, target="exact", verbose=0)
-                plot_loss(path)
-            models[chip, arch] = path
-            _predict(store, path, f"vgg6-{arch}", chip)
+    models = {(chip, arch): out / "models" / f"{chip}_{arch}.keras" for chip in cfg.chips for arch in ARCHS}
+    _train_models(store, {k: p for k, p in models.items() if not p.exists()}, epochs, progress)
+    for (chip, arch), path in models.items():
+        _predict(store, path, f"vgg6-{arch}", chip)
     main = evaluate(store, out / "report", f"SIMULATION demo set, true focus {cfg.focus_um:+.1f} um")
 
     other_store = out / "other-epoch.zarr"
@@ -127,6 +120,23 @@ def _real(out: Path, models: dict, progress: bool):
     for (chip, arch), model in models.items():
         _predict(store, model, f"vgg6-{arch}", chip)
     return evaluate(store, out / "report-real", "REAL DATA: ω Cen u40x010hm_c0f, one exposure")
+
+
+def _train_models(store, todo: dict, epochs, progress) -> None:
+    """Train the networks not yet trained, two at a time on a 2-core machine (one TensorFlow
+    thread each: starcenter.model.parallel), and plot their loss curves."""
+    from starcenter.model.parallel import train_many
+
+    if not todo:
+        return
+    names = ", ".join(f"{arch} on {chip}" for chip, arch in todo)
+    _say(progress, f"training VGG6 {names} (fast recipe, exact simulation truth; side by side)")
+    # train reads the rasters only (pipeline.STAGES: it writes no group), so no store lock is taken
+    jobs = [dict(store=store, chip=chip, arch=arch, recipe="fast", epochs=epochs, out=path, target="exact",
+                 verbose=0) for (chip, arch), path in todo.items()]
+    train_many(jobs, progress=(lambda job: _say(progress, f"trained {job['arch']} on {job['chip']}")))
+    for path in todo.values():
+        plot_loss(path)
 
 
 def _predict(store, model, name: str, chip: str):

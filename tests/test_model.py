@@ -155,3 +155,19 @@ def test_checkpoint_survives_a_kill_during_its_own_write(tmp_path):
     assert done == 3 and [r["epoch"] for r in rows] == [0, 1, 2]
     assert all(np.array_equal(a, b) for a, b in zip(saved, fresh.get_weights()))
     assert (tmp_path / "m.keras.history.csv").read_text().splitlines()[0] == "epoch,loss"
+
+
+def test_trainings_side_by_side_are_deterministic(store, tmp_path):
+    """The demo's way of using the cores: two trainings at once, one process and one TensorFlow
+    thread each; the same job twice gives bit-identical weights."""
+    import keras
+
+    from starcenter.model.parallel import train_many
+
+    jobs = [dict(store=store, chip="WF3", arch="v1", recipe="fast", epochs=1, out=tmp_path / f"{k}.keras",
+                 target="exact", verbose=0) for k in "ab"]
+    done = []
+    metas = train_many(jobs, workers=2, progress=done.append)
+    assert [m["epochs"] for m in metas] == [1, 1] and len(done) == 2
+    wa, wb = (keras.saving.load_model(tmp_path / f"{k}.keras").get_weights() for k in "ab")
+    assert all(np.array_equal(a, b) for a, b in zip(wa, wb))
