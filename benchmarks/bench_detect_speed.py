@@ -114,7 +114,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "one.zarr"
         with dask.config.set(scheduler="synchronous"):
-            simulate(store, make_config("demo", n_exposures=1), progress=False)
+            simulate(store, make_config("demo", n_exposures=2), progress=False)
         base = Path(tmp) / "base"
         base.mkdir()
         subprocess.run(f"git -C {REPO} archive {a.base} | tar -x -C {base}", shell=True, check=True)
