@@ -9,9 +9,9 @@ Per filter (F555W, F814W): a set of PC1 and WF3 exposures whose true focus is dr
 2. ``detect --psf library|fitted|true``: error against exact truth per flux bin (isolated,
    unflagged stars, central third and whole chip), the pixel-phase bias (median error in 5 bins
    of true phase, 1e4-1e5 e-, peak to peak) and the ratio to the Cramér–Rao bound (1e4-1e5 e-);
-3. the time of the psf stage and of the detect stage on the same set.
+3. the time of the psf stage and of the detect stage on the same set, and on the demo set.
 
-    python benchmarks/bench_psf_fit.py OUTDIR [--exposures 12] [--workers 2]
+    python benchmarks/bench_psf_fit.py OUTDIR [--exposures 12] [--workers 2] [--demo-timing-only]
 
 Prints the tables and writes OUTDIR/psf_fit.json. Every figure is from simulations.
 """
@@ -99,13 +99,12 @@ def centring(store, method: str) -> dict:
     """Errors against exact truth (mpix) of the current detections, per chip and flux bin."""
     import xarray as xr
 
+    from starcenter.cubes.classical.peaks import local_sky
     from starcenter.cubes.classical.stats import robust_sigma
     from starcenter.cubes.lookup import chip_epsfs
     from starcenter.cubes.params import DetectParams
     from starcenter.evaluation.cramer_rao import position_bound
     from starcenter.evaluation.truth import match_to_truth, pixel_phase
-
-    from starcenter.cubes.classical.peaks import local_sky
 
     ex = xr.open_zarr(store, group="exposures")
     chips, true_epsf = chip_epsfs(store, DetectParams("true"))
@@ -152,12 +151,41 @@ def centring(store, method: str) -> dict:
     return out
 
 
+def time_demo_set(outdir: Path, opts, exposures: int = 48) -> dict:
+    """The psf stage against the detect stage on the demo set (SIMULATION, its own field setting:
+    off), both from scratch on the same cluster options; printed."""
+    from starcenter.cubes import pipeline
+    from starcenter.cubes.params import DetectParams, PSFFitParams
+    from starcenter.cubes.sim.simulate import make_config
+
+    store = outdir / "demo.zarr"
+    pipeline.run(store, "simulate", "simulate", {"simulate": {"config": make_config("demo", n_exposures=exposures)}},
+                 opts)
+    out = {}
+    for field in ("auto", "on"):
+        t0 = time.perf_counter()
+        pipeline.run(store, "psf", "psf", {"psf": {"kind": "fitted", "fit": PSFFitParams(field=field),
+                                                   "rebuild": True}}, opts)
+        out[f"psf_{field}_s"] = time.perf_counter() - t0
+    from starcenter.cubes import store as st
+
+    if st.has_group(store, "detections"):
+        st.remove_group(store, "detections")
+    t0 = time.perf_counter()
+    pipeline.run(store, "detect", "detect", {"detect": {"params": DetectParams("library")}}, opts)
+    out["detect_s"] = time.perf_counter() - t0
+    print(f"\n== SIMULATION demo set ({exposures} exposures x PC1, WF3): psf stage {out['psf_auto_s']:.1f} s "
+          f"(field auto = off, the set's own) / {out['psf_on_s']:.1f} s (field on) vs detect {out['detect_s']:.1f} s")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("outdir", type=Path)
     ap.add_argument("--exposures", type=int, default=12)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--filters", default="F555W,F814W")
+    ap.add_argument("--demo-timing-only", action="store_true", help="only time psf vs detect on the demo set")
     args = ap.parse_args(argv)
     from starcenter.cubes import pipeline
     from starcenter.cubes.cluster import ClusterOptions
@@ -165,7 +193,10 @@ def main(argv=None) -> int:
 
     args.outdir.mkdir(parents=True, exist_ok=True)
     opts = ClusterOptions(scheduler="local", workers=args.workers, quiet=True)
-    report = {"label": "SIMULATION: focus sweep -10..+15 um, breathing 1 um, field-varying PSF"}
+    report = {"label": "SIMULATION: focus sweep -10..+15 um, breathing 1 um, field-varying PSF",
+              "demo_timing": time_demo_set(args.outdir, opts)}
+    if args.demo_timing_only:
+        return 0
     for k, filt in enumerate(args.filters.split(",")):
         store = simulate_set(args.outdir, filt, args.exposures, 20 + k, opts)
         t0 = time.perf_counter()
