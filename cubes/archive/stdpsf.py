@@ -17,6 +17,7 @@ from starcenter.cubes import constants as C
 from starcenter.cubes import schema
 from starcenter.cubes.classical.epsf import EffectivePSF
 from starcenter.cubes.errors import BadInputError
+from starcenter.cubes.sim.truepsf import field_weights
 
 
 def stdpsf_filter(path) -> str | None:
@@ -45,23 +46,13 @@ def read_stdpsf(path, chip: str, filt: str | None = None) -> EffectivePSF:
         raise BadInputError(str(path), f"not a WFPC2 STDPSF ePSF library ({err})") from None
     xy = np.asarray(model.grid_xypos, float)  # 0-based chip pixels (photutils converts)
     data = np.asarray(model.data, float)
-    centre = (C.CHIP_SIZE - 1) / 2
+    centre = np.array([(C.CHIP_SIZE - 1) / 2])
     w = np.ones(len(xy))
-    for axis in (0, 1):
+    for axis in (0, 1):  # bilinear at the chip centre, as the simulator weights its field nodes
         nodes = np.unique(xy[:, axis])
-        w *= np.interp(xy[:, axis], nodes, _hat(nodes, centre)) if len(nodes) > 1 else 1.0
+        w *= np.interp(xy[:, axis], nodes, field_weights(centre, nodes)[:, 0])
     epsf = np.tensordot(w / w.sum(), data, axes=1)
     return EffectivePSF(_to_grid(epsf), schema.OVERSAMPLING).normalized()
-
-
-def _hat(nodes: np.ndarray, c: float) -> np.ndarray:
-    """Linear-interpolation weights of coordinate ``c`` at each of ``nodes`` (sorted)."""
-    w = np.zeros(len(nodes))
-    c = float(np.clip(c, nodes[0], nodes[-1]))
-    i = min(int(np.searchsorted(nodes, c, side="right")) - 1, len(nodes) - 2)
-    t = (c - nodes[i]) / (nodes[i + 1] - nodes[i])
-    w[i], w[i + 1] = 1 - t, t
-    return w
 
 
 def _to_grid(epsf: np.ndarray) -> np.ndarray:
