@@ -89,6 +89,7 @@ def _fitted(store, c: int, chip: str, filt: str, os_: int):
     (linear between the stored focus nodes), over the chip (a FieldEPSF) when the fit used the
     field-dependent model; the library ePSF where the fit was flagged."""
     from starcenter.cubes.classical.fieldpsf import FieldEPSF, lattice_epsf
+    from starcenter.cubes.classical.focus import diffuse
 
     if not st.has_group(store, schema.PSF_FIT) or "epsf" not in st.open_group(store, schema.PSF_FIT):
         raise StoreMismatchError(st.store_path(store), "has no fitted PSF: run `starcenter psf STORE "
@@ -100,16 +101,18 @@ def _fitted(store, c: int, chip: str, filt: str, os_: int):
              for j in range(arr.shape[1]) for k in range(arr.shape[2])}
     step = float(fit.attrs.get("focus_step", np.diff(grid).min() if len(grid) > 1 else 1.0))
     focus = fit["focus"].values[:, c]
+    diffusion = fit["diffusion"].values[:, c] if "diffusion" in fit else np.full(focus.shape, np.nan)
     library = get_epsf(PSFParams(chip, filt))
     field = arr.shape[1] > 1
 
     def fitted_for(exp):
-        f = focus[exp]
+        f, d = focus[exp], diffusion[exp]
         if not np.isfinite(f):
             return library
+        d = float(d) if np.isfinite(d) else 0.0  # fit "focus": the model's own diffusion
         if field:
-            return FieldEPSF(lambda g, j, k: nodes[round(g, 6), j, k], f, step)
-        return lattice_epsf(lambda g: nodes[round(g, 6), 0, 0], f, step)
+            return FieldEPSF(lambda g, j, k: diffuse(nodes[round(g, 6), j, k], d), f, step)
+        return diffuse(lattice_epsf(lambda g: nodes[round(g, 6), 0, 0], f, step), d)
 
     return fitted_for
 

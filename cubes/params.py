@@ -12,7 +12,7 @@ from starcenter.cubes.errors import BadArgumentError
 
 PSF_KINDS = ("library", "true", "empirical", "catalog", "fitted")
 #: What the psf stage fits to each exposure's stars.
-PSF_FITS = ("focus",)
+PSF_FITS = ("focus", "focus+diffusion")
 
 
 class _Stored:
@@ -55,7 +55,8 @@ class DetectParams:
 class PSFFitParams(_Stored):
     """The psf stage's fit of each (exposure, chip)'s PSF epoch (:mod:`cubes.classical.focus`).
 
-    fit: what is fitted ("focus": the secondary-mirror despace, one Z4 offset per chip).
+    fit: what is fitted ("focus": the secondary-mirror despace, one Z4 offset per chip;
+    "focus+diffusion": and then the charge-diffusion strength at that focus, classical.focus.diffuse).
     min_stars: fewest usable stars for a fit; fewer flags the exposure (library ePSF used).
     min_snr: a star's peak S/N at least this; isolation_px: no other detection this close (px);
     max_stars: the brightest kept. grid_min, grid_max, grid_step: the coarse focus nodes (um)

@@ -161,6 +161,9 @@ SPECS: dict[str, GroupSpec] = {
         "n_stars": _v(_EC, "int32", "", "stars used by the fit"),
         "chi2_red": _v(_EC, "float64", "", "reduced chi-square at the fitted focus", NAN),
         "status": _v(_EC, "int8", "", "0 ok; see attributes flag_values / flag_meanings"),
+        "diffusion": _v(_EC, "float64", "", "charge-diffusion perturbation d (0: the model's kernel; "
+                        "fit focus+diffusion, else NaN)", NAN),
+        "diffusion_err": _v(_EC, "float64", "", "1-sigma uncertainty of diffusion", NAN),
         "done": _BLOCK_DONE,
         "epsf": _v((CHIP, FOCUS_NODE, FIELD_Y, FIELD_X, EY, EX), "float64", "flux fraction per pixel",
                    "physical-model ePSFs at the focus nodes the fits need and the field nodes (one, "

@@ -105,8 +105,9 @@ def _add_detect(sub):
 def _add_psf(sub):
     p = sub.add_parser("psf", help="fit each exposure's PSF epoch (focus per chip) to its own bright stars")
     p.add_argument("store", type=A.existing_store, help="store with an exposures group")
-    p.add_argument("--fit", default="focus", choices=("focus",),
-                   help="focus: the secondary-mirror despace, one Z4 offset per chip (default)")
+    p.add_argument("--fit", default="focus", choices=("focus", "focus+diffusion"),
+                   help="focus: the secondary-mirror despace, one Z4 offset per chip (default); "
+                        "focus+diffusion: and the charge-diffusion strength at that focus")
     p.add_argument("--min-stars", type=A.integer(3, 100000), default=30,
                    help="fewest usable stars per (exposure, chip); fewer flags it (library used)")
     p.add_argument("--max-stars", type=A.integer(3, 100000), default=300, help="brightest stars used (default 300)")

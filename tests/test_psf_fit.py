@@ -272,3 +272,23 @@ def test_a_focus_outside_the_grid_is_flagged_not_guessed(tiny_store):
     stars = F.select_stars(image, dq, 7.0, 5.0, sharp)
     fit = F.fit_focus(image, stars, np.arange(1.0, 6.0), blurred, 7.0, 5.0)
     assert fit.status == F.STATUS["outside_grid"] and np.isnan(fit.focus) and fit.n_stars >= 30
+
+
+def test_focus_and_diffusion_recover_the_nominal_diffusion(tiny_store, tmp_path):
+    """SIMULATION (the model's own charge diffusion, +5 um): fit focus+diffusion finds d ~ 0 and
+    the same focus; detect --psf fitted then uses the fitted diffusion."""
+    from starcenter.cubes.stages.psf_fit import fit_psf
+
+    path = tmp_path / "diff.zarr"
+    shutil.copytree(tiny_store, path)
+    params = PSFFitParams("focus+diffusion", grid_min=0.0, grid_max=10.0, field="off")
+    with dask.config.set(scheduler="synchronous"):
+        fit_psf(path, params, progress=False)
+    fit = xr.open_zarr(path, group="psf_fit")
+    d, err = fit["diffusion"].values, fit["diffusion_err"].values
+    assert np.all(np.abs(d) < 0.15) and np.all((err > 0) & (err < 0.15)), (d, err)
+    np.testing.assert_allclose(fit["focus"].values, 5.0, atol=0.3)
+    _, fitted = chip_epsfs(path, DetectParams("fitted"))
+    e = fitted["WF3"](0)
+    assert e.data.shape == (101, 101) and F.diffuse(e, 0.0) is e
+    assert F.diffuse(e, 1.0).data.max() < e.data.max()  # more diffusion, a lower peak

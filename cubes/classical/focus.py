@@ -59,6 +59,9 @@ class FocusFit:
     n_stars: int
     chi2_red: float
     status: int
+    #: with fit "focus+diffusion": the charge-diffusion perturbation (:func:`diffuse`) and its error
+    diffusion: float = float("nan")
+    diffusion_error: float = float("nan")
 
 
 def select_stars(image, dq, gain: float, read_noise: float, epsf: EffectivePSF,
@@ -128,9 +131,10 @@ def usable(chi2: np.ndarray, outlier: float = 3.0) -> np.ndarray:
     return ok & (best <= outlier * max(np.median(best[ok]), 1.0))
 
 
-def vertex(focus: np.ndarray, total: np.ndarray, n_dof: int, points: int = 5):
+def vertex(focus: np.ndarray, total: np.ndarray, n_dof: int, points: int = 5, floor: float | None = None):
     """(focus, 1-sigma error, reduced chi-square, status) of the parabola through the ``points``
-    lowest-chi-square nodes around the minimum of ``total`` (chi-square summed over stars)."""
+    lowest-chi-square nodes around the minimum of ``total`` (chi-square summed over stars); the
+    error includes ``floor`` in quadrature (default SYSTEMATIC_UM, the focus fit's)."""
     i0 = int(np.argmin(total))
     if i0 in (0, len(focus) - 1):
         return np.nan, np.nan, float(total[i0] / max(n_dof, 1)), STATUS["outside_grid"]
@@ -144,7 +148,7 @@ def vertex(focus: np.ndarray, total: np.ndarray, n_dof: int, points: int = 5):
     best = f0 - b / (2 * a)
     if not focus[sl][0] <= best <= focus[sl][-1]:
         return np.nan, np.nan, red, STATUS["no_minimum"]
-    error = np.hypot(np.sqrt(max(red, 1.0) / a), SYSTEMATIC_UM)
+    error = np.hypot(np.sqrt(max(red, 1.0) / a), SYSTEMATIC_UM if floor is None else floor)
     return float(best), float(error), red, STATUS["ok"]
 
 
@@ -244,3 +248,44 @@ def interpolate(grid: np.ndarray, epsfs, focus: float) -> EffectivePSF:
     i = int(np.clip(np.searchsorted(grid, focus) - 1, 0, len(grid) - 2))
     t = float(np.clip((focus - grid[i]) / (grid[i + 1] - grid[i]), 0, 1))
     return EffectivePSF.interpolate([epsfs[i], epsfs[i + 1]], [1 - t, t])
+
+
+#: Diffusion perturbations searched (0: the model's nominal charge-diffusion kernel).
+DIFFUSION_GRID = (-0.6, -0.3, 0.0, 0.3, 0.6, 0.9)
+
+
+def diffuse(epsf: EffectivePSF, d: float) -> EffectivePSF:
+    """The ePSF convolved with delta + d (K - delta), K the detector's charge-diffusion kernel
+    (constants.CHARGE_DIFFUSION, one-pixel taps): d = 0 leaves it, d > 0 diffuses more (d = 1
+    applies the kernel a second time), d < 0 less (to first order)."""
+    from scipy.ndimage import convolve
+
+    from starcenter.cubes import constants as C
+
+    if d == 0:
+        return epsf
+    os_ = epsf.oversampling
+    kern = np.zeros((2 * os_ + 1,) * 2)
+    kern[::os_, ::os_] = d * C.CHARGE_DIFFUSION
+    kern[os_, os_] += 1 - d
+    return EffectivePSF(convolve(epsf.data, kern, mode="constant"), os_).normalized()
+
+
+def fit_diffusion(image, stars: FocusStars, focus: float, epsf_at, gain: float, read_noise: float,
+                  step: float = 1.0, field_at=None) -> tuple[float, float]:
+    """The charge-diffusion perturbation d (:func:`diffuse`) and its 1-sigma error at the fitted
+    ``focus`` (um): chi-square of the stars over DIFFUSION_GRID, parabola vertex (NaN, NaN when
+    the minimum is outside the grid)."""
+    from starcenter.cubes.classical.fieldpsf import lattice_epsf
+
+    epsfs = []
+    for d in DIFFUSION_GRID:
+        if field_at is None:
+            epsfs.append(diffuse(lattice_epsf(epsf_at, focus, step), d))
+        else:
+            epsfs.append(FieldEPSF(lambda f, j, k, d=d: diffuse(field_at(f, j, k), d), focus, step))
+    chi2 = chi2_profile(image, stars, epsfs, gain, read_noise)
+    use = usable(chi2)
+    n_dof = int(use.sum()) * ((2 * HALF + 1) ** 2 - 4) - 1
+    best, err, _, status = vertex(np.array(DIFFUSION_GRID), chi2[:, use].sum(axis=1), n_dof, floor=0.0)
+    return (best, err) if status == STATUS["ok"] else (float("nan"), float("nan"))

@@ -28,7 +28,7 @@ from starcenter.cubes.sim.optics import PSFParams, get_epsf
 from starcenter.cubes.stages.psf import _saturation_dn
 
 BLOCK = schema.EXPOSURE_BLOCK
-VARS = ("focus", "focus_err", "n_stars", "chi2_red", "status")
+VARS = ("focus", "focus_err", "n_stars", "chi2_red", "status", "diffusion", "diffusion_err")
 
 
 class _Model:
@@ -63,9 +63,14 @@ def _fit_block(path: str, c: int, e0: int, e1: int, model: _Model, library, gain
         dq = root[f"{schema.EXPOSURES}/dq"][e, c] if has_dq else None
         stars = F.select_stars(image, dq, gain, rn, library, sat_dn, params.min_snr,
                                params.isolation_px, params.max_stars)
+        field_at = model.field_at if params.field == "on" else None
         fit = F.fit_focus(image, stars, params.grid(), model, gain, rn, params.min_stars, params.fine_step,
-                          params.fine_step, model.field_at if params.field == "on" else None)
-        for k, v in zip(VARS, (fit.focus, fit.error, fit.n_stars, fit.chi2_red, fit.status)):
+                          params.fine_step, field_at)
+        if params.fit == "focus+diffusion" and fit.status == F.STATUS["ok"]:
+            fit.diffusion, fit.diffusion_error = F.fit_diffusion(image, stars, fit.focus, model, gain, rn,
+                                                                 params.fine_step, field_at)
+        for k, v in zip(VARS, (fit.focus, fit.error, fit.n_stars, fit.chi2_red, fit.status, fit.diffusion,
+                               fit.diffusion_error)):
             out[k].append(v)
     g = root[schema.PSF_FIT]
     for k in VARS:
