@@ -10,6 +10,7 @@ import numpy as np
 from starcenter.cubes import schema
 from starcenter.cubes import store as st
 from starcenter.cubes.classical.epsf import EffectivePSF
+from starcenter.cubes.classical.focus import interpolate
 from starcenter.cubes.errors import StarcenterError, StoreMismatchError
 from starcenter.cubes.params import DetectParams
 from starcenter.cubes.sim.optics import PSFParams, get_epsf
@@ -63,13 +64,10 @@ def chip_epsfs(store, params: DetectParams):
             focus = psf[schema.FOCUS].values
             exp_focus = ex["focus"].values if "focus" in ex.coords else np.full(ex.sizes["exposure"], focus[0])
 
-            def true_for(exp, nodes=nodes, focus=focus, exp_focus=exp_focus):
-                if len(focus) == 1:
-                    return EffectivePSF(nodes[0], os_)
-                w = np.interp(exp_focus[exp], focus, np.arange(len(focus)))
-                i = min(int(w), len(focus) - 2)
-                t = w - i
-                return EffectivePSF((1 - t) * nodes[i] + t * nodes[i + 1], os_)
+            node_psfs = [EffectivePSF(n, os_) for n in nodes]
+
+            def true_for(exp, node_psfs=node_psfs, focus=focus, exp_focus=exp_focus):
+                return interpolate(focus, node_psfs, exp_focus[exp])  # linear in focus, clamped
 
             out[chip] = true_for
         elif params.psf == "fitted":
