@@ -128,8 +128,10 @@ def read_detections(root, exposure: int, chip: int) -> dict:
     Returns
     -------
     dict
-        x, y (px), q, flags, saturated, mag (mag), flux (DN).
+        x, y (px), q, flags, saturated, mag (mag), flux (DN), and x_err, y_err (px) where the
+        detections have them (stores made before uncertainties were written: absent).
     """
     g = root[schema.DETECTIONS]
     n = int(g["count"][exposure, chip])
-    return {k: np.asarray(g[k][exposure, chip, :n]) for k in ("x", "y", "q", "flags", "saturated", "mag", "flux")}
+    names = ("x", "y", "q", "flags", "saturated", "mag", "flux") + tuple(k for k in ("x_err", "y_err") if k in g)
+    return {k: np.asarray(g[k][exposure, chip, :n]) for k in names}

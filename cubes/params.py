@@ -13,6 +13,8 @@ from starcenter.cubes.errors import BadArgumentError
 PSF_KINDS = ("library", "true", "empirical", "catalog", "fitted")
 #: What the psf stage fits to each exposure's stars.
 PSF_FITS = ("focus", "focus+diffusion")
+#: How the transformations and the catalog weight each star.
+WEIGHTS = ("none", "inverse-variance")
 
 
 class _Stored:
@@ -104,7 +106,11 @@ class TransformParams(_Stored):
     q_min, q_max: quality-of-fit window. max_offset: px searched for the offset; match_radius:
     px for nearest neighbours after the offset; min_stars: fewest stars for a cubic fit.
     min_flux: faintest fitted flux (DN) used; the standard error is an rms over stars, and the
-    crowd of faint detections (S/N ~ 5-20) would otherwise dominate it."""
+    crowd of faint detections (S/N ~ 5-20) would otherwise dominate it. weights: "none" (the
+    paper's unweighted fits) or "inverse-variance": the cubic transformations and the catalog's
+    clipped means weight every star by 1 / sigma_eff^2, sigma_eff from the detections' Fisher
+    uncertainties through an error model fitted to each exposure's residuals
+    (classical.stats.error_model); the 3-sigma clipping is kept."""
 
     reference: int = 0
     central: float = 1 / 3
@@ -115,12 +121,21 @@ class TransformParams(_Stored):
     clip_sigma: float = 3.0
     min_stars: int = 20
     min_flux: float = 500.0
+    weights: str = "none"
 
     def __post_init__(self):
+        if self.weights not in WEIGHTS:
+            raise BadArgumentError(f"unknown weights {self.weights!r}; expected one of {WEIGHTS}")
         if not 0 < self.central <= 1:
             raise BadArgumentError(f"central fraction must be in (0, 1], got {self.central}")
         if self.max_offset <= 0 or self.match_radius <= 0:
             raise BadArgumentError("max_offset and match_radius must be > 0")
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        if d["weights"] == "none":  # stores made before weights stay compatible
+            del d["weights"]
+        return json.dumps(d, sort_keys=True)
 
 
 @dataclass(frozen=True)

@@ -188,6 +188,10 @@ SPECS: dict[str, GroupSpec] = {
         "mag": _v((*_EC, DET), "float32", "mag", "instrumental magnitude -2.5 log10(flux / DN)", NAN),
         "saturated": _v((*_EC, DET), "bool", "", "saturated star (not fitted; centre = peak pixel)"),
         "flags": _v((*_EC, DET), "int32", "", "fit flag bits, see attributes flag_masks / flag_meanings"),
+        "x_err": _v((*_EC, DET), "float32", "px", "1-sigma x from the fit's Fisher matrix (noise only; "
+                    "inf: not fitted)", NAN),
+        "y_err": _v((*_EC, DET), "float32", "px", "1-sigma y from the fit's Fisher matrix", NAN),
+        "flux_err": _v((*_EC, DET), "float32", "DN", "1-sigma flux from the fit's Fisher matrix", NAN),
         "count": _v(_EC, "int32", "", "number of detections (the rest of det is padding)"),
         "done": _DONE,
     }, {EXPOSURE: 1, CHIP: 1, DET: DET_CAPACITY}, "DetectParams", "`starcenter detect`"),
@@ -202,11 +206,16 @@ SPECS: dict[str, GroupSpec] = {
         "offset_x": _v(_EC, "float64", "px", "reference - target at the chip centre, x"),
         "offset_y": _v(_EC, "float64", "px", "reference - target at the chip centre, y"),
         "status": _v(_EC, "int8", "", "status code, see attributes flag_values / flag_meanings"),
+        "error_scale": _v(_EC, "float64", "", "error model scale a (weights inverse-variance; else NaN)", NAN),
+        "error_floor": _v(_EC, "float64", "px", "error model floor b of a position difference "
+                          "(sigma_eff^2 = a^2 sigma^2 + b^2; weights inverse-variance, else NaN)", NAN),
     }, {}, "TransformParams", "`starcenter catalog`"),
     CATALOG: GroupSpec(CATALOG, {
         "measures": _v(_ECSA, "float64", "px", "positions in the reference exposure's system", NAN),
         "native": _v(_ECSA, "float64", "px", "the same measures in each exposure's own pixels", NAN),
         "det_index": _v(_ECS, "int32", "", "index of the star's detection in the exposure, -1: none"),
+        "measure_err": _v(_ECSA, "float32", "px", "sigma_eff of each measure (weights inverse-variance; "
+                          "else NaN)", NAN),
         "done": _DONE,
         "mean": _v((CHIP, STAR, AXIS), "float64", "px",
                    "3-sigma-clipped mean position in the reference exposure's system"),
@@ -221,6 +230,7 @@ SPECS: dict[str, GroupSpec] = {
         "raster": _v((*_ECS, RY, RX), "float32", "", "cutout normalized to sum 1"),
         "target": _v(_ECSA, "float64", "px", "catalog truth - corner (raster convention)", NAN),
         "prelim": _v(_ECSA, "float64", "px", "preliminary classical position (chip px)", NAN),
+        "prelim_err": _v(_ECSA, "float32", "px", "its 1-sigma uncertainty (the fit's Fisher matrix)", NAN),
         "corner": _v(_ECSA, "int32", "px", "chip pixel of raster pixel (0, 0), (x, y)"),
         "mag": _v(_ECS, "float32", "mag", "instrumental magnitude of the star in the exposure", NAN),
         "mask": _v(_ECS, "bool", "", "True where the raster is valid"),

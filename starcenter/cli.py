@@ -127,6 +127,11 @@ def _add_catalog(sub):
     p.add_argument("--reference", type=A.integer(0), default=0, help="reference exposure index (default 0)")
     p.add_argument("--raster-size", type=A.integer(3, 21), default=6, help="raster side in pixels (default 6)")
     p.add_argument("--from-centers", metavar="NAME", type=A.name, help="build the catalog from centers/NAME")
+    p.add_argument("--weights", default="none", choices=("none", "inverse-variance"),
+                   help="none (the paper's unweighted fits, default) or inverse-variance: the "
+                        "transformations and the catalog's clipped means weight each star by "
+                        "1/sigma^2 (the fit's Fisher sigma through an error model fitted to each "
+                        "exposure's residuals); stored in the groups' parameters")
     p.add_argument("--max-stack-residual", type=A.number(0, 1), default=0.002,
                    help="crowding cut: largest departure of a star's stacked fit residual from the "
                         "chip's common pattern, flux fraction per px (default 0.002; 0: off); made "

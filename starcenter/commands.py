@@ -106,10 +106,11 @@ def cmd_catalog(args) -> int:
         print(f"{args.store}: catalog and raster targets rebuilt from centers/{args.from_centers} "
               f"({int((cat['count'] >= 3).sum())} stars); retrain on them for the next iteration")
         return 0
-    from starcenter.cubes.params import RasterParams
+    from starcenter.cubes.params import RasterParams, TransformParams
 
     rp = RasterParams(size=args.raster_size, max_stack_residual=args.max_stack_residual)
-    ras = pipeline.run_catalog(args.store, reference=args.reference, raster_params=rp,
+    tp = TransformParams(reference=args.reference, weights=args.weights)
+    ras = pipeline.run_catalog(args.store, reference=args.reference, raster_params=rp, transform_params=tp,
                                progress=not args.quiet, cluster_options=cluster_options(args))
     n = int(ras["mask"].sum())
     print(f"{args.store}: transforms, catalog and {n} rasters of "

@@ -13,6 +13,7 @@ from starcenter.cubes.classical.transforms import STATUS
 from starcenter.cubes.errors import StoreMismatchError
 from starcenter.cubes.params import TransformParams
 from starcenter.cubes.stages.transforms import compute_transforms
+from starcenter.cubes.store import consolidate
 
 from .conftest import derive_store
 
@@ -149,3 +150,54 @@ def test_second_iteration_from_better_centres_improves_the_catalog(store, tmp_pa
     assert "oracle" not in xr.open_zarr(path, group="rasters").attrs["catalog_source"]
     np.testing.assert_array_equal(xr.open_zarr(path, group="rasters")["target"].values,
                                   xr.open_zarr(store, group="rasters")["target"].values)
+
+
+def test_error_model_recovers_a_known_scale_and_floor():
+    from starcenter.cubes.classical.stats import error_model
+
+    rng = np.random.default_rng(4)
+    sigma = rng.uniform(0.002, 0.06, 4000)  # px
+    r = rng.normal(0, np.sqrt((1.5 * sigma) ** 2 + 0.01**2))
+    a, b = error_model(r, sigma)
+    assert a == pytest.approx(1.5, rel=0.1) and b == pytest.approx(0.01, rel=0.2)
+    assert error_model(r[:5], sigma[:5]) == (1.0, 0.0)  # too few stars to say
+
+
+def test_weighted_clipped_mean_weights_the_kept_measures():
+    from starcenter.cubes.classical.stats import weighted_clipped_mean
+
+    m = np.r_[np.zeros(10), 1.0, 1.0, 30.0][:, None]  # the 30 is clipped
+    s = np.r_[np.ones(10), 0.1, 0.1, 0.1][:, None]
+    mean, rms, count = weighted_clipped_mean(m, s)
+    assert count[0] == 12
+    assert mean[0] == pytest.approx(200 / 210)  # two measures of weight 100 against ten of 1
+    mean, _, _ = weighted_clipped_mean(m, np.full_like(s, np.nan))  # no sigma: no weight
+    assert np.isnan(mean[0])
+
+
+def test_inverse_variance_weights_are_stored_and_refused_without_uncertainties(store, tmp_path):
+    from starcenter.cubes.pipeline import run_catalog
+
+    path = tmp_path / "w.zarr"
+    shutil.copytree(store, path)
+    with dask.config.set(scheduler="synchronous"):
+        run_catalog(path, transform_params=TransformParams(weights="inverse-variance"), progress=False)
+    tr = xr.open_zarr(path, group="transforms")
+    assert '"weights": "inverse-variance"' in tr.attrs["params"]
+    ok = tr["status"].values == 0
+    assert np.all(tr["error_scale"].values[ok][1:] > 0)  # the reference's own fit: 0 residuals
+    cat = xr.open_zarr(path, group="catalog")
+    has = np.isfinite(cat["measures"].values)
+    err = cat["measure_err"].values[has]
+    assert np.all(np.isfinite(err) & (err > 0) & (err < 0.5))
+    plain = xr.open_zarr(store, group="catalog")["mean"].values
+    d = np.abs(cat["mean"].values - plain)
+    assert np.nanmax(d) > 0 and np.nanmedian(d) < 0.01  # px: a weighted mean, not another catalog
+    # detections made before uncertainties existed: the weights are refused, nothing written
+    old = tmp_path / "old.zarr"
+    shutil.copytree(store, old)
+    del zarr.open_group(str(old), mode="r+")["detections/x_err"]
+    consolidate(old)
+    with pytest.raises(StoreMismatchError, match="no uncertainties"):
+        run_catalog(old, transform_params=TransformParams(weights="inverse-variance"), progress=False)
+    assert '"weights"' not in xr.open_zarr(old, group="transforms").attrs["params"]

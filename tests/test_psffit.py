@@ -6,6 +6,7 @@ from scipy.stats import chisquare
 
 from starcenter.cubes.classical.psffit import FLAGS, fit_stars
 from starcenter.cubes.sim.optics import PSFParams, get_epsf
+from starcenter.evaluation.cramer_rao import position_bound
 from starcenter.evaluation.truth import phase_profile, pixel_phase
 
 from .helpers import GAIN, READ_NOISE, SKY_E, star_grid
@@ -110,3 +111,27 @@ def test_saturated_edge_and_nan_boxes_are_flagged_not_nan(psfs):
 def test_no_stars():
     r = fit_stars(np.zeros((20, 20)), [], [], get_epsf(PSFParams("WF3", "F555W")))
     assert r.x.size == 0
+
+
+def test_fisher_uncertainties_cover_the_true_errors(psfs, big_grids):
+    """With the true ePSF the Fisher sigma is the noise: |error| < sigma for ~68 % of the stars,
+    < 2 sigma for ~95 %, and it is the Cramer-Rao bound of each star (its flux, sky and phase;
+    evaluation.cramer_rao, written separately) within 10 %."""
+    img, x0, y0, f, _ = big_grids["WF3"]
+    r = _fit(img, x0, y0, psfs["WF3"][0])
+    z = np.abs(np.r_[(r.x - x0) / r.x_err, (r.y - y0) / r.y_err])
+    assert 0.63 < np.mean(z < 1) < 0.73 and 0.92 < np.mean(z < 2) < 0.98
+    bx, by = position_bound(psfs["WF3"][0], f, SKY_E, READ_NOISE, x0 - np.rint(x0), y0 - np.rint(y0))
+    assert np.all(np.abs(r.x_err / bx - 1) < 0.1) and np.all(np.abs(r.y_err / by - 1) < 0.1)
+    assert np.all(r.flux_err > 0) and np.all(np.isfinite(r.flux_err))
+
+
+def test_fisher_uncertainties_are_infinite_where_nothing_was_fitted(psfs):
+    true = psfs["PC1"][0]
+    img, x0, y0, *_ = star_grid(true, n=3, seed=3)
+    ix, iy = np.rint(x0).astype(int), np.rint(y0).astype(int)
+    sat = np.zeros(ix.size, bool)
+    sat[0] = True
+    r = fit_stars(img, ix, iy, true, GAIN, READ_NOISE, saturated=sat)
+    assert np.isinf(r.x_err[0]) and np.isinf(r.y_err[0]) and np.isinf(r.flux_err[0])
+    assert np.all(np.isfinite(r.x_err[1:]))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from starcenter.cubes.classical.epsf import EffectivePSF
-from starcenter.cubes.classical.psffit import FitResult, fit_stars, model_image
+from starcenter.cubes.classical.psffit import PER_STAR, FitResult, fit_stars, model_image
 
 #: Chip side (px) and the chip positions (px) of the field nodes, in x and in y.
 CHIP_PX = 800
@@ -117,12 +117,13 @@ def fit_grouped(image, ix, iy, epsf, *args, **kwargs) -> FitResult:
     if not isinstance(epsf, FieldEPSF):
         return fit_stars(image, ix, iy, epsf, *args, **kwargs)
     ix, iy = np.asarray(ix, int), np.asarray(iy, int)
-    out = FitResult(*(np.full(ix.size, np.nan) for _ in range(5)), np.zeros(ix.size, np.int32), 0)
+    out = FitResult(*(np.full(ix.size, np.nan) for _ in range(5)), np.zeros(ix.size, np.int32), 0,
+                    *(np.full(ix.size, np.inf) for _ in range(3)))
     for q, idx in epsf.groups(ix, iy).items():
         sub = {k: _take(v, idx) for k, v in kwargs.items()}
         psf = epsf.for_stars(q, ix[idx], iy[idx])
         r = fit_stars(image, ix[idx], iy[idx], psf, *(_take(a, idx) for a in args), **sub)
-        for name in ("x", "y", "flux", "sky", "q", "flags"):
+        for name in PER_STAR:
             getattr(out, name)[idx] = getattr(r, name)
         out.n_iter = max(out.n_iter, r.n_iter)
     return out
@@ -144,8 +145,8 @@ def _take(value, idx):
     if value is None or np.isscalar(value) or isinstance(value, bool):
         return value
     if isinstance(value, FitResult):
-        return FitResult(*(getattr(value, k)[idx] for k in ("x", "y", "flux", "sky", "q", "flags")),
-                         value.n_iter)
+        return FitResult(**{k: None if getattr(value, k) is None else getattr(value, k)[idx]
+                            for k in PER_STAR}, n_iter=value.n_iter)
     if isinstance(value, tuple):  # neighbours: (model image, x, y, flux)
         return (value[0],) + tuple(np.asarray(v)[idx] for v in value[1:])
     arr = np.asarray(value)

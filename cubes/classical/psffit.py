@@ -30,9 +30,15 @@ FLAGS = {
 }
 
 
+#: The per-star arrays of a FitResult (what a grouped fit splits and joins).
+PER_STAR = ("x", "y", "flux", "sky", "q", "flags", "x_err", "y_err", "flux_err")
+
+
 @dataclass
 class FitResult:
-    """Fitted x, y (px, schema convention), flux (DN), sky (DN/px), q, flags, iterations."""
+    """Fitted x, y (px, schema convention), flux (DN), sky (DN/px), q, flags, iterations, and
+    the 1-sigma uncertainties x_err, y_err (px) and flux_err (DN) from the fit's Fisher matrix
+    (inf where not fitted: saturated, no convergence, too few pixels)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -41,6 +47,9 @@ class FitResult:
     q: np.ndarray
     flags: np.ndarray
     n_iter: int
+    x_err: np.ndarray | None = None
+    y_err: np.ndarray | None = None
+    flux_err: np.ndarray | None = None
 
     @property
     def mag(self) -> np.ndarray:
@@ -125,7 +134,11 @@ def fit_stars(image: np.ndarray, ix, iy, epsf: EffectivePSF, gain: float = 7.0,
     -------
     FitResult
         x, y (chip px), flux (DN), sky (DN per px), q (sum |residual| / flux over the box), flags
-        (FLAGS bits) and the iterations used.
+        (FLAGS bits), the iterations used and x_err, y_err (px), flux_err (DN): the square roots
+        of the diagonal of the inverse Fisher matrix at the fitted values (the model's Poisson +
+        read-noise variance, x, y, flux and sky jointly; the same variance the fit weights by).
+        They know the noise, not an ePSF mismatch or a neighbour: ``evaluation.uncertainty``
+        checks their coverage against truth or repeats.
     """
     ix = np.asarray(ix, int)
     iy = np.asarray(iy, int)
@@ -162,7 +175,35 @@ def fit_stars(image: np.ndarray, ix, iy, epsf: EffectivePSF, gain: float = 7.0,
     # no fit (or a flux ~0, e.g. a spurious peak on a subtracted neighbour): q = inf, never a
     # float32 overflow
     q = np.where((f > 0) & (q < 1e30), q, np.inf)
-    return FitResult(x, y, f, s, q, flags, it)
+    errs = _fisher_errors(d, w_mask, ix - x, iy - y, f, s, epsf, half, gain, read_noise, fixed_var, fit_sky)
+    bad = sat | ((flags & FLAGS["not_converged"]) > 0) | ~(f > 0) | (w_mask.sum(axis=(1, 2)) < 6)
+    for e in errs:
+        e[bad | ~np.isfinite(e)] = np.inf
+    return FitResult(x, y, f, s, q, flags, it, *errs)
+
+
+def _fisher_errors(d, w_mask, dx, dy, f, s, epsf, half: int, gain, read_noise, fixed_var, fit_sky):
+    """sigma x, y (px) and flux (DN) per star: sqrt of the diagonal of the inverse Fisher matrix
+    J^T W J at the fitted values, W the model's inverse pixel variance (or 1 / error^2)."""
+    n = f.size
+    out = [np.full(n, np.inf) for _ in range(3)]
+    a = np.flatnonzero(np.isfinite(dx) & np.isfinite(dy) & (f > 0))
+    if a.size == 0:
+        return out
+    P, gx, gy = _subset(epsf, a).box(dx[a], dy[a], half)
+    model = f[a, None, None] * P + s[a, None, None]
+    var = ((np.clip(model, 0, None) * gain + read_noise**2) / gain**2 if fixed_var is None
+           else fixed_var[a])
+    fa = f[a, None, None]
+    cols = [-fa * gx, -fa * gy, P] + ([np.ones_like(P)] if fit_sky else [])
+    J = np.stack([c.reshape(a.size, -1) for c in cols], axis=-1)
+    A = (J.transpose(0, 2, 1) * (w_mask[a] / var).reshape(a.size, -1)[:, None, :]) @ J
+    ok = np.linalg.cond(A) < 1e12
+    cov = np.full(A.shape, np.nan)
+    cov[ok] = np.linalg.inv(A[ok])
+    for k in range(3):
+        out[k][a] = np.sqrt(np.diagonal(cov, axis1=1, axis2=2)[:, k])
+    return out
 
 
 def _subset(epsf, a):

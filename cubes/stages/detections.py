@@ -24,7 +24,7 @@ from starcenter.cubes.params import DetectParams
 from starcenter.cubes.stages.psf import _saturation_dn, ensure_psf
 
 #: The per-detection variables of the group (schema.SPECS["detections"]), padded beyond count.
-DET_VARS = ("x", "y", "flux", "sky", "q", "mag", "saturated", "flags")
+DET_VARS = ("x", "y", "flux", "sky", "q", "mag", "saturated", "flags", "x_err", "y_err", "flux_err")
 CAPACITY = schema.DET_CAPACITY
 
 
@@ -47,7 +47,8 @@ def detect_chunk(image, dq, epsf: EffectivePSF, gain: float, read_noise: float,
     order = np.lexsort((pk.x, pk.y))  # row-major: deterministic
     mag = fit.mag
     out = {"x": fit.x, "y": fit.y, "flux": fit.flux, "sky": fit.sky, "q": fit.q, "mag": mag,
-           "saturated": pk.saturated, "flags": fit.flags}
+           "saturated": pk.saturated, "flags": fit.flags, "x_err": fit.x_err, "y_err": fit.y_err,
+           "flux_err": fit.flux_err}
     return {k: np.asarray(v)[order] for k, v in out.items()}
 
 
@@ -78,6 +79,8 @@ def _write_detections(store: str, e: int, c: int, epsf_for, gain, rn, params, sa
         n = capacity
     g = root[schema.DETECTIONS]
     for name in DET_VARS:
+        if name not in g:  # a group laid down before uncertainties were written (resumed)
+            continue
         arr = g[name]
         pad = np.full(arr.shape[2] - n, arr.fill_value, arr.dtype)  # NaN, False or 0
         arr[e, c] = np.concatenate([det[name].astype(arr.dtype), pad])

@@ -41,6 +41,7 @@ def _write_block(path, c, e0, e1, selected, params: RasterParams):
     corner = np.full((nb, n, 2), -1, np.int32)
     target = np.full((nb, n, 2), np.nan)
     prelim = np.full((nb, n, 2), np.nan)
+    prelim_err = np.full((nb, n, 2), np.nan, np.float32)
     mag = np.full((nb, n), np.nan, np.float32)
     mask = np.zeros((nb, n), bool)
     truth = cat["truth"][e0:e1, c]
@@ -65,11 +66,16 @@ def _write_block(path, c, e0, e1, selected, params: RasterParams):
         target[i, idx] = truth[i, idx] - cn  # NaN where the catalog has no truth
         dmag = root[f"{schema.DETECTIONS}/mag"][e, c]
         mag[i, idx] = dmag[det_index[i, idx]]
+        if "x_err" in root[schema.DETECTIONS]:  # detections made before uncertainties: NaN
+            for k, name in enumerate(("x_err", "y_err")):
+                prelim_err[i, idx, k] = root[f"{schema.DETECTIONS}/{name}"][e, c][det_index[i, idx]]
         mask[i, idx] = True
     g["raster"][e0:e1, c] = ras
     g["corner"][e0:e1, c] = corner
     g["target"][e0:e1, c] = target
     g["prelim"][e0:e1, c] = prelim
+    if "prelim_err" in g:  # absent from rasters laid down before uncertainties (resumed)
+        g["prelim_err"][e0:e1, c] = prelim_err
     g["mag"][e0:e1, c] = mag
     g["mask"][e0:e1, c] = mask
     g["done"][e0 // EXPOSURE_BLOCK, c] = 1
@@ -130,7 +136,7 @@ def _template(path: str, params: RasterParams, selected, stack):
                            (np.arange(nc)[:, None] * 1_000_000 + np.arange(nstar)[None]).astype(np.int64),
                            {"description": "unique star id in this store (split key)"})}
     ds, enc = schema.template(
-        schema.RASTERS, ("raster", "target", "prelim", "corner", "mag", "mask", "selected",
+        schema.RASTERS, ("raster", "target", "prelim", "prelim_err", "corner", "mag", "mask", "selected",
                          "stack_residual", "offset_phase", "done"), sizes, coords,
         {"size": params.size, "normalization": "sum to 1",
          "convention": __doc__.split("Raster convention: ")[1].strip()},
