@@ -245,6 +245,9 @@ SPECS: dict[str, GroupSpec] = {
     }, {EXPOSURE: EXPOSURE_BLOCK, CHIP: 1, BLOCK: 1}, "RasterParams", "`starcenter catalog`"),
     CENTERS: GroupSpec(CENTERS, {
         "xy": _v(_ECSA, "float64", "px", "centre in chip pixels (schema convention)", NAN),
+        "sigma": _v(_ECSA, "float32", "px", "calibrated 1-sigma uncertainty of xy (NaN: the model "
+                    "predicts none; inf: no centre, see flags)", NAN),
+        "flags": _v(_ECS, "uint8", "", "centring flag bits, see attributes flag_masks / flag_meanings"),
         "done": _BLOCK_DONE,
     }, {EXPOSURE: EXPOSURE_BLOCK, CHIP: 1, BLOCK: 1}, None, "`starcenter predict`"),
 }

@@ -68,7 +68,8 @@ def plot_exposure(store, exposure: int, path, zoom: int | None = 200) -> Path:
 
 
 def plot_loss(model_path, path=None) -> Path:
-    """Training and validation loss (MAE, mpix) per epoch from a model's metadata file."""
+    """Training and validation loss (MAE, mpix) per epoch from a model's metadata file (a model
+    with uncertainty outputs: the centres' MAE metric, its loss being a likelihood)."""
     import json
 
     import matplotlib
@@ -78,9 +79,10 @@ def plot_loss(model_path, path=None) -> Path:
 
     meta = json.loads(Path(str(model_path) + ".json").read_text())
     h = meta["history"]
+    key = "centre_mae" if "centre_mae" in h else "loss"
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(np.arange(1, len(h["loss"]) + 1), np.asarray(h["loss"]) * 1e3, label="training")
-    ax.plot(np.arange(1, len(h["val_loss"]) + 1), np.asarray(h["val_loss"]) * 1e3, label="validation")
+    ax.plot(np.arange(1, len(h[key]) + 1), np.asarray(h[key]) * 1e3, label="training")
+    ax.plot(np.arange(1, len(h["val_" + key]) + 1), np.asarray(h["val_" + key]) * 1e3, label="validation")
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("MAE [mpix]")

@@ -5,6 +5,12 @@ with ReLU, a max pool after every two, batch normalization after the fourth conv
 512-unit dense ReLU layer and a linear 2-unit output (x, y in raster pixels). For a 6x6 raster:
 V1 34,418 parameters (34,354 trainable), V2 214,754 (214,626 trainable). More architectures
 (the paper's future work names ResNets) register in ARCHITECTURES.
+
+Two options beyond the paper, off by default (the paper's networks are unchanged):
+``n_features`` > 0 adds a second input ``features`` (per-star scalars such as the instrumental
+magnitude, :data:`starcenter.model.bridge.FEATURES`) joined to the flattened convolution output
+before the dense layer; ``uncertainty`` makes the output 4 wide: x, y (raster px) and log sigma_x,
+log sigma_y (log px), trained with a Gaussian likelihood (:mod:`starcenter.model.uncertainty`).
 """
 
 from __future__ import annotations
@@ -15,8 +21,12 @@ from starcenter.cubes.errors import BadArgumentError
 from starcenter.model import quiet_tensorflow
 
 
+#: log sigma (log px) the uncertainty outputs start at: sigma = 0.02 px, a mid-flux star's error
+LOG_SIGMA0 = -3.9
+
+
 def _vgg6(raster_size: int, filters: tuple[int, int], kernel: int, padded: int, first_pool: tuple,
-          name: str):
+          name: str, n_features: int = 0, uncertainty: bool = False):
     quiet_tensorflow()
     import keras
     from keras import layers
@@ -37,30 +47,38 @@ def _vgg6(raster_size: int, filters: tuple[int, int], kernel: int, padded: int, 
     x = layers.BatchNormalization(momentum=0.9, name="bn2")(x)
     x = layers.MaxPooling2D(pool_size=2, name="max_pool2d_1")(x)
     x = layers.Flatten(name="flatten")(x)
+    inputs = inp
+    if n_features:
+        feat = keras.Input((n_features,), name="features")
+        x = layers.Concatenate(name="with_features")([x, feat])
+        inputs = [inp, feat]
     x = layers.Dense(512, activation="relu", name="fc_1")(x)
     # the output bias starts at the raster's central pixel, where targets lie (no parameter
     # added; without it the first epochs are spent learning a constant of ~3 px)
-    out = layers.Dense(2, activation="linear", name="fc_out",
-                       bias_initializer=keras.initializers.Constant(float(raster_size // 2)))(x)
-    return keras.Model(inp, out, name=name)
+    c = float(raster_size // 2)
+    bias = [c, c, LOG_SIGMA0, LOG_SIGMA0] if uncertainty else [c, c]
+    out = layers.Dense(len(bias), activation="linear", name="fc_out",
+                       bias_initializer=keras.initializers.Constant(bias))(x)
+    return keras.Model(inputs, out, name=name)
 
 
-def vgg6_v1(raster_size: int = 6):
+def vgg6_v1(raster_size: int = 6, **options):
     """VGG6 V1: 3x3 kernels, 16/32 filters, 6x6 padded to 16x16, 2x2 pools (Table 1)."""
-    return _vgg6(raster_size, (16, 32), 3, 16, (2, 2), "vgg6_v1")
+    return _vgg6(raster_size, (16, 32), 3, 16, (2, 2), "vgg6_v1", **options)
 
 
-def vgg6_v2(raster_size: int = 6):
+def vgg6_v2(raster_size: int = 6, **options):
     """VGG6 V2: 5x5 then 3x3 kernels, 32/64 filters, 6x6 padded to 20x20; the first pool is
     5x5 with stride 1 (12x12 -> 8x8, Table 1)."""
-    return _vgg6(raster_size, (32, 64), 5, 20, (5, 1), "vgg6_v2")
+    return _vgg6(raster_size, (32, 64), 5, 20, (5, 1), "vgg6_v2", **options)
 
 
 ARCHITECTURES: dict[str, Callable] = {"v1": vgg6_v1, "v2": vgg6_v2}
 
 
-def build(arch: str, raster_size: int = 6):
-    """A fresh, uncompiled model of architecture ``arch`` for ``raster_size`` rasters."""
+def build(arch: str, raster_size: int = 6, n_features: int = 0, uncertainty: bool = False):
+    """A fresh, uncompiled model of architecture ``arch`` for ``raster_size`` rasters, with
+    ``n_features`` per-star inputs and the uncertainty outputs if asked."""
     if arch not in ARCHITECTURES:
         raise BadArgumentError(f"unknown architecture {arch!r}; expected one of {tuple(ARCHITECTURES)}")
-    return ARCHITECTURES[arch](raster_size)
+    return ARCHITECTURES[arch](raster_size, n_features=n_features, uncertainty=uncertainty)

@@ -22,6 +22,34 @@ from starcenter.cubes.params import RasterParams
 from starcenter.model import quiet_tensorflow
 
 SPLITS = {"train": (0.0, 0.7), "validation": (0.7, 0.8), "test": (0.8, 1.0)}
+#: Per-star scalar inputs a network may take beside its raster, each scaled to order 1, as
+#: functions (store root, exposure slice, chip index) -> (exposure, star):
+#: ``mag``: the classical fit's instrumental magnitude (-2.5 log10 DN), (mag + 8) / 2, so the
+#: 1e3-1e5 e- stars (F555W gain 7) span about -1.2 .. +1.3 -- a raster normalized to sum 1 no
+#: longer says how bright its star is, and its noise (hence sigma) depends on it;
+#: ``focus``: the exposure's fitted PSF epoch (psf_fit focus, um) / 10 (NaN where not fitted);
+#: ``chip_x``, ``chip_y``: the star's place on the chip, (position - 399.5) / 399.5.
+FEATURES = {
+    "mag": lambda root, sl, c: (_read(root, schema.RASTERS, "mag", sl, c) + 8.0) / 2.0,
+    "focus": lambda root, sl, c: _per_exposure(root, sl, c, _read(root, schema.PSF_FIT, "focus", sl, c) / 10.0),
+    "chip_x": lambda root, sl, c: (_read(root, schema.RASTERS, "prelim", sl, c)[..., 0] - 399.5) / 399.5,
+    "chip_y": lambda root, sl, c: (_read(root, schema.RASTERS, "prelim", sl, c)[..., 1] - 399.5) / 399.5,
+}
+
+
+def _read(root, group: str, name: str, sl: slice, c: int) -> np.ndarray:
+    if group not in root or name not in root[group]:
+        raise StoreMismatchError(str(root.store), f"has no {group}/{name} for the network's inputs"
+                                 + (": run `starcenter psf --fit focus` first" if group == schema.PSF_FIT else ""))
+    return np.asarray(root[group][name][sl, c], np.float64)
+
+
+def _per_exposure(root, sl: slice, c: int, values: np.ndarray) -> np.ndarray:
+    """(exposure,) values broadcast over the raster stars: (exposure, star)."""
+    n_star = root[schema.RASTERS]["mask"].shape[2]
+    return np.repeat(values[:, None], n_star, axis=1)
+
+
 #: Subsets a trained model has seen: its weights (train) and its best-epoch choice (validation).
 SEEN = ("train", "validation")
 TARGETS = {"catalog": "target", "exact": "target_exact"}
@@ -79,6 +107,7 @@ class RasterSource:
     subset: str = "train"
     seed: int = 0
     target: str = "catalog"
+    features: tuple = ()
 
     def __post_init__(self):
         import zarr
@@ -86,6 +115,10 @@ class RasterSource:
         self.store = str(self.store)
         if self.target not in TARGETS:
             raise BadArgumentError(f"unknown target {self.target!r}; expected one of {tuple(TARGETS)}")
+        self.features = tuple(self.features)
+        unknown = [f for f in self.features if f not in FEATURES]
+        if unknown:
+            raise BadArgumentError(f"unknown features {unknown}; expected some of {tuple(FEATURES)}")
         root = zarr.open_group(self.store, mode="r")
         if schema.RASTERS not in root:
             raise StoreMismatchError(self.store, "has no rasters: run `starcenter catalog` first")
@@ -107,33 +140,54 @@ class RasterSource:
     def n_chunks(self) -> int:
         return -(-self.n_exposures // schema.EXPOSURE_BLOCK)
 
-    def read_chunk(self, i: int):
-        """(rasters (n, size, size, 1) float32, targets (n, 2) float32) of chunk ``i``."""
+    def read_chunk(self, i: int, with_mag: bool = False):
+        """(rasters (n, size, size, 1) float32, targets (n, 2) float32) of chunk ``i``; with
+        ``features``, ((rasters, features (n, k) float32), targets); ``with_mag``: and the
+        samples' instrumental magnitudes (n,) as a third item."""
         import zarr
 
-        g = zarr.open_group(self.store, mode="r")[schema.RASTERS]
+        root = zarr.open_group(self.store, mode="r")
+        g = root[schema.RASTERS]
         e0, e1 = i * schema.EXPOSURE_BLOCK, min(self.n_exposures, (i + 1) * schema.EXPOSURE_BLOCK)
         c = self.chip_index
         ok = np.asarray(g["mask"][e0:e1, c]) & self.stars[None, :]
         tgt = np.asarray(g[TARGETS[self.target]][e0:e1, c])
         ok &= np.all(np.isfinite(tgt), axis=-1)
+        feats = read_features(root, slice(e0, e1), c, self.features)
+        ok &= np.all(np.isfinite(feats), axis=-1)
         r = np.asarray(g["raster"][e0:e1, c])[ok][..., None].astype(np.float32)
-        return r, tgt[ok].astype(np.float32)
+        out = ((r, feats[ok].astype(np.float32)) if self.features else r), tgt[ok].astype(np.float32)
+        return out + (np.asarray(g["mag"][e0:e1, c])[ok],) if with_mag else out
 
     def count(self) -> int:
-        """Number of samples (reads only masks and targets, not the rasters)."""
+        """Number of samples (reads only masks, targets and features, not the rasters)."""
         import zarr
 
-        g = zarr.open_group(self.store, mode="r")[schema.RASTERS]
+        root = zarr.open_group(self.store, mode="r")
+        g = root[schema.RASTERS]
         c = self.chip_index
         ok = np.asarray(g["mask"][:, c]) & self.stars[None, :]
         ok &= np.all(np.isfinite(np.asarray(g[TARGETS[self.target]][:, c])), axis=-1)
+        ok &= np.all(np.isfinite(read_features(root, slice(None), c, self.features)), axis=-1)
         return int(ok.sum())
 
     def to_numpy(self):
-        """All samples in memory (small sets, tests, the in-memory benchmark baseline)."""
+        """All samples in memory (small sets, tests, the in-memory benchmark baseline):
+        (inputs, targets), inputs as read_chunk gives them."""
         parts = [self.read_chunk(i) for i in range(self.n_chunks)]
-        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+        t = np.concatenate([p[1] for p in parts])
+        if self.features:
+            return (np.concatenate([p[0][0] for p in parts]), np.concatenate([p[0][1] for p in parts])), t
+        return np.concatenate([p[0] for p in parts]), t
+
+
+def read_features(root, sl: slice, c: int, names) -> np.ndarray:
+    """(exposure, star, k) float64 features ``names`` (:data:`FEATURES`) of chip ``c`` for the
+    exposures ``sl`` of the store whose root group is ``root`` (k = 0: an empty last axis)."""
+    mask = root[schema.RASTERS]["mask"]
+    n_exp = len(range(*sl.indices(mask.shape[0])))
+    cols = [FEATURES[name](root, sl, c) for name in names]
+    return np.stack(cols, axis=-1) if cols else np.zeros((n_exp, mask.shape[2], 0))
 
 
 def dataset(source: RasterSource, batch_size: int = 256, shuffle_buffer: int = 20_000,
@@ -148,7 +202,9 @@ def dataset(source: RasterSource, batch_size: int = 256, shuffle_buffer: int = 2
         r, t = source.read_chunk(int(i))
         yield r, t
 
-    sig = (tf.TensorSpec((None, size, size, 1), tf.float32), tf.TensorSpec((None, 2), tf.float32))
+    raster = tf.TensorSpec((None, size, size, 1), tf.float32)
+    inputs = (raster, tf.TensorSpec((None, len(source.features)), tf.float32)) if source.features else raster
+    sig = (inputs, tf.TensorSpec((None, 2), tf.float32))
     order = np.random.default_rng([source.seed, epoch_seed]).permutation(n) if shuffle else np.arange(n)
     ds = tf.data.Dataset.from_tensor_slices(order.astype(np.int64))
     if repeat:

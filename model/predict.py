@@ -69,19 +69,90 @@ def split_record(meta: dict, store, chip: str) -> dict:
             "fractions": split.get("fractions", {k: list(v) for k, v in SPLITS.items()})}
 
 
+#: Bit flags of a network centre (centers/NAME flags).
+FLAGS = {"bad_raster": 1,  # non-finite pixels, or not normalized (all zeros): no centre
+         "saturated": 2,   # the star's detection is saturated in this exposure: no centre
+         "no_feature": 4}  # a per-star input the model needs is missing: no centre
+
+
+def centre(model_path: str, rasters, features=None, mag=None, saturated=None) -> dict:
+    """Centres of rasters with a model written by ``starcenter train``, on arrays.
+
+    rasters : (n, size, size) normalized to sum 1; features : (n, k) the model's per-star inputs
+    (bridge.FEATURES, scaled) if it takes any; mag : (n,) instrumental magnitudes (the
+    calibration's bins; needed with uncertainty outputs); saturated : (n,) bool.
+    Returns {"xy" (n, 2) raster px, "sigma" (n, 2) px (calibrated; NaN if the model predicts
+    none), "flags" (n,) uint8}. A raster with non-finite pixels, not summing to 1 (e.g. all
+    zeros), saturated, or without its features gets NaN, sigma = inf and a flag, never a number.
+    """
+    from starcenter.model.uncertainty import calibrated_sigma, split_outputs
+
+    meta = load_metadata(model_path)
+    r = np.asarray(rasters, np.float32)
+    n = r.shape[0]
+    flags = np.zeros(n, np.uint8)
+    finite = np.all(np.isfinite(r), axis=(1, 2))
+    total = np.where(finite, np.nansum(np.where(np.isfinite(r), r, 0), axis=(1, 2)), np.nan)
+    flags[~finite | ~(np.abs(total - 1) < 1e-3)] |= FLAGS["bad_raster"]
+    if saturated is not None:
+        flags[np.asarray(saturated, bool)] |= FLAGS["saturated"]
+    inputs = r[..., None]
+    if meta.get("features"):
+        f = np.asarray(features, np.float32).reshape(n, -1)
+        flags[~np.all(np.isfinite(f), axis=1)] |= FLAGS["no_feature"]
+        inputs = (inputs, np.nan_to_num(f))
+    xy = np.full((n, 2), np.nan)
+    with_sigma = meta.get("outputs") == "xy+sigma"
+    sigma = np.full((n, 2), np.nan)
+    good = flags == 0
+    if good.any():
+        take = (inputs[0][good], inputs[1][good]) if isinstance(inputs, tuple) else inputs[good]
+        pred = load_model(model_path).predict(take, batch_size=BATCH, verbose=0)
+        if with_sigma:
+            xy[good], raw = split_outputs(pred)
+            sigma[good] = calibrated_sigma(raw, np.asarray(mag, float)[good], meta.get("calibration"))
+        else:
+            xy[good] = pred
+    if with_sigma:
+        sigma[~good] = np.inf
+    return {"xy": xy, "sigma": sigma, "flags": flags}
+
+
 def _predict_block(path: str, model_path: str, name: str, c: int, e0: int, e1: int):
     import zarr
 
+    from starcenter.model.bridge import read_features
+
     root = zarr.open_group(path, mode="r+")
     g = root[schema.RASTERS]
+    meta = load_metadata(model_path)
     mask = np.asarray(g["mask"][e0:e1, c])
     out = np.full(mask.shape + (2,), np.nan)
+    sig = np.full(mask.shape + (2,), np.nan, np.float32)
+    flags = np.zeros(mask.shape, np.uint8)
     if mask.any():
-        r = np.asarray(g["raster"][e0:e1, c])[mask][..., None]
-        pred = load_model(model_path).predict(r, batch_size=BATCH, verbose=0)
-        out[mask] = np.asarray(g["corner"][e0:e1, c])[mask] + pred
-    root[f"{schema.centers_group(name)}/xy"][e0:e1, c] = out
-    root[f"{schema.centers_group(name)}/done"][e0 // EXPOSURE_BLOCK, c] = 1
+        feats = read_features(root, slice(e0, e1), c, meta.get("features", ()))[mask]
+        res = centre(model_path, np.asarray(g["raster"][e0:e1, c])[mask], feats,
+                     np.asarray(g["mag"][e0:e1, c])[mask], _saturated(root, c, e0, e1)[mask])
+        out[mask] = np.asarray(g["corner"][e0:e1, c])[mask] + res["xy"]
+        sig[mask], flags[mask] = res["sigma"], res["flags"]
+    grp = root[schema.centers_group(name)]
+    grp["xy"][e0:e1, c] = out
+    if "sigma" in grp:  # absent from centres written before uncertainties (resumed)
+        grp["sigma"][e0:e1, c] = sig
+        grp["flags"][e0:e1, c] = flags
+    grp["done"][e0 // EXPOSURE_BLOCK, c] = 1
+
+
+def _saturated(root, c: int, e0: int, e1: int) -> np.ndarray:
+    """(exposure, star) whether each raster star's detection is saturated in the exposure."""
+    det_index = np.asarray(root[f"{schema.CATALOG}/det_index"][e0:e1, c])
+    sat = np.zeros(det_index.shape, bool)
+    for i, e in enumerate(range(e0, e1)):
+        has = det_index[i] >= 0
+        if has.any():
+            sat[i, has] = np.asarray(root[f"{schema.DETECTIONS}/saturated"][e, c])[det_index[i, has]]
+    return sat
 
 
 def _checked(path: str, model_path: str, chip: str | None, force: bool):
@@ -99,7 +170,7 @@ def _checked(path: str, model_path: str, chip: str | None, force: bool):
     check_compatible(meta, chip, size, ras.attrs.get("filter") or
                      st.open_group(path, schema.EXPOSURES).attrs.get("filter"), force, model_path)
     try:
-        shape = tuple(load_model(model_path).input_shape[1:3])
+        shape = tuple(load_model(model_path).inputs[0].shape[1:3])  # the raster input
     except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as err:
         raise BadInputError(model_path, f"not a loadable Keras model ({type(err).__name__}: "
                                         f"{str(err).splitlines()[0][:120] if str(err) else ''})") from None
@@ -107,6 +178,13 @@ def _checked(path: str, model_path: str, chip: str | None, force: bool):
         raise BadInputError(model_path, f"the network reads {shape[0]}x{shape[1]} rasters but its metadata "
                                         f"says {meta.get('raster_size')} and the store has {size}x{size}")
     return meta, chip, chips.index(chip)
+
+
+def _template(group: str, sizes: dict, coords: dict, name: str):
+    ds, enc = schema.template(group, ("xy", "sigma", "flags", "done"), sizes, coords, {
+        "method": name, "pixel_convention": schema.PIXEL_CONVENTION})
+    ds["flags"].attrs.update(flag_masks=list(FLAGS.values()), flag_meanings=" ".join(FLAGS))
+    return ds, enc
 
 
 @driver.preflight(lambda store, model_path, name="vgg6", chip=None, force=False, **_:
@@ -134,8 +212,9 @@ def predict(store, model_path, name: str = "vgg6", chip: str | None = None, forc
     Returns
     -------
     xarray.Dataset
-        ``centers/NAME``: xy (exposure, chip, star, axis) in chip px, NaN where no raster; the
-        attributes say which model wrote each chip and whether it trained on this store's stars.
+        ``centers/NAME``: xy (exposure, chip, star, axis) in chip px, NaN where no raster; sigma
+        (px, calibrated; NaN for a model without uncertainty outputs, inf where flagged); flags;
+        the attributes say which model wrote each chip and whether it trained on this store's stars.
     """
     import dask
 
@@ -150,8 +229,7 @@ def predict(store, model_path, name: str = "vgg6", chip: str | None = None, forc
     coords = {schema.EXPOSURE: ras[schema.EXPOSURE].values, schema.CHIP: ras[schema.CHIP].values,
               schema.AXIS: np.array(["x", "y"], dtype=object)}
     if not st.has_group(path, group):
-        driver.prepare(path, group, lambda: schema.template(group, ("xy", "done"), sizes, coords, {
-            "method": name, "pixel_convention": schema.PIXEL_CONVENTION}), {})
+        driver.prepare(path, group, lambda: _template(group, sizes, coords, name), {})
     key = f"model_{chip}"
     ident = f"{model_path} sha256:{hashlib.sha256(Path(model_path).read_bytes()).hexdigest()[:16]}"
     if st.open_group(path, group).attrs.get(key) not in (None, ident):

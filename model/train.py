@@ -22,6 +22,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from starcenter.cubes import schema
 from starcenter.cubes import store as st
 from starcenter.cubes.errors import BadArgumentError
@@ -68,13 +70,18 @@ def _package_version() -> str:
         return "unknown"
 
 
-def compile_model(model, rc: Recipe, steps_per_execution: int = 1) -> None:
-    """MAE loss (pixels) and Adam at the recipe's learning rate. ``steps_per_execution`` runs
-    several optimizer steps per compiled call (same updates, less Python overhead per step)."""
+def compile_model(model, rc: Recipe, steps_per_execution: int = 1, uncertainty: bool = False) -> None:
+    """MAE loss (pixels) and Adam at the recipe's learning rate; a network with uncertainty
+    outputs: the Gaussian negative log-likelihood, with the centres' MAE as a metric.
+    ``steps_per_execution`` runs several optimizer steps per compiled call (same updates, less
+    Python overhead per step)."""
     quiet_tensorflow()
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(rc.learning_rate), loss="mae",
+    from starcenter.model.uncertainty import centre_mae, gaussian_nll
+
+    loss, metrics = (gaussian_nll, [centre_mae]) if uncertainty else ("mae", None)
+    model.compile(optimizer=keras.optimizers.Adam(rc.learning_rate), loss=loss, metrics=metrics,
                   steps_per_execution=steps_per_execution)
 
 
@@ -181,9 +188,13 @@ def _history_csv(rows: list[dict]) -> str:
 
 
 def train(store, chip: str, arch: str = "v2", recipe: str = "fast", epochs: int | None = None,
-          out="model.keras", seed: int = 0, target: str = "catalog", verbose: int = 2) -> dict:
+          out="model.keras", seed: int = 0, target: str = "catalog", verbose: int = 2,
+          uncertainty: bool = False, features=()) -> dict:
     """Train a centring network on ``chip``'s rasters of ``store``; returns the metadata dict
-    (with the loss history) that is also written to ``out + '.json'``."""
+    (with the loss history) that is also written to ``out + '.json'``. ``uncertainty``: the
+    network also predicts sigma_x, sigma_y (Gaussian likelihood loss), calibrated on the
+    validation stars (:mod:`starcenter.model.uncertainty`); ``features``: per-star inputs beside
+    the raster (:data:`starcenter.model.bridge.FEATURES`; ("mag",) by default with uncertainty)."""
     quiet_tensorflow()
     import keras
 
@@ -195,13 +206,14 @@ def train(store, chip: str, arch: str = "v2", recipe: str = "fast", epochs: int 
         raise BadArgumentError(f"epochs must be >= 1, got {epochs}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from starcenter.model.bridge import SEEN, SPLITS, RasterSource, dataset, training_identity
+    from starcenter.model.bridge import RasterSource, dataset
 
-    train_src = RasterSource(store, chip, "train", seed, target)
-    val_src = RasterSource(store, chip, "validation", seed, target)
+    features = tuple(features) or (("mag",) if uncertainty else ())
+    train_src = RasterSource(store, chip, "train", seed, target, features)
+    val_src = RasterSource(store, chip, "validation", seed, target, features)
     keras.utils.set_random_seed(seed)
-    model = build(arch, train_src.size)
-    compile_model(model, rc)
+    model = build(arch, train_src.size, len(features), uncertainty)
+    compile_model(model, rc, uncertainty=uncertainty)
     history_csv = Path(str(out) + ".history.csv")
     ckpt = EpochCheckpoint(str(out) + ".backup", history_csv)
     done, rows = ckpt.restore(model)  # (0, []) for a fresh run
@@ -220,11 +232,22 @@ def train(store, chip: str, arch: str = "v2", recipe: str = "fast", epochs: int 
     wall = time.perf_counter() - t0
     model.save(out)
     ckpt.remove()  # finished: the next train with this --out starts afresh
+    meta = _metadata(store, chip, arch, rc, rows, seed, target, train_src, val_src, wall)
+    meta.update(outputs="xy+sigma" if uncertainty else "xy", features=list(features),
+                calibration=_calibrate(model, val_src) if uncertainty else None)
+    metadata_path(out).write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def _metadata(store, chip, arch, rc, rows, seed, target, train_src, val_src, wall) -> dict:
+    """A trained model's metadata: what it is, what it was trained on, its loss history."""
+    from starcenter.model.bridge import SEEN, SPLITS, training_identity
+
     keys = sorted({k for r in rows for k in r if k != "epoch"})
     history = {k: [r[k] for r in rows] for k in keys}  # the checkpoint's rows: the CSV's content
     ex = st.open_group(store, schema.EXPOSURES)
     root_attrs = st.read_attrs(store)
-    meta = {
+    return {
         "chip": chip, "filter": ex.attrs.get("filter"), "raster_size": train_src.size,
         "normalization": "sum to 1", "architecture": arch, "recipe": asdict(rc),
         "dataset": {"store": str(store), "source": ex.attrs.get("source"),
@@ -236,8 +259,24 @@ def train(store, chip: str, arch: str = "v2", recipe: str = "fast", epochs: int 
         "package_version": _package_version(), "train_seconds": round(wall, 1),
         "n_train": train_src.count(), "n_validation": val_src.count(), "history": history,
     }
-    metadata_path(out).write_text(json.dumps(meta, indent=1))
-    return meta
+
+
+def _calibrate(model, val_src) -> dict:
+    """The split conformal calibration of sigma on the validation stars (chunk by chunk)."""
+    from starcenter.model.uncertainty import calibrate, split_outputs
+
+    errs, sigmas, mags = [], [], []
+    for i in range(val_src.n_chunks):
+        x, t, mag = val_src.read_chunk(i, with_mag=True)
+        if len(t) == 0:
+            continue
+        mu, sigma = split_outputs(model.predict(x, batch_size=8192, verbose=0))
+        errs.append(mu - t)
+        sigmas.append(sigma)
+        mags.append(mag)
+    if not errs:
+        return calibrate(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0))
+    return calibrate(np.concatenate(errs), np.concatenate(sigmas), np.concatenate(mags))
 
 
 def load_metadata(model_path) -> dict:

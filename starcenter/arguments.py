@@ -103,6 +103,15 @@ def chips(text: str) -> tuple[str, ...]:
     return out
 
 
+def feature_list(text: str) -> tuple[str, ...]:
+    """Comma-separated per-star network inputs (model.bridge.FEATURES), each once."""
+    known = ("mag", "focus", "chip_x", "chip_y")  # model.bridge.FEATURES (no TensorFlow import here)
+    out = tuple(f.strip() for f in text.split(",") if f.strip())
+    if not out or any(f not in known for f in out) or len(set(out)) != len(out):
+        _fail(f"comma-separated features among {', '.join(known)}, each once", text)
+    return out
+
+
 def chip(text: str) -> str:
     """One WFPC2 chip."""
     if text.strip().upper() not in C.CHIPS:

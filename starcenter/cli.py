@@ -153,6 +153,14 @@ def _add_train(sub):
     p.add_argument("--seed", type=A.integer(0, 2**32 - 1), default=0, help="split and initialization seed, 0..4294967295")
     p.add_argument("--target", default="catalog", choices=("catalog", "exact"),
                    help="catalog truth (the paper's real-data truth) or exact simulation truth")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="also predict each centre's sigma (Gaussian likelihood loss, the instrumental "
+                        "magnitude as a second input), calibrated on the validation stars")
+    p.add_argument("--features", type=A.feature_list, default=(),
+                   help="per-star inputs beside the raster, comma-separated: mag (instrumental "
+                        "magnitude), focus (the exposure's fitted PSF epoch: run `starcenter psf` "
+                        "first), chip_x, chip_y (place on the chip); default none (the paper's "
+                        "network), mag with --uncertainty")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=C.cmd_train)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
+
 from starcenter.cubes import pipeline
 from starcenter.cubes.cluster import ClusterOptions, cluster
 
@@ -126,11 +128,16 @@ def cmd_train(args) -> int:
     set_tensorflow_threads()  # $STARCENTER_TF_THREADS, if set
 
     meta = train(args.store, args.chip.upper(), args.arch, args.recipe, args.epochs, args.out,
-                 args.seed, args.target, verbose=0 if args.quiet else 2)
+                 args.seed, args.target, verbose=0 if args.quiet else 2, uncertainty=args.uncertainty,
+                 features=args.features)
     png = plot_loss(args.out)
     h = meta["history"]
+    mae = min(h.get("val_centre_mae", h["val_loss"])) * 1e3
+    cal = meta.get("calibration")
+    extra = (f"; sigma calibrated on {sum(cal['n'])} validation rasters (factors "
+             f"{np.round(np.asarray(cal['scale']).ravel(), 2).tolist()})" if cal else "")
     print(f"{args.out}: {meta['architecture']} on {meta['chip']} ({meta['n_train']} training rasters), "
-          f"{meta['epochs']} epochs, val MAE {min(h['val_loss']) * 1e3:.1f} mpix; loss plot {png}")
+          f"{meta['epochs']} epochs, val MAE {mae:.1f} mpix; loss plot {png}{extra}")
     return 0
 
 

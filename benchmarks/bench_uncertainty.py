@@ -1,0 +1,210 @@
+"""Benchmark (SIMULATION): are the per-star uncertainties calibrated, and do weights help?
+
+Two simulated sets of PC1 + WF3 exposures whose true focus is drawn from -10 .. +15 um per
+exposure (1 um breathing): a training set and a test set (another seed: PSF epochs, stars and
+noise the networks never saw). On both: ``psf --fit focus``, ``detect`` (library ePSF),
+``catalog``. Then
+
+1. networks with uncertainty outputs (VGG6 V2, Gaussian likelihood, inputs raster + instrumental
+   magnitude + the exposure's fitted focus, exact targets) trained on the training set, sigma
+   calibrated on its validation stars (split conformal per magnitude bin), predicting the test set;
+2. coverage of +-1 and +-2 sigma against the exact truth per chip, axis and flux bin, the Spearman
+   correlation of sigma with |error|, mean sigma against the measured rms, for: the networks, the
+   classical fit's Fisher sigma (library ePSF and the fitted ePSF of ``detect --psf fitted``), and
+   the Fisher sigma through the error model fitted to the repeats (no truth needed); a
+   reliability diagram (observed vs nominal coverage) per method and chip;
+3. ``catalog --weights inverse-variance`` against unweighted on the same detections: the standard
+   error of the transformations, their true error (the fitted cubic applied to the exact
+   positions against the reference's exact positions, central third) and catalog - exact truth.
+
+    python benchmarks/bench_uncertainty.py OUTDIR [--train-exposures 64] [--test-exposures 32]
+                                          [--epochs 40] [--workers 2]
+
+Prints the tables, writes OUTDIR/uncertainty.json and OUTDIR/reliability.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+FOCUS = (-10.0, 15.0)
+FEATURES = ("mag", "focus")
+
+
+def make_set(path: Path, n: int, seed: int, opts) -> Path:
+    """Simulate, fit the PSF epoch, detect (library) and build the catalog of one set."""
+    from starcenter.cubes import pipeline
+    from starcenter.cubes.params import DetectParams, PSFFitParams
+    from starcenter.cubes.sim.simulate import make_config
+
+    if not (path / ".complete").exists():
+        cfg = make_config("demo", n_exposures=n, focus_sweep_um=FOCUS, focus_sweep_range=True,
+                          breathing_um=1.0, seed=seed)
+        pipeline.run(path, "simulate", "simulate", {"simulate": {"config": cfg}}, opts)
+        pipeline.run(path, "psf", "psf", {"psf": {"kind": "fitted", "fit": PSFFitParams()}}, opts)
+        pipeline.run(path, "detect", "detect", {"detect": {"params": DetectParams("library")}}, opts)
+        pipeline.run_catalog(path, cluster_options=opts)
+        (path / ".complete").touch()
+    return path
+
+
+def variant(src: Path, dst: Path, opts, psf: str = "library", weights: str = "none") -> Path:
+    """A copy of ``src`` re-detected with ``psf`` and/or catalogued with ``weights``."""
+    from starcenter.cubes import pipeline
+    from starcenter.cubes.params import DetectParams, TransformParams
+
+    if not (dst / ".complete").exists():
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(src, dst)
+        if psf != "library":
+            pipeline.run(dst, "detect", "detect", {"detect": {"params": DetectParams(psf), "overwrite": True}}, opts)
+        pipeline.run_catalog(dst, transform_params=TransformParams(weights=weights), cluster_options=opts)
+        (dst / ".complete").touch()
+    return dst
+
+
+def transform_errors(store) -> dict:
+    """Per chip: the paper's standard error (mpix, mean over exposures), the true error of the
+    transformations (rms over stars of the central third, mpix) and catalog - exact (mpix)."""
+    import xarray as xr
+
+    from starcenter.cubes.classical.transforms import apply
+    from starcenter.evaluation.metrics import catalog_vs_exact
+
+    tr, t = xr.open_zarr(store, group="transforms"), xr.open_zarr(store, group="truth")
+    ref = json.loads(tr.attrs["params"])["reference"]
+    cat = catalog_vs_exact(store)
+    out = {}
+    for c, chip in enumerate(str(v) for v in tr.chip.values):
+        tx, ty = t["x"].isel(chip=c).values, t["y"].isel(chip=c).values
+        bright = np.isfinite(t["flux"].isel(chip=c).values) & (t["flux"].isel(chip=c).values > 1e3)
+        errs, se = [], []
+        for e in range(tr.sizes["exposure"]):
+            if e == ref or tr["status"].values[e, c] != 0:
+                continue
+            sel = bright & (np.abs(tx[e] - 399.5) < 133) & (np.abs(ty[e] - 399.5) < 133)
+            X, Y = apply(tr["coef_x"].values[e, c], tr["coef_y"].values[e, c], tx[e, sel], ty[e, sel])
+            errs.append(np.r_[X - tx[ref, sel], Y - ty[ref, sel]])
+            se.append([tr["std_err_x"].values[e, c], tr["std_err_y"].values[e, c]])
+        e = np.concatenate(errs) * 1e3
+        out[chip] = {"std_err_mpix": np.round(np.mean(se, axis=0) * 1e3, 2).tolist(),
+                     "true_error_rms_mpix": round(float(np.sqrt(np.mean(e**2))), 2),
+                     "catalog_minus_exact_rms_mpix": cat[chip]["rms_mpix"],
+                     "catalog_minus_exact_median_abs_mpix": cat[chip]["median_abs_mpix"]}
+    return out
+
+
+def train_networks(train: Path, outdir: Path, epochs: int, chips=("PC1", "WF3")) -> dict:
+    from starcenter.model.parallel import train_many
+
+    jobs = [dict(store=str(train), chip=chip, arch="v2", recipe="fast", epochs=epochs,
+                 out=str(outdir / f"sigma_{chip}.keras"), seed=0, target="exact", verbose=0,
+                 uncertainty=True, features=FEATURES) for chip in chips
+            if not (outdir / f"sigma_{chip}.keras.json").exists()]
+    t0 = time.perf_counter()
+    train_many(jobs, workers=2)
+    metas = {chip: json.loads((outdir / f"sigma_{chip}.keras.json").read_text()) for chip in chips}
+    return {"train_seconds_wall": round(time.perf_counter() - t0, 1),
+            **{chip: {"calibration": m["calibration"], "epochs": m["epochs"], "n_train": m["n_train"],
+                      "val_centre_mae_mpix": round(min(m["history"]["val_centre_mae"]) * 1e3, 2)}
+               for chip, m in metas.items()}}
+
+
+def coverage_report(stores: dict, outdir: Path) -> dict:
+    """stores: {method label: (store, method name)}; tables, reliability and the figure."""
+    from starcenter.evaluation import uncertainty as U
+
+    out = {}
+    for label, (store, method) in stores.items():
+        data = U.errors_and_sigmas(store, method)
+        out[label] = {"table": U.table(data), "reliability": U.reliability(data),
+                      "within_68+-3_95+-2": U.within(U.table(data))}
+    plot_reliability(out, outdir / "reliability.png")
+    return out
+
+
+def plot_reliability(rep: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from starcenter.evaluation.uncertainty import LEVELS
+
+    chips = sorted({c for r in rep.values() for c in r["reliability"]})
+    fig, axes = plt.subplots(1, len(chips), figsize=(5 * len(chips), 4.6), squeeze=False)
+    for ax, chip in zip(axes[0], chips):
+        ax.plot([0, 1], [0, 1], "k:", lw=1, label="ideal")
+        for label, r in rep.items():
+            if chip in r["reliability"]:
+                ax.plot(LEVELS, r["reliability"][chip], "o-", ms=3, label=label)
+        ax.set_xlabel("nominal coverage (Gaussian +-z sigma)")
+        ax.set_ylabel("observed coverage")
+        ax.set_title(f"SIMULATION, held-out PSF epochs: {chip}", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def print_tables(rep: dict) -> None:
+    for label, r in rep.items():
+        print(f"\n== SIMULATION held-out epochs: {label} (coverage within 68+-3 / 95+-2 everywhere: "
+              f"{r['within_68+-3_95+-2']}) ==")
+        print("| chip | axis | flux e- | n | +-1 sigma % | +-2 sigma % | Spearman | mean sigma | rms | ratio |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for chip, axes in r["table"].items():
+            for ax, rows in axes.items():
+                for k, v in rows.items():
+                    if "cov1_pct" in v:
+                        print(f"| {chip} | {ax} | {k} | {v['n']} | {v['cov1_pct']} | {v['cov2_pct']} | "
+                              f"{v['spearman']} | {v['mean_sigma_mpix']} | {v['rms_mpix']} | {v['sigma_over_rms']} |")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("outdir", type=Path)
+    ap.add_argument("--train-exposures", type=int, default=64)
+    ap.add_argument("--test-exposures", type=int, default=32)
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args(argv)
+    from starcenter.cubes import pipeline
+    from starcenter.cubes.cluster import ClusterOptions
+
+    args.outdir.mkdir(parents=True, exist_ok=True)
+    opts = ClusterOptions(scheduler="local", workers=args.workers, quiet=True)
+    train = make_set(args.outdir / "train.zarr", args.train_exposures, 31, opts)
+    test = make_set(args.outdir / "test.zarr", args.test_exposures, 32, opts)
+    report = {"label": f"SIMULATION: focus {FOCUS[0]}..{FOCUS[1]} um per exposure, breathing 1 um; "
+                       "test set = other seed (held-out PSF epochs and stars)"}
+    report["weights"] = {}
+    for name, store in (("train", train), ("test", test)):
+        w = variant(store, args.outdir / f"{name}-weighted.zarr", opts, weights="inverse-variance")
+        report["weights"][name] = {"unweighted": transform_errors(store), "weighted": transform_errors(w)}
+    print(json.dumps(report["weights"], indent=1))
+    fitted = variant(test, args.outdir / "test-fitted.zarr", opts, psf="fitted")
+    report["networks"] = train_networks(train, args.outdir, args.epochs)
+    for chip in ("PC1", "WF3"):
+        pipeline.run_stage("predict", test, opts, False, model_path=str(args.outdir / f"sigma_{chip}.keras"),
+                           name="sigma-v2", chip=chip)
+    report["coverage"] = coverage_report({
+        "network V2 (calibrated sigma)": (test, "sigma-v2"),
+        "classical library, Fisher sigma": (test, "classical-fisher"),
+        "classical library, Fisher + repeat error model": (test, "classical-error-model"),
+        "classical fitted ePSF, Fisher sigma": (fitted, "classical-fisher"),
+        "classical fitted ePSF, Fisher + repeat error model": (fitted, "classical-error-model")}, args.outdir)
+    (args.outdir / "uncertainty.json").write_text(json.dumps(report, indent=1))
+    print_tables(report["coverage"])
+    print(json.dumps(report["networks"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""Per-star uncertainties of network centres: the likelihood loss, the conformal calibration,
+the sigma and flags written by predict, and bad rasters (never a confident number)."""
+
+import json
+
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+
+from starcenter.cubes.errors import StoreMismatchError
+from starcenter.model.uncertainty import NOMINAL, calibrate, calibrated_sigma, coverage
+
+from .conftest import derive_store
+
+
+@pytest.fixture(scope="module")
+def store(tiny_store, tmp_path_factory):
+    return derive_store(tiny_store, tmp_path_factory.mktemp("derived"), "library", catalog=True)
+
+
+@pytest.fixture(scope="module")
+def sigma_model(store, tmp_path_factory):
+    from starcenter.model.train import train
+
+    out = tmp_path_factory.mktemp("models") / "wf3-sigma.keras"
+    meta = train(store, "WF3", "v1", "fast", epochs=3, out=out, target="exact", verbose=0, uncertainty=True)
+    return out, meta
+
+
+def test_conformal_calibration_restores_nominal_coverage_on_fresh_stars():
+    rng = np.random.default_rng(2)
+    mag = rng.uniform(-11, -6, 20000)
+    true_sigma = 0.005 * 10 ** (0.2 * (mag + 11))  # px, fainter -> larger
+    raw = np.c_[true_sigma, true_sigma] * np.where(mag > -8.5, 0.5, 2.0)[:, None]  # wrong by 2x both ways
+    err = rng.normal(0, np.c_[true_sigma, true_sigma])
+    cal = calibrate(err[:10000], raw[:10000], mag[:10000])
+    assert len(cal["scale"]) == 4 and sum(cal["n"]) == 10000
+    s = calibrated_sigma(raw[10000:], mag[10000:], cal)
+    for sel in (mag[10000:] > -8.5, mag[10000:] <= -8.5):  # every magnitude range, not only the total
+        assert abs(coverage(err[10000:][sel], raw[10000:][sel], 1) - NOMINAL[1]) > 0.25
+        assert abs(coverage(err[10000:][sel], s[sel], 1) - NOMINAL[1]) < 0.03
+        assert abs(coverage(err[10000:][sel], s[sel], 2) - NOMINAL[2]) < 0.02
+
+
+def test_gaussian_nll_is_the_negative_log_likelihood():
+    from starcenter.model.uncertainty import gaussian_nll
+
+    t = np.array([[1.0, 2.0]], np.float32)
+    p = np.array([[1.1, 1.8, np.log(0.2), np.log(0.5)]], np.float32)
+    expected = np.mean([0.5 * (0.1 / 0.2) ** 2 + np.log(0.2), 0.5 * (0.2 / 0.5) ** 2 + np.log(0.5)])
+    assert float(np.asarray(gaussian_nll(t, p))[0]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_network_sigma_is_calibrated_stored_and_written(store, sigma_model):
+    from starcenter.model.predict import predict
+
+    path, meta = sigma_model
+    assert meta["outputs"] == "xy+sigma" and meta["features"] == ["mag"]
+    scale = np.asarray(meta["calibration"]["scale"])
+    assert np.all(np.isfinite(scale) & (scale > 0))
+    assert json.loads(path.with_name(path.name + ".json").read_text())["calibration"] == meta["calibration"]
+    with dask.config.set(scheduler="synchronous"):
+        c = predict(store, path, "sigma-v1", progress=False)
+    ras = xr.open_zarr(store, group="rasters").sel(chip="WF3")
+    m = ras["mask"].values
+    sig = c["sigma"].sel(chip="WF3").values
+    assert np.all(np.isfinite(sig[m]) & (sig[m] > 0) & (sig[m] < 1)) and np.isnan(sig[~m]).all()
+    assert (c["flags"].sel(chip="WF3").values[m] == 0).all()
+    # on the stars it never saw (its test stars, same epoch) the calibrated sigma covers ~68 %
+    from starcenter.evaluation.uncertainty import errors_and_sigmas
+
+    err, s, _ = errors_and_sigmas(store, "sigma-v1")["WF3"]
+    ok = np.isfinite(err) & np.isfinite(s)
+    assert ok.sum() > 100 and 0.55 < coverage(err[ok], s[ok]) < 0.8
+
+
+@pytest.mark.parametrize("kind", ["nan", "zeros", "saturated"])
+def test_bad_rasters_get_nan_centre_infinite_sigma_and_a_flag(sigma_model, kind):
+    from starcenter.model.predict import FLAGS, centre
+
+    path, _ = sigma_model
+    rng = np.random.default_rng(0)
+    r = rng.uniform(0, 1, (4, 6, 6))
+    r /= r.sum(axis=(1, 2), keepdims=True)
+    sat = np.zeros(4, bool)
+    if kind == "nan":
+        r[1, 2, 3] = np.nan
+    elif kind == "zeros":
+        r[1] = 0.0
+    else:
+        sat[1] = True
+    mag = np.full(4, -9.0)
+    out = centre(str(path), r, features=((mag + 8) / 2)[:, None], mag=mag, saturated=sat)
+    assert np.isnan(out["xy"][1]).all() and np.isinf(out["sigma"][1]).all()
+    bit = FLAGS["saturated"] if kind == "saturated" else FLAGS["bad_raster"]
+    assert out["flags"][1] & bit
+    assert np.isfinite(out["xy"][[0, 2, 3]]).all() and np.isfinite(out["sigma"][[0, 2, 3]]).all()
+    assert (out["flags"][[0, 2, 3]] == 0).all()
+
+
+def test_focus_input_needs_the_psf_fit(store):
+    from starcenter.model.bridge import RasterSource
+
+    with pytest.raises(StoreMismatchError, match="starcenter psf"):
+        RasterSource(store, "WF3", "train", features=("mag", "focus")).count()
+
+
+def test_cli_feature_names_are_the_bridge_features():
+    from starcenter.arguments import feature_list
+    from starcenter.model.bridge import FEATURES
+
+    assert set(feature_list(",".join(FEATURES))) == set(FEATURES)
