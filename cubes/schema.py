@@ -32,24 +32,28 @@ Groups (one Zarr group per pipeline product)
 ``truth``      simulations only: star ids, magnitudes, fluxes per (chip, star) and the true
                positions x, y(exposure, chip, star) in each exposure's chip pixels. Chunks: one
                (exposure, chip) per chunk so they are written with their image.
-``detections`` x, y, flux, sky, q, mag, saturated, flags (exposure, chip, det), padded with NaN
-               beyond ``count(exposure, chip)``; one (exposure, chip) per chunk (stages.detections).
+``detections`` x, y, flux, sky, q, mag, saturated, flags and the fit's Fisher uncertainties
+               x_err, y_err, flux_err (exposure, chip, det), padded with NaN beyond
+               ``count(exposure, chip)``; one (exposure, chip) per chunk (stages.detections).
 ``transforms`` per (exposure, chip): cubic coefficients target -> reference and back (term), the
-               offset at the chip centre, standard errors, star counts, a status code (small,
-               one chunk; stages.transforms).
-``catalog``    measures(exposure, chip, star, axis) in the reference system (one (exposure, chip)
-               per chunk, rechunked by star for the clipped mean), mean/rms/count(chip, star, axis)
-               and truth(exposure, chip, star, axis) projected back with the catalog -> exposure
-               cubics proj_x/proj_y(exposure, chip, term) (stages.catalog).
+               offset at the chip centre, standard errors, star counts, a status code and, with
+               inverse-variance weights, the error model error_scale, error_floor (small, one
+               chunk; stages.transforms).
+``catalog``    measures(exposure, chip, star, axis) in the reference system and their sigma_eff
+               measure_err (one (exposure, chip) per chunk, rechunked by star for the clipped
+               mean), mean/rms/count(chip, star, axis) and truth(exposure, chip, star, axis)
+               projected back with the catalog -> exposure cubics proj_x/proj_y(exposure, chip,
+               term) (stages.catalog).
 ``rasters``    raster(exposure, chip, star, ry, rx) float32 normalized to sum 1, target, prelim,
-               corner (exposure, chip, star, axis), mag, mask, offset_phase, selected and
-               stack_residual (chip, star); chunks of 64 exposures
-               of one chip with every star, the unit the tf.data bridge streams (stages.rasters).
+               prelim_err (its Fisher sigma), corner (exposure, chip, star, axis), mag, mask,
+               offset_phase, selected and stack_residual (chip, star); chunks of 64 exposures of
+               one chip with every star, the unit the tf.data bridge streams (stages.rasters).
 ``centers/NAME`` xy(exposure, chip, star, axis): centres of method NAME in chip pixels, aligned
-               with the rasters' stars (starcenter.model.predict). Attributes ``model_<chip>`` (the model
-               file and its hash) and ``split_<chip>`` (whether the model trained on this
-               store's data, its split seed and fractions: evaluation scores such a network on
-               its test stars only).
+               with the rasters' stars, their calibrated sigma (px; NaN for a network without
+               uncertainty outputs) and flags(exposure, chip, star) (starcenter.model.predict).
+               Attributes ``model_<chip>`` (the model file and its hash) and ``split_<chip>``
+               (whether the model trained on this store's data, its split seed and fractions:
+               evaluation scores such a network on its test stars only).
 """
 
 from __future__ import annotations

@@ -164,18 +164,24 @@ def project_catalog(mean, rms, native, good, usable, min_stars: int = 20):
     return truth, coef
 
 
-def tie_to_reference(xy: np.ndarray, reference: int, min_stars: int = 20):
+def tie_to_reference(xy: np.ndarray, reference: int, min_stars: int = 20, sigma: np.ndarray | None = None):
     """Carry every exposure's positions ``xy`` (exposure, star, 2) px into the reference
     exposure's system with a cubic fit (3-sigma culling) on the stars measured in both; NaN for
-    exposures with fewer than ``min_stars`` such stars."""
+    exposures with fewer than ``min_stars`` such stars. ``sigma`` (exposure, star, 2) px: each
+    star weighted by 1 / (its variance here + in the reference), mean over the axes."""
     moved = np.full(xy.shape, np.nan)
     in_ref = np.all(np.isfinite(xy[reference]), axis=1)
+    var = None if sigma is None else np.mean(np.asarray(sigma, float) ** 2, axis=-1)
     for e in range(xy.shape[0]):
         fin = np.all(np.isfinite(xy[e]), axis=1)
         ok = fin & in_ref
+        if var is not None:
+            ok &= np.isfinite(var[e] + var[reference]) & (var[e] + var[reference] > 0)
         if ok.sum() < min_stars:
             continue
-        cx, cy, *_ = fit_cubic(xy[e, ok, 0], xy[e, ok, 1], xy[reference, ok, 0], xy[reference, ok, 1])
+        w = None if var is None else 1.0 / (var[e, ok] + var[reference, ok])
+        cx, cy, *_ = fit_cubic(xy[e, ok, 0], xy[e, ok, 1], xy[reference, ok, 0], xy[reference, ok, 1],
+                               weights=w)
         if not np.all(np.isfinite(cx)):
             continue
         moved[e, fin] = np.stack(apply(cx, cy, xy[e, fin, 0], xy[e, fin, 1]), axis=-1)
