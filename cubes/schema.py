@@ -252,6 +252,8 @@ SPECS: dict[str, GroupSpec] = {
         "sigma": _v(_ECSA, "float32", "px", "calibrated 1-sigma uncertainty of xy (NaN: the model "
                     "predicts none; inf: no centre, see flags)", NAN),
         "flags": _v(_ECS, "uint8", "", "centring flag bits, see attributes flag_masks / flag_meanings"),
+        "flux": _v(_ECS, "float32", "e-", "the network's flux (NaN: the model predicts none)", NAN),
+        "flux_err": _v(_ECS, "float32", "e-", "its calibrated 1-sigma uncertainty", NAN),
         "done": _BLOCK_DONE,
     }, {EXPOSURE: EXPOSURE_BLOCK, CHIP: 1, BLOCK: 1}, None, "`starcenter predict`"),
 }

@@ -10,7 +10,9 @@ Two options beyond the paper, off by default (the paper's networks are unchanged
 ``n_features`` > 0 adds a second input ``features`` (per-star scalars such as the instrumental
 magnitude, :data:`starcenter.model.bridge.FEATURES`) joined to the flattened convolution output
 before the dense layer; ``uncertainty`` makes the output 4 wide: x, y (raster px) and log sigma_x,
-log sigma_y (log px), trained with a Gaussian likelihood (:mod:`starcenter.model.uncertainty`).
+log sigma_y (log px), trained with a Gaussian likelihood (:mod:`starcenter.model.uncertainty`);
+``flux`` (with ``uncertainty``) makes it 6 wide: x, y, dlogF (the log of the star's flux over the
+classical fit's), then the three log sigmas.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ LOG_SIGMA0 = -3.9
 
 
 def _vgg6(raster_size: int, filters: tuple[int, int], kernel: int, padded: int, first_pool: tuple,
-          name: str, n_features: int = 0, uncertainty: bool = False):
+          name: str, n_features: int = 0, uncertainty: bool = False, flux: bool = False):
     quiet_tensorflow()
     import keras
     from keras import layers
@@ -56,7 +58,10 @@ def _vgg6(raster_size: int, filters: tuple[int, int], kernel: int, padded: int, 
     # the output bias starts at the raster's central pixel, where targets lie (no parameter
     # added; without it the first epochs are spent learning a constant of ~3 px)
     c = float(raster_size // 2)
-    bias = [c, c, LOG_SIGMA0, LOG_SIGMA0] if uncertainty else [c, c]
+    if flux and not uncertainty:
+        raise BadArgumentError("a flux output comes with the uncertainty outputs (--uncertainty)")
+    bias = ([c, c, 0.0, LOG_SIGMA0, LOG_SIGMA0, -4.0] if flux else  # dlogF sigma 0.018 (1.8 %)
+            [c, c, LOG_SIGMA0, LOG_SIGMA0] if uncertainty else [c, c])
     out = layers.Dense(len(bias), activation="linear", name="fc_out",
                        bias_initializer=keras.initializers.Constant(bias))(x)
     return keras.Model(inputs, out, name=name)
@@ -76,9 +81,10 @@ def vgg6_v2(raster_size: int = 6, **options):
 ARCHITECTURES: dict[str, Callable] = {"v1": vgg6_v1, "v2": vgg6_v2}
 
 
-def build(arch: str, raster_size: int = 6, n_features: int = 0, uncertainty: bool = False):
+def build(arch: str, raster_size: int = 6, n_features: int = 0, uncertainty: bool = False,
+          flux: bool = False):
     """A fresh, uncompiled model of architecture ``arch`` for ``raster_size`` rasters, with
-    ``n_features`` per-star inputs and the uncertainty outputs if asked."""
+    ``n_features`` per-star inputs and the uncertainty (and flux) outputs if asked."""
     if arch not in ARCHITECTURES:
         raise BadArgumentError(f"unknown architecture {arch!r}; expected one of {tuple(ARCHITECTURES)}")
-    return ARCHITECTURES[arch](raster_size, n_features=n_features, uncertainty=uncertainty)
+    return ARCHITECTURES[arch](raster_size, n_features=n_features, uncertainty=uncertainty, flux=flux)

@@ -108,6 +108,7 @@ class RasterSource:
     seed: int = 0
     target: str = "catalog"
     features: tuple = ()
+    flux: bool = False
 
     def __post_init__(self):
         import zarr
@@ -116,6 +117,9 @@ class RasterSource:
         if self.target not in TARGETS:
             raise BadArgumentError(f"unknown target {self.target!r}; expected one of {tuple(TARGETS)}")
         self.features = tuple(self.features)
+        if self.flux and self.target != "exact":
+            raise BadArgumentError("a flux target needs exact truth (--target exact, simulations): "
+                                   "the average catalog has no mean fluxes")
         unknown = [f for f in self.features if f not in FEATURES]
         if unknown:
             raise BadArgumentError(f"unknown features {unknown}; expected some of {tuple(FEATURES)}")
@@ -152,6 +156,8 @@ class RasterSource:
         c = self.chip_index
         ok = np.asarray(g["mask"][e0:e1, c]) & self.stars[None, :]
         tgt = np.asarray(g[TARGETS[self.target]][e0:e1, c])
+        if self.flux:
+            tgt = np.concatenate([tgt, flux_target(root, slice(e0, e1), c)[..., None]], axis=-1)
         ok &= np.all(np.isfinite(tgt), axis=-1)
         feats = read_features(root, slice(e0, e1), c, self.features)
         ok &= np.all(np.isfinite(feats), axis=-1)
@@ -169,6 +175,8 @@ class RasterSource:
         ok = np.asarray(g["mask"][:, c]) & self.stars[None, :]
         ok &= np.all(np.isfinite(np.asarray(g[TARGETS[self.target]][:, c])), axis=-1)
         ok &= np.all(np.isfinite(read_features(root, slice(None), c, self.features)), axis=-1)
+        if self.flux:
+            ok &= np.isfinite(flux_target(root, slice(None), c))
         return int(ok.sum())
 
     def to_numpy(self):
@@ -179,6 +187,23 @@ class RasterSource:
         if self.features:
             return (np.concatenate([p[0][0] for p in parts]), np.concatenate([p[0][1] for p in parts])), t
         return np.concatenate([p[0] for p in parts]), t
+
+
+def classical_flux(root, sl: slice, c: int) -> np.ndarray:
+    """(exposure, star) e-: the classical fit's flux of each raster star (rasters mag, the chip's
+    gain)."""
+    gain = float(np.asarray(root[schema.EXPOSURES]["gain"][c]))
+    return 10 ** (-0.4 * _read(root, schema.RASTERS, "mag", sl, c)) * gain
+
+
+def flux_target(root, sl: slice, c: int) -> np.ndarray:
+    """(exposure, star): ln(true flux / classical flux), the flux output's target (simulations:
+    truth flux through the rasters' sim_index; NaN where a star has no true counterpart)."""
+    idx = np.asarray(root[schema.RASTERS]["sim_index"][c])
+    true = np.full(idx.shape, np.nan)
+    true[idx >= 0] = np.asarray(root[schema.TRUTH]["flux"][c])[idx[idx >= 0]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(true[None, :] / classical_flux(root, sl, c))
 
 
 def read_features(root, sl: slice, c: int, names) -> np.ndarray:
@@ -204,7 +229,7 @@ def dataset(source: RasterSource, batch_size: int = 256, shuffle_buffer: int = 2
 
     raster = tf.TensorSpec((None, size, size, 1), tf.float32)
     inputs = (raster, tf.TensorSpec((None, len(source.features)), tf.float32)) if source.features else raster
-    sig = (inputs, tf.TensorSpec((None, 2), tf.float32))
+    sig = (inputs, tf.TensorSpec((None, 3 if source.flux else 2), tf.float32))
     order = np.random.default_rng([source.seed, epoch_seed]).permutation(n) if shuffle else np.arange(n)
     ds = tf.data.Dataset.from_tensor_slices(order.astype(np.int64))
     if repeat:

@@ -75,14 +75,15 @@ FLAGS = {"bad_raster": 1,  # non-finite pixels, or not normalized (all zeros): n
          "no_feature": 4}  # a per-star input the model needs is missing: no centre
 
 
-def centre(model_path: str, rasters, features=None, mag=None, saturated=None) -> dict:
+def centre(model_path: str, rasters, features=None, mag=None, saturated=None, gain: float | None = None) -> dict:
     """Centres of rasters with a model written by ``starcenter train``, on arrays.
 
     rasters : (n, size, size) normalized to sum 1; features : (n, k) the model's per-star inputs
     (bridge.FEATURES, scaled) if it takes any; mag : (n,) instrumental magnitudes (the
-    calibration's bins; needed with uncertainty outputs); saturated : (n,) bool.
+    calibration's bins; needed with uncertainty outputs); saturated : (n,) bool; gain : e-/DN
+    (needed with a flux output: its flux is relative to the classical flux 10^(-0.4 mag) gain).
     Returns {"xy" (n, 2) raster px, "sigma" (n, 2) px (calibrated; NaN if the model predicts
-    none), "flags" (n,) uint8}. A raster with non-finite pixels, not summing to 1 (e.g. all
+    none), "flux", "flux_err" (n,) e- (NaN if it predicts none), "flags" (n,) uint8}. A raster with non-finite pixels, not summing to 1 (e.g. all
     zeros), saturated, or without its features gets NaN, sigma = inf and a flag, never a number.
     """
     from starcenter.model.uncertainty import calibrated_sigma, split_outputs
@@ -101,21 +102,26 @@ def centre(model_path: str, rasters, features=None, mag=None, saturated=None) ->
         f = np.asarray(features, np.float32).reshape(n, -1)
         flags[~np.all(np.isfinite(f), axis=1)] |= FLAGS["no_feature"]
         inputs = (inputs, np.nan_to_num(f))
-    xy = np.full((n, 2), np.nan)
-    with_sigma = meta.get("outputs") == "xy+sigma"
-    sigma = np.full((n, 2), np.nan)
+    with_sigma = meta.get("outputs") in ("xy+sigma", "xy+flux+sigma")
+    k = 3 if meta.get("outputs") == "xy+flux+sigma" else 2
+    mu, sigma = np.full((n, k), np.nan), np.full((n, k), np.nan)
     good = flags == 0
     if good.any():
         take = (inputs[0][good], inputs[1][good]) if isinstance(inputs, tuple) else inputs[good]
         pred = load_model(model_path).predict(take, batch_size=BATCH, verbose=0)
         if with_sigma:
-            xy[good], raw = split_outputs(pred)
+            mu[good], raw = split_outputs(pred)
             sigma[good] = calibrated_sigma(raw, np.asarray(mag, float)[good], meta.get("calibration"))
         else:
-            xy[good] = pred
+            mu[good] = pred
     if with_sigma:
         sigma[~good] = np.inf
-    return {"xy": xy, "sigma": sigma, "flags": flags}
+    out = {"xy": mu[:, :2], "sigma": sigma[:, :2], "flags": flags,
+           "flux": np.full(n, np.nan), "flux_err": np.full(n, np.nan)}
+    if k == 3:
+        out["flux"] = 10 ** (-0.4 * np.asarray(mag, float)) * float(gain) * np.exp(mu[:, 2])
+        out["flux_err"] = np.where(good, out["flux"] * sigma[:, 2], np.inf)
+    return out
 
 
 def _predict_block(path: str, model_path: str, name: str, c: int, e0: int, e1: int):
@@ -130,17 +136,21 @@ def _predict_block(path: str, model_path: str, name: str, c: int, e0: int, e1: i
     out = np.full(mask.shape + (2,), np.nan)
     sig = np.full(mask.shape + (2,), np.nan, np.float32)
     flags = np.zeros(mask.shape, np.uint8)
+    flux, flux_err = (np.full(mask.shape, np.nan, np.float32) for _ in range(2))
     if mask.any():
         feats = read_features(root, slice(e0, e1), c, meta.get("features", ()))[mask]
         res = centre(model_path, np.asarray(g["raster"][e0:e1, c])[mask], feats,
-                     np.asarray(g["mag"][e0:e1, c])[mask], _saturated(root, c, e0, e1)[mask])
+                     np.asarray(g["mag"][e0:e1, c])[mask], _saturated(root, c, e0, e1)[mask],
+                     float(np.asarray(root[schema.EXPOSURES]["gain"][c])))
         out[mask] = np.asarray(g["corner"][e0:e1, c])[mask] + res["xy"]
         sig[mask], flags[mask] = res["sigma"], res["flags"]
+        flux[mask], flux_err[mask] = res["flux"], res["flux_err"]
     grp = root[schema.centers_group(name)]
     grp["xy"][e0:e1, c] = out
-    if "sigma" in grp:  # absent from centres written before uncertainties (resumed)
-        grp["sigma"][e0:e1, c] = sig
-        grp["flags"][e0:e1, c] = flags
+    # absent from centres written before uncertainties (resumed)
+    for var, value in (("sigma", sig), ("flags", flags), ("flux", flux), ("flux_err", flux_err)):
+        if var in grp:
+            grp[var][e0:e1, c] = value
     grp["done"][e0 // EXPOSURE_BLOCK, c] = 1
 
 
@@ -181,7 +191,7 @@ def _checked(path: str, model_path: str, chip: str | None, force: bool):
 
 
 def _template(group: str, sizes: dict, coords: dict, name: str):
-    ds, enc = schema.template(group, ("xy", "sigma", "flags", "done"), sizes, coords, {
+    ds, enc = schema.template(group, ("xy", "sigma", "flags", "flux", "flux_err", "done"), sizes, coords, {
         "method": name, "pixel_convention": schema.PIXEL_CONVENTION})
     ds["flags"].attrs.update(flag_masks=list(FLAGS.values()), flag_meanings=" ".join(FLAGS))
     return ds, enc

@@ -1,6 +1,8 @@
 """Per-star uncertainties of a network's centres: the likelihood loss and the calibration.
 
-A network built with ``uncertainty=True`` outputs (x, y, log sigma_x, log sigma_y) in raster px.
+A network built with ``uncertainty=True`` outputs (x, y, log sigma_x, log sigma_y) in raster px;
+with ``flux=True`` also the flux: (x, y, dlogF, log sigma_x, log sigma_y, log sigma_dlogF), dlogF the
+natural log of the star's flux over the classical fit's (the means first, then their log sigmas).
 It is trained on the Gaussian negative log-likelihood (:func:`gaussian_nll`), so the sigma it
 predicts is its own estimate of each star's error; that estimate is then recalibrated on the
 validation split (split conformal calibration, per magnitude bin and axis: the factor that makes
@@ -23,12 +25,13 @@ NOMINAL = {1: 0.6827, 2: 0.9545}
 
 
 def gaussian_nll(y_true, y_pred):
-    """Mean over stars and axes of 0.5 ((t - mu) / sigma)^2 + log sigma (the Gaussian negative
-    log-likelihood up to a constant); y_pred = (mu_x, mu_y, log sigma_x, log sigma_y)."""
+    """Mean over stars and outputs of 0.5 ((t - mu) / sigma)^2 + log sigma (the Gaussian negative
+    log-likelihood up to a constant); y_true (n, k), y_pred = (mu_1..k, log sigma_1..k)."""
     quiet_tensorflow()
     from keras import ops
 
-    mu, log_s = y_pred[:, :2], ops.clip(y_pred[:, 2:4], *LOG_SIGMA_RANGE)
+    k = y_true.shape[-1]
+    mu, log_s = y_pred[:, :k], ops.clip(y_pred[:, k:2 * k], *LOG_SIGMA_RANGE)
     z = (y_true - mu) * ops.exp(-log_s)
     return ops.mean(0.5 * z * z + log_s, axis=-1)
 
@@ -38,22 +41,25 @@ def centre_mae(y_true, y_pred):
     quiet_tensorflow()
     from keras import ops
 
-    return ops.mean(ops.abs(y_true - y_pred[:, :2]), axis=-1)
+    return ops.mean(ops.abs(y_true[:, :2] - y_pred[:, :2]), axis=-1)
 
 
 def split_outputs(pred: np.ndarray):
-    """(centre (n, 2) raster px, raw sigma (n, 2) px) of a network's (n, 4) output."""
+    """(means (n, k), raw sigmas (n, k)) of a network's (n, 2k) output: k = 2 (x, y raster px)
+    or 3 (and dlogF)."""
     pred = np.asarray(pred, np.float64)
-    return pred[:, :2], np.exp(np.clip(pred[:, 2:4], *LOG_SIGMA_RANGE))
+    k = pred.shape[1] // 2
+    return pred[:, :k], np.exp(np.clip(pred[:, k:2 * k], *LOG_SIGMA_RANGE))
 
 
 def calibrate(err: np.ndarray, sigma: np.ndarray, mag: np.ndarray, nbins: int = 4) -> dict:
     """Split conformal calibration of sigma on held-out stars.
 
-    err, sigma : (n, 2) px, errors (centre - target) and raw sigmas; mag : (n,) instrumental mag.
+    err, sigma : (n, k) errors (output - target) and raw sigmas (px; dlogF: natural log);
+    mag : (n,) instrumental mag.
     Stars are binned in magnitude (quantile edges, the outer edges open); in each bin and axis the
     factor is the 68.27 % quantile of |err| / sigma (with the finite-sample correction
-    ceil((n + 1) q) / n). Returns {"mag_edges", "scale" (bin, axis), "n" per bin, "level"}.
+    ceil((n + 1) q) / n). Returns {"mag_edges", "scale" (bin, output), "n" per bin, "level"}.
     """
     err, sigma, mag = (np.asarray(a, np.float64) for a in (err, sigma, mag))
     ok = np.all(np.isfinite(err) & np.isfinite(sigma) & (sigma > 0), axis=1) & np.isfinite(mag)
@@ -61,7 +67,7 @@ def calibrate(err: np.ndarray, sigma: np.ndarray, mag: np.ndarray, nbins: int = 
     nb = max(1, min(nbins, mag.size // 200))
     edges = np.quantile(mag, np.linspace(0, 1, nb + 1)) if mag.size else np.zeros(nb + 1)
     k = _bin(mag, edges)
-    scale = np.ones((nb, 2))
+    scale = np.ones((nb, err.shape[1]))
     counts = []
     for b in range(nb):
         z = np.abs(err[k == b]) / sigma[k == b]
@@ -80,7 +86,7 @@ def _bin(mag, edges) -> np.ndarray:
 
 
 def calibrated_sigma(sigma_raw: np.ndarray, mag: np.ndarray, calibration: dict | None) -> np.ndarray:
-    """sigma (n, 2) px: the raw sigma times its magnitude bin's factor (no calibration: raw)."""
+    """sigma (n, k): the raw sigma times its magnitude bin's factor (no calibration: raw)."""
     sigma_raw = np.asarray(sigma_raw, np.float64)
     if not calibration:
         return sigma_raw

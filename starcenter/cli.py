@@ -156,6 +156,9 @@ def _add_train(sub):
     p.add_argument("--uncertainty", action="store_true",
                    help="also predict each centre's sigma (Gaussian likelihood loss, the instrumental "
                         "magnitude as a second input), calibrated on the validation stars")
+    p.add_argument("--flux", action="store_true",
+                   help="with --uncertainty and --target exact: also predict each star's flux (and "
+                        "its sigma), as its ratio to the classical fit's flux")
     p.add_argument("--features", type=A.feature_list, default=(),
                    help="per-star inputs beside the raster, comma-separated: mag (instrumental "
                         "magnitude), focus (the exposure's fitted PSF epoch: run `starcenter psf` "

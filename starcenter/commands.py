@@ -129,7 +129,7 @@ def cmd_train(args) -> int:
 
     meta = train(args.store, args.chip.upper(), args.arch, args.recipe, args.epochs, args.out,
                  args.seed, args.target, verbose=0 if args.quiet else 2, uncertainty=args.uncertainty,
-                 features=args.features)
+                 features=args.features, flux=args.flux)
     png = plot_loss(args.out)
     h = meta["history"]
     mae = min(h.get("val_centre_mae", h["val_loss"])) * 1e3

@@ -111,3 +111,28 @@ def test_cli_feature_names_are_the_bridge_features():
     from starcenter.model.bridge import FEATURES
 
     assert set(feature_list(",".join(FEATURES))) == set(FEATURES)
+
+
+def test_flux_output_against_the_true_flux(store, tmp_path):
+    from starcenter.cubes.errors import BadArgumentError
+    from starcenter.model.predict import predict
+    from starcenter.model.train import train
+
+    out = tmp_path / "pc1-flux.keras"
+    meta = train(store, "PC1", "v1", "fast", epochs=2, out=out, target="exact", verbose=0,
+                 uncertainty=True, flux=True)
+    assert meta["outputs"] == "xy+flux+sigma" and len(meta["calibration"]["scale"][0]) == 3
+    with dask.config.set(scheduler="synchronous"):
+        c = predict(store, out, "flux-v1", progress=False)
+    ras = xr.open_zarr(store, group="rasters").sel(chip="PC1")
+    truth = xr.open_zarr(store, group="truth").sel(chip="PC1")
+    m = ras["mask"].values & (ras["sim_index"].values >= 0)[None, :]
+    idx = np.broadcast_to(ras["sim_index"].values, m.shape)[m]
+    ratio = c["flux"].sel(chip="PC1").values[m] / truth["flux"].values[idx]
+    assert abs(np.median(ratio) - 1) < 0.1  # e-: the flux is the star's, not a raster sum
+    err = c["flux_err"].sel(chip="PC1").values[m]
+    assert np.all(np.isfinite(err) & (err > 0))
+    with pytest.raises(BadArgumentError, match="exact truth"):
+        train(store, "PC1", "v1", epochs=1, out=tmp_path / "x.keras", uncertainty=True, flux=True)
+    with pytest.raises(BadArgumentError, match="uncertainty"):
+        train(store, "PC1", "v1", epochs=1, out=tmp_path / "y.keras", target="exact", flux=True)
