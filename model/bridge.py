@@ -50,6 +50,10 @@ def _per_exposure(root, sl: slice, c: int, values: np.ndarray) -> np.ndarray:
     return np.repeat(values[:, None], n_star, axis=1)
 
 
+#: Fraction of the exposures (PSF epochs) a network with sigma outputs never trains on: its sigma
+#: is calibrated on the validation stars of these exposures, so the calibration sees epochs the
+#: weights did not (a split by star alone calibrates on the training epochs).
+HOLDOUT_EXPOSURES = 0.15
 #: Subsets a trained model has seen: its weights (train) and its best-epoch choice (validation).
 SEEN = ("train", "validation")
 TARGETS = {"catalog": "target", "exact": "target_exact"}
@@ -74,6 +78,17 @@ def star_subset(star_key, subset: str, seed: int) -> np.ndarray:
     lo, hi = SPLITS[subset]
     f = split_fraction(star_key, seed)
     return (f >= lo) & (f < hi)
+
+
+def exposure_subset(n_exposures: int, which: str, seed: int) -> np.ndarray:
+    """Mask of exposures: 'all', 'holdout' (the HOLDOUT_EXPOSURES fraction, drawn from a hash of
+    the exposure index and the seed) or 'fit' (the others)."""
+    if which == "all":
+        return np.ones(n_exposures, bool)
+    if which not in ("fit", "holdout"):
+        raise BadArgumentError(f"unknown exposure subset {which!r}; expected 'all', 'fit' or 'holdout'")
+    held = split_fraction(np.arange(n_exposures) + 10**12, seed) < HOLDOUT_EXPOSURES
+    return held if which == "holdout" else ~held
 
 
 def training_identity(store, chip: str) -> dict:
@@ -109,6 +124,7 @@ class RasterSource:
     target: str = "catalog"
     features: tuple = ()
     flux: bool = False
+    exposures: str = "all"
 
     def __post_init__(self):
         import zarr
@@ -139,6 +155,7 @@ class RasterSource:
         keys = np.asarray(g["star_key"][self.chip_index])
         sel = np.asarray(g["selected"][self.chip_index])
         self.stars = star_subset(keys, self.subset, self.seed) & sel
+        self.exposure_ok = exposure_subset(self.n_exposures, self.exposures, self.seed)
 
     @property
     def n_chunks(self) -> int:
@@ -154,7 +171,7 @@ class RasterSource:
         g = root[schema.RASTERS]
         e0, e1 = i * schema.EXPOSURE_BLOCK, min(self.n_exposures, (i + 1) * schema.EXPOSURE_BLOCK)
         c = self.chip_index
-        ok = np.asarray(g["mask"][e0:e1, c]) & self.stars[None, :]
+        ok = np.asarray(g["mask"][e0:e1, c]) & self.stars[None, :] & self.exposure_ok[e0:e1, None]
         tgt = np.asarray(g[TARGETS[self.target]][e0:e1, c])
         if self.flux:
             tgt = np.concatenate([tgt, flux_target(root, slice(e0, e1), c)[..., None]], axis=-1)
@@ -172,7 +189,7 @@ class RasterSource:
         root = zarr.open_group(self.store, mode="r")
         g = root[schema.RASTERS]
         c = self.chip_index
-        ok = np.asarray(g["mask"][:, c]) & self.stars[None, :]
+        ok = np.asarray(g["mask"][:, c]) & self.stars[None, :] & self.exposure_ok[:, None]
         ok &= np.all(np.isfinite(np.asarray(g[TARGETS[self.target]][:, c])), axis=-1)
         ok &= np.all(np.isfinite(read_features(root, slice(None), c, self.features)), axis=-1)
         if self.flux:

@@ -210,8 +210,10 @@ def train(store, chip: str, arch: str = "v2", recipe: str = "fast", epochs: int 
     from starcenter.model.bridge import RasterSource, dataset
 
     features = tuple(features) or (("mag",) if uncertainty else ())
-    train_src = RasterSource(store, chip, "train", seed, target, features, flux)
-    val_src = RasterSource(store, chip, "validation", seed, target, features, flux)
+    # with sigma outputs, a few exposures (PSF epochs) are kept out of training for the calibration
+    fit = "fit" if uncertainty else "all"
+    train_src = RasterSource(store, chip, "train", seed, target, features, flux, fit)
+    val_src = RasterSource(store, chip, "validation", seed, target, features, flux, fit)
     keras.utils.set_random_seed(seed)
     model = build(arch, train_src.size, len(features), uncertainty, flux)
     compile_model(model, rc, uncertainty=uncertainty)
@@ -240,7 +242,12 @@ def train(store, chip: str, arch: str = "v2", recipe: str = "fast", epochs: int 
     ckpt.remove()  # finished: the next train with this --out starts afresh
     meta = _metadata(store, chip, arch, rc, rows, seed, target, train_src, val_src, wall)
     meta.update(outputs="xy+flux+sigma" if flux else "xy+sigma" if uncertainty else "xy", features=list(features),
-                calibration=_calibrate(model, val_src) if uncertainty else None)
+                calibration=_calibrate(model, store, chip, seed, target, features, flux) if uncertainty else None)
+    if uncertainty:
+        from starcenter.model.bridge import exposure_subset
+
+        meta["split"]["holdout_exposures"] = np.flatnonzero(
+            exposure_subset(train_src.n_exposures, "holdout", seed)).tolist()
     metadata_path(out).write_text(json.dumps(meta, indent=1))
     return meta
 
@@ -267,9 +274,18 @@ def _metadata(store, chip, arch, rc, rows, seed, target, train_src, val_src, wal
     }
 
 
-def _calibrate(model, val_src) -> dict:
-    """The split conformal calibration of sigma on the validation stars (chunk by chunk)."""
+def _calibrate(model, store, chip, seed, target, features, flux) -> dict:
+    """The split conformal calibration of sigma on the validation stars of the held-out
+    exposures (chunk by chunk); where they hold fewer than 200 rasters (a small set), on the
+    validation stars of every exposure, and the calibration says so."""
+    from starcenter.model.bridge import RasterSource
     from starcenter.model.uncertainty import calibrate, split_outputs
+
+    val_src = RasterSource(store, chip, "validation", seed, target, features, flux, "holdout")
+    on = "validation stars of the held-out exposures (epochs the weights never saw)"
+    if val_src.count() < 200:
+        val_src = RasterSource(store, chip, "validation", seed, target, features, flux, "all")
+        on = "validation stars of every exposure (too few held-out rasters)"
 
     errs, sigmas, mags = [], [], []
     for i in range(val_src.n_chunks):
@@ -280,9 +296,10 @@ def _calibrate(model, val_src) -> dict:
         errs.append(mu - t)
         sigmas.append(sigma)
         mags.append(mag)
+    k = 3 if flux else 2
     if not errs:
-        return calibrate(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0))
-    return calibrate(np.concatenate(errs), np.concatenate(sigmas), np.concatenate(mags))
+        return {**calibrate(np.zeros((0, k)), np.zeros((0, k)), np.zeros(0)), "on": on}
+    return {**calibrate(np.concatenate(errs), np.concatenate(sigmas), np.concatenate(mags)), "on": on}
 
 
 def load_metadata(model_path) -> dict:
