@@ -52,19 +52,21 @@ def split_outputs(pred: np.ndarray):
     return pred[:, :k], np.exp(np.clip(pred[:, k:2 * k], *LOG_SIGMA_RANGE))
 
 
-def calibrate(err: np.ndarray, sigma: np.ndarray, mag: np.ndarray, nbins: int = 4) -> dict:
+def calibrate(err: np.ndarray, sigma: np.ndarray, mag: np.ndarray, nbins: int = 4,
+              min_per_bin: int = 100) -> dict:
     """Split conformal calibration of sigma on held-out stars.
 
     err, sigma : (n, k) errors (output - target) and raw sigmas (px; dlogF: natural log);
     mag : (n,) instrumental mag.
-    Stars are binned in magnitude (quantile edges, the outer edges open); in each bin and axis the
+    Stars are binned in magnitude (quantile edges, the outer edges open; at most ``nbins``, at
+    least ``min_per_bin`` stars each); in each bin and axis the
     factor is the 68.27 % quantile of |err| / sigma (with the finite-sample correction
     ceil((n + 1) q) / n). Returns {"mag_edges", "scale" (bin, output), "n" per bin, "level"}.
     """
     err, sigma, mag = (np.asarray(a, np.float64) for a in (err, sigma, mag))
     ok = np.all(np.isfinite(err) & np.isfinite(sigma) & (sigma > 0), axis=1) & np.isfinite(mag)
     err, sigma, mag = err[ok], sigma[ok], mag[ok]
-    nb = max(1, min(nbins, mag.size // 200))
+    nb = max(1, min(nbins, mag.size // min_per_bin))
     edges = np.quantile(mag, np.linspace(0, 1, nb + 1)) if mag.size else np.zeros(nb + 1)
     k = _bin(mag, edges)
     scale = np.ones((nb, err.shape[1]))
