@@ -128,6 +128,7 @@ def flux_report(store, method: str) -> dict:
     centre, the set's sky and read noise, each star's true phase)."""
     from starcenter.cubes import schema
     from starcenter.cubes import store as st
+    from starcenter.cubes.classical.psffit import flux_dn
     from starcenter.cubes.classical.stats import robust_sigma
     from starcenter.cubes.lookup import chip_epsfs
     from starcenter.cubes.params import DetectParams
@@ -144,7 +145,7 @@ def flux_report(store, method: str) -> dict:
         exact = (ras["corner"] + ras["target_exact"]).values[:, k]
         gain, rn = float(ex["gain"].values[k]), float(ex["read_noise"].values[k])
         sky_e = sim.get("sky", 0.0) * float(ex["exptime"].values[0]) * float(ex["pixel_scale"].values[k]) ** 2
-        f_net, f_cl = cen["flux"].values[:, k], 10 ** (-0.4 * ras["mag"].values[:, k]) * gain
+        f_net, f_cl = cen["flux"].values[:, k], flux_dn(ras["mag"].values[:, k]) * gain
         bound = np.full(f_net.shape, np.nan)
         for e in range(f_net.shape[0]):
             ok = np.isfinite(exact[e, :, 0]) & np.isfinite(ftrue)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from starcenter.cubes import schema
+from starcenter.cubes.classical.psffit import flux_dn
 from starcenter.cubes.classical.stats import error_model
 from starcenter.cubes.store import open_group
 from starcenter.model.uncertainty import NOMINAL, coverage
@@ -40,7 +41,7 @@ def errors_and_sigmas(store, method: str, truth: str = "exact", stars: str = "sc
         sigma = open_group(store, schema.centers_group(method))["sigma"].values.astype(float)
     tgt = ras["target_exact" if truth == "exact" else "target"].values + ras["corner"].values
     gain = float(np.nanmedian(open_group(store, schema.EXPOSURES)["gain"].values))
-    flux = 10 ** (-0.4 * ras["mag"].values.astype(float)) * gain
+    flux = flux_dn(ras["mag"].values) * gain
     out = {}
     for c, chip in enumerate(chips):
         err = xy[:, c] - tgt[:, c]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from starcenter.cubes import schema
+from starcenter.cubes.classical.psffit import flux_dn
 from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
 from starcenter.cubes.params import RasterParams
 from starcenter.model import quiet_tensorflow
@@ -210,7 +211,7 @@ def classical_flux(root, sl: slice, c: int) -> np.ndarray:
     """(exposure, star) e-: the classical fit's flux of each raster star (rasters mag, the chip's
     gain)."""
     gain = float(np.asarray(root[schema.EXPOSURES]["gain"][c]))
-    return 10 ** (-0.4 * _read(root, schema.RASTERS, "mag", sl, c)) * gain
+    return flux_dn(_read(root, schema.RASTERS, "mag", sl, c)) * gain
 
 
 def flux_target(root, sl: slice, c: int) -> np.ndarray:

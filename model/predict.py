@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from starcenter.cubes import driver, schema
+from starcenter.cubes.classical.psffit import flux_dn
 from starcenter.cubes import store as st
 from starcenter.cubes.errors import BadArgumentError, BadInputError
 from starcenter.cubes.params import RasterParams
@@ -83,8 +84,9 @@ def centre(model_path: str, rasters, features=None, mag=None, saturated=None, ga
     calibration's bins; needed with uncertainty outputs); saturated : (n,) bool; gain : e-/DN
     (needed with a flux output: its flux is relative to the classical flux 10^(-0.4 mag) gain).
     Returns {"xy" (n, 2) raster px, "sigma" (n, 2) px (calibrated; NaN if the model predicts
-    none), "flux", "flux_err" (n,) e- (NaN if it predicts none), "flags" (n,) uint8}. A raster with non-finite pixels, not summing to 1 (e.g. all
-    zeros), saturated, or without its features gets NaN, sigma = inf and a flag, never a number.
+    none), "flux", "flux_err" (n,) e- (NaN if it predicts none), "flags" (n,) uint8}. A raster
+    with non-finite pixels, not summing to 1 (e.g. all zeros), saturated, or without its
+    features gets NaN, sigma = inf and a flag, never a number.
     """
     from starcenter.model.uncertainty import calibrated_sigma, split_outputs
 
@@ -119,7 +121,7 @@ def centre(model_path: str, rasters, features=None, mag=None, saturated=None, ga
     out = {"xy": mu[:, :2], "sigma": sigma[:, :2], "flags": flags,
            "flux": np.full(n, np.nan), "flux_err": np.full(n, np.nan)}
     if k == 3:
-        out["flux"] = 10 ** (-0.4 * np.asarray(mag, float)) * float(gain) * np.exp(mu[:, 2])
+        out["flux"] = flux_dn(mag) * float(gain) * np.exp(mu[:, 2])
         out["flux_err"] = np.where(good, out["flux"] * sigma[:, 2], np.inf)
     return out
 

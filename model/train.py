@@ -191,8 +191,8 @@ def train(store, chip: str, arch: str = "v2", recipe: str = "fast", epochs: int 
           uncertainty: bool = False, features=(), flux: bool = False) -> dict:
     """Train a centring network on ``chip``'s rasters of ``store``; returns the metadata dict
     (with the loss history) that is also written to ``out + '.json'``. ``uncertainty``: the
-    network also predicts sigma_x, sigma_y (Gaussian likelihood loss), calibrated on the
-    validation stars (:mod:`starcenter.model.uncertainty`); ``features``: per-star inputs beside
+    network also predicts sigma_x, sigma_y (Gaussian likelihood loss), trained without 15 % of
+    the exposures and calibrated on their validation stars (:mod:`starcenter.model.uncertainty`); ``features``: per-star inputs beside
     the raster (:data:`starcenter.model.bridge.FEATURES`; ("mag",) by default with uncertainty);
     ``flux`` (with uncertainty, exact targets): the network also predicts each star's flux, as
     the log of its ratio to the classical fit's flux, with its sigma."""
@@ -227,7 +227,7 @@ def train(store, chip: str, arch: str = "v2", recipe: str = "fast", epochs: int 
     # a network with sigma outputs keeps the epoch of the best validation centres: its
     # validation likelihood rewards the first epochs' wide sigmas (measured: val NLL lowest at
     # epoch 1 of 40 while the validation MAE fell from 53 to 17 mpix), and the sigma scale is
-    # recalibrated on the validation stars afterwards anyway
+    # recalibrated on the held-out exposures afterwards anyway
     monitor = "val_centre_mae" if uncertainty else "val_loss"
     callbacks = [ckpt.callback(rows), *recipe_callbacks(rc, n_epochs, monitor)]
     t0 = time.perf_counter()

@@ -58,6 +58,12 @@ class FitResult:
             return np.where(self.flux > 0, -2.5 * np.log10(np.where(self.flux > 0, self.flux, 1)), np.nan)
 
 
+def flux_dn(mag) -> np.ndarray:
+    """The flux (DN) of an instrumental magnitude -2.5 log10(flux / DN) (:attr:`FitResult.mag`);
+    times the gain (e-/DN) for electrons."""
+    return 10 ** (-0.4 * np.asarray(mag, float))
+
+
 def cut_boxes(image: np.ndarray, ix: np.ndarray, iy: np.ndarray, half: int = HALF):
     """Boxes (n, 2h+1, 2h+1) centred on integer pixels, NaN outside the image, and the pixel
     coordinates of every box pixel."""
