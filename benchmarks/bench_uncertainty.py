@@ -58,8 +58,9 @@ def make_set(path: Path, n: int, seed: int, opts) -> Path:
 
 def variant(src: Path, dst: Path, opts, psf: str = "library", weights: str = "none") -> Path:
     """A copy of ``src`` re-detected with ``psf`` and/or catalogued with ``weights``; psf
-    "catalog": the classical second iteration (the catalog ePSF, 2 neighbour passes, then the
-    catalog with its stacked-residual crowding cut)."""
+    "fitted-nb2": each exposure's fitted ePSF with 2 neighbour passes, then the catalog with its
+    stacked-residual crowding cut (the second iteration for a set of many PSF epochs: one catalog
+    ePSF cannot fit a focus sweep, every star's stacked residual then fails the cut)."""
     from starcenter.cubes import pipeline
     from starcenter.cubes.params import DetectParams, TransformParams
 
@@ -67,9 +68,9 @@ def variant(src: Path, dst: Path, opts, psf: str = "library", weights: str = "no
     if not done.exists():
         shutil.rmtree(dst, ignore_errors=True)
         shutil.copytree(src, dst)
-        if psf == "catalog":
-            params = DetectParams("catalog", neighbour_passes=2)
-            pipeline.run(dst, "psf", "detect", {"detect": {"params": params, "overwrite": True}}, opts)
+        if psf == "fitted-nb2":
+            params = DetectParams("fitted", neighbour_passes=2)
+            pipeline.run(dst, "detect", "detect", {"detect": {"params": params, "overwrite": True}}, opts)
         elif psf != "library":
             pipeline.run(dst, "detect", "detect", {"detect": {"params": DetectParams(psf), "overwrite": True}}, opts)
         pipeline.run_catalog(dst, transform_params=TransformParams(weights=weights), cluster_options=opts)
@@ -244,8 +245,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--second-iteration", action="store_true",
-                    help="train and judge the networks on the classical second iteration's rasters "
-                         "(catalog ePSF, neighbour passes, crowding cut) instead of the first catalog's")
+                    help="train and judge the networks on the second iteration's rasters (fitted "
+                         "ePSF, 2 neighbour passes, crowding cut) instead of the first catalog's")
     args = ap.parse_args(argv)
     from starcenter.cubes import pipeline
     from starcenter.cubes.cluster import ClusterOptions
@@ -264,14 +265,14 @@ def main(argv=None) -> int:
         report["weights"][name] = {"unweighted": transform_errors(store), "weighted": transform_errors(w)}
     print_weights(report["weights"])
     if args.second_iteration:
-        train = variant(train, args.outdir / "train-it2.zarr", opts, psf="catalog")
-        test = variant(test, args.outdir / "test-it2.zarr", opts, psf="catalog")
+        train = variant(train, args.outdir / "train-it2.zarr", opts, psf="fitted-nb2")
+        test = variant(test, args.outdir / "test-it2.zarr", opts, psf="fitted-nb2")
         report["label"] += "; networks on the classical second iteration's rasters"
     report["networks"] = train_networks(train, args.outdir, args.epochs)
     for chip in ("PC1", "WF3"):
         pipeline.run_stage("predict", test, opts, False, model_path=str(args.outdir / f"sigma_{chip}.keras"),
                            name="sigma-v2", chip=chip)
-    base = "classical catalog ePSF" if args.second_iteration else "classical library"
+    base = "classical fitted ePSF + 2 neighbour passes" if args.second_iteration else "classical library"
     report["coverage"] = coverage_report({
         "network V2 (calibrated sigma)": (test, "sigma-v2"),
         f"{base}, Fisher sigma": (test, "classical-fisher"),

@@ -135,7 +135,7 @@ def _add_catalog(sub):
     p.add_argument("--max-stack-residual", type=A.number(0, 1), default=0.002,
                    help="crowding cut: largest departure of a star's stacked fit residual from the "
                         "chip's common pattern, flux fraction per px (default 0.002; 0: off); made "
-                        "only for detections with the catalog (or true) ePSF")
+                        "only for detections with the catalog, fitted (or true) ePSF")
     _add_cluster_args(p)
     p.set_defaults(func=C.cmd_catalog)
 

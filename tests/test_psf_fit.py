@@ -292,3 +292,23 @@ def test_focus_and_diffusion_recover_the_nominal_diffusion(tiny_store, tmp_path)
     e = fitted["WF3"](0)
     assert e.data.shape == (101, 101) and F.diffuse(e, 0.0) is e
     assert F.diffuse(e, 1.0).data.max() < e.data.max()  # more diffusion, a lower peak
+
+
+def test_crowding_cut_applies_to_the_fitted_epsf(fitted_store, tiny_store, tmp_path, monkeypatch):
+    """Detections with each exposure's fitted ePSF get the stacked-residual crowding cut (on a
+    focus sweep one catalog ePSF cannot serve it), library detections do not; the tiny set's 3
+    exposures stand in for the 20 the cut asks for (too few to measure a stack: the figures are
+    benchmarks/bench_uncertainty.py --second-iteration's)."""
+    from starcenter.cubes.params import RasterParams
+    from starcenter.cubes.pipeline import run_catalog
+    from starcenter.cubes.stages import selection
+
+    monkeypatch.setattr(selection, "STACK_MIN_EXPOSURES", 2)
+    cut = {}
+    for name, src in (("fitted", fitted_store), ("library", derive_store(tiny_store, tmp_path, "library", False))):
+        path = tmp_path / f"cut-{name}.zarr"
+        shutil.copytree(src, path)
+        with dask.config.set(scheduler="synchronous"):
+            run_catalog(path, raster_params=RasterParams(max_stack_residual=0.0), progress=False)
+        cut[name] = selection.stack_cut(str(path), RasterParams(), progress=False)
+    assert callable(cut["fitted"]) and cut["library"] is None

@@ -63,8 +63,10 @@ STACK_MIN_EXPOSURES = 20
 #: Detection ePSFs the cut applies to. With the library ePSF of a mismatched epoch the residual
 #: pattern depends on each star's own phase sampling and swamps neighbours (measured on a
 #: 24-exposure simulation: every WF3 star's stack departs by 0.005-0.03 > the 0.002 cut), so the
-#: cut waits for the catalog ePSF (the second iteration) or, on simulations, the true one.
-STACK_PSFS = ("catalog", "true")
+#: cut waits for an ePSF that matches every exposure: the catalog ePSF (the second iteration, one
+#: epoch), the fitted one (each exposure's own PSF epoch, `starcenter psf`; on a focus sweep the
+#: single catalog ePSF leaves every star at 0.003-0.04) or, on simulations, the true one.
+STACK_PSFS = ("catalog", "fitted", "true")
 
 
 def _stack_block(path, c, exposures, stars, epsf_for, gain, rn):
@@ -80,7 +82,8 @@ def _stack_block(path, c, exposures, stars, epsf_for, gain, rn):
         if idx.size == 0:
             continue
         dx, dy = stamp_offsets(x, y, STACK_HALF)
-        model = epsf_for(int(e)).evaluate(dx, dy)
+        epsf = epsf_for(int(e))
+        model = getattr(epsf, "centre", epsf).evaluate(dx, dy)  # a field model: its chip centre
         d = stamps.astype(float)
         flux, sky = linear_flux_sky(d, model, np.full(d.shape, (rn / gain) ** 2))
         fitted = np.isfinite(flux) & np.isfinite(sky) & (np.nan_to_num(flux) > 0)
@@ -129,7 +132,7 @@ def stacked_residual(path: str, c: int, stars: np.ndarray, epsf_for, gain: float
 
 def stack_cut(path: str, params: RasterParams, progress: bool = True):
     """``(chip index, stars) -> stacked residual`` where the stacked-residual cut applies, else
-    None (with the reason printed): it needs the catalog (or true) ePSF and at least
+    None (with the reason printed): it needs the catalog, fitted (or true) ePSF and at least
     STACK_MIN_EXPOSURES exposures with catalog truth."""
     from starcenter.cubes.lookup import chip_epsfs
     from starcenter.cubes.params import DetectParams
