@@ -240,8 +240,9 @@ def predict(store, model_path, name: str = "vgg6", chip: str | None = None, forc
              schema.BLOCK: -(-ne // EXPOSURE_BLOCK)}
     coords = {schema.EXPOSURE: ras[schema.EXPOSURE].values, schema.CHIP: ras[schema.CHIP].values,
               schema.AXIS: np.array(["x", "y"], dtype=object)}
-    if not st.has_group(path, group):
-        driver.prepare(path, group, lambda: _template(group, sizes, coords, name), {})
+    # centres of rasters cut since (another catalog: other stars) are stale and replaced
+    driver.prepare(path, group, lambda: _template(group, sizes, coords, name),
+                   {"rasters_made_from": ras.attrs.get("catalog_source", "") + ras.attrs.get("params", "")})
     key = f"model_{chip}"
     ident = f"{model_path} sha256:{hashlib.sha256(Path(model_path).read_bytes()).hexdigest()[:16]}"
     if st.open_group(path, group).attrs.get(key) not in (None, ident):

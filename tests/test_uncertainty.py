@@ -136,3 +136,25 @@ def test_flux_output_against_the_true_flux(store, tmp_path):
         train(store, "PC1", "v1", epochs=1, out=tmp_path / "x.keras", uncertainty=True, flux=True)
     with pytest.raises(BadArgumentError, match="uncertainty"):
         train(store, "PC1", "v1", epochs=1, out=tmp_path / "y.keras", target="exact", flux=True)
+
+
+def test_centres_of_older_rasters_are_replaced_not_mixed(store, sigma_model, tmp_path):
+    """predict into a centers group written for rasters cut before (another catalog, another
+    star axis): the stale group is replaced, never broadcast against the new rasters."""
+    import shutil
+
+    from starcenter.cubes import store as st
+    from starcenter.cubes.pipeline import run_catalog
+    from starcenter.model.predict import predict
+
+    path = tmp_path / "again.zarr"
+    shutil.copytree(store, path)
+    with dask.config.set(scheduler="synchronous"):
+        predict(path, sigma_model[0], "net", progress=False)
+        before = st.open_group(path, "rasters").sizes["star"]
+        run_catalog(path, reference=1, progress=False)  # another reference: another star axis
+        c = predict(path, sigma_model[0], "net", progress=False)
+    ras = st.open_group(path, "rasters")
+    assert ras.sizes["star"] != before and c.sizes["star"] == ras.sizes["star"]
+    m = ras["mask"].sel(chip="WF3").values
+    assert np.isfinite(c["xy"].sel(chip="WF3").values[m]).all()
