@@ -4,7 +4,7 @@ VGG6 V1 and V2 are the paper's Table 1 exactly: zero padding of the raster, four
 with ReLU, a max pool after every two, batch normalization after the fourth convolution, a
 512-unit dense ReLU layer and a linear 2-unit output (x, y in raster pixels). For a 6x6 raster:
 V1 34,418 parameters (34,354 trainable), V2 214,754 (214,626 trainable). More architectures
-(the paper's future work names ResNets) register in ARCHITECTURES.
+(the paper's future work names ResNets) register in ARCHITECTURES: ``resnet`` is a small one.
 
 Two options beyond the paper, off by default (the paper's networks are unchanged):
 ``n_features`` > 0 adds a second input ``features`` (per-star scalars such as the instrumental
@@ -48,13 +48,22 @@ def _vgg6(raster_size: int, filters: tuple[int, int], kernel: int, padded: int, 
     # training MAE by 3-10x for 15 epochs on the demo simulations
     x = layers.BatchNormalization(momentum=0.9, name="bn2")(x)
     x = layers.MaxPooling2D(pool_size=2, name="max_pool2d_1")(x)
+    return _head(inp, x, raster_size, name, 512, n_features, uncertainty, flux)
+
+
+def _head(inp, x, raster_size: int, name: str, width: int, n_features: int, uncertainty: bool, flux: bool):
+    """Flatten, the per-star features joined, a ``width``-unit dense ReLU layer and the linear
+    output (2, 4 or 6 wide): the part every architecture shares."""
+    import keras
+    from keras import layers
+
     x = layers.Flatten(name="flatten")(x)
     inputs = inp
     if n_features:
         feat = keras.Input((n_features,), name="features")
         x = layers.Concatenate(name="with_features")([x, feat])
         inputs = [inp, feat]
-    x = layers.Dense(512, activation="relu", name="fc_1")(x)
+    x = layers.Dense(width, activation="relu", name="fc_1")(x)
     # the output bias starts at the raster's central pixel, where targets lie (no parameter
     # added; without it the first epochs are spent learning a constant of ~3 px)
     c = float(raster_size // 2)
@@ -78,7 +87,31 @@ def vgg6_v2(raster_size: int = 6, **options):
     return _vgg6(raster_size, (32, 64), 5, 20, (5, 1), "vgg6_v2", **options)
 
 
-ARCHITECTURES: dict[str, Callable] = {"v1": vgg6_v1, "v2": vgg6_v2}
+def resnet(raster_size: int = 6, n_features: int = 0, uncertainty: bool = False, flux: bool = False,
+           filters: int = 32, blocks: int = 3):
+    """A small ResNet (the paper's future work; He et al. 2016): the raster padded by 1 px, a
+    3x3 convolution to ``filters`` channels, ``blocks`` residual blocks (3x3 conv, batch norm,
+    ReLU, 3x3 conv, batch norm, identity skip, ReLU) at full resolution -- no pooling: a 6x6
+    raster has no pixel to spare -- then the shared head with a 256-unit dense layer. 6x6:
+    581,634 parameters (581,250 trainable; 8x8x32 = 2,048 flattened into the 256 units)."""
+    quiet_tensorflow()
+    import keras
+    from keras import layers
+
+    inp = keras.Input((raster_size, raster_size, 1), name="raster")
+    x = layers.ZeroPadding2D(1, name="zero_pad")(inp)
+    x = layers.Conv2D(filters, 3, padding="same", activation="relu", name="stem")(x)
+    for b in range(blocks):
+        y = layers.Conv2D(filters, 3, padding="same", name=f"block{b}_conv1")(x)
+        y = layers.BatchNormalization(momentum=0.9, name=f"block{b}_bn1")(y)
+        y = layers.Activation("relu", name=f"block{b}_relu1")(y)
+        y = layers.Conv2D(filters, 3, padding="same", name=f"block{b}_conv2")(y)
+        y = layers.BatchNormalization(momentum=0.9, name=f"block{b}_bn2")(y)
+        x = layers.Activation("relu", name=f"block{b}_out")(layers.Add(name=f"block{b}_add")([x, y]))
+    return _head(inp, x, raster_size, "resnet", 256, n_features, uncertainty, flux)
+
+
+ARCHITECTURES: dict[str, Callable] = {"v1": vgg6_v1, "v2": vgg6_v2, "resnet": resnet}
 
 
 def build(arch: str, raster_size: int = 6, n_features: int = 0, uncertainty: bool = False,

@@ -144,7 +144,8 @@ def _add_train(sub):
     p = sub.add_parser("train", help="train a centring network (VGG6) from a store's rasters")
     p.add_argument("store", type=A.existing_store)
     p.add_argument("--chip", required=True, type=A.chip, help="chip whose rasters to train on, e.g. PC1")
-    p.add_argument("--arch", default="v2", choices=("v1", "v2"), help="VGG6 version (paper Table 1)")
+    p.add_argument("--arch", default="v2", choices=("v1", "v2", "resnet"),
+                   help="VGG6 version (paper Table 1) or a small ResNet (model.architectures.resnet)")
     p.add_argument("--recipe", default="fast", choices=("paper", "fast"),
                    help="paper: MAE, Adam 1e-5, batch 32, 1000 epochs; fast: Adam 1e-3 on a cosine "
                         "schedule, batch 64, 100 epochs, best weights kept")

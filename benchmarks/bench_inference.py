@@ -1,0 +1,60 @@
+"""Benchmark: inference speed of the registered architectures on this machine's CPU.
+
+Stars per second of ``model.predict`` on 6x6 rasters (batch 8192, the batch ``starcenter
+predict`` uses), for VGG6 V1, V2 and the small ResNet, with and without the per-star features
+and uncertainty outputs, at TensorFlow's default threads (one per core); parameters beside.
+Random weights: speed does not depend on them.
+
+    python benchmarks/bench_inference.py [--stars 65536] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def stars_per_second(model, n: int, repeats: int, n_features: int) -> float:
+    rng = np.random.default_rng(0)
+    r = rng.uniform(0, 1, (n, 6, 6, 1)).astype(np.float32)
+    r /= r.sum(axis=(1, 2, 3), keepdims=True)
+    f = rng.normal(size=(n, n_features)).astype(np.float32)
+
+    def first(k):
+        return (r[:k], f[:k]) if n_features else r[:k]
+
+    x = first(n)
+    model.predict(first(8192), batch_size=8192, verbose=0)  # warm-up: graph tracing
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.predict(x, batch_size=8192, verbose=0)
+        best = min(best, time.perf_counter() - t0)
+    return n / best
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stars", type=int, default=65536)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args(argv)
+    import os
+
+    from starcenter.model.architectures import ARCHITECTURES, build
+
+    print(f"CPU cores: {os.cpu_count()}; {args.stars} rasters of 6x6, batch 8192, best of {args.repeats}")
+    print("| architecture | outputs | parameters | stars/s |")
+    print("|---|---|---|---|")
+    for arch in ARCHITECTURES:
+        for label, opts in (("x, y", {}), ("x, y, sigma, flux (+2 features)",
+                                           {"n_features": 2, "uncertainty": True, "flux": True})):
+            m = build(arch, 6, **opts)
+            sps = stars_per_second(m, args.stars, args.repeats, opts.get("n_features", 0))
+            print(f"| {arch} | {label} | {m.count_params():,} | {sps:,.0f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
