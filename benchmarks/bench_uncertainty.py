@@ -181,8 +181,8 @@ def coverage_report(stores: dict, outdir: Path) -> dict:
     out = {}
     for label, (store, method) in stores.items():
         data = U.errors_and_sigmas(store, method)
-        out[label] = {"table": U.table(data), "reliability": U.reliability(data),
-                      "within_68+-3_95+-2": U.within(U.table(data))}
+        tab = U.table(data)
+        out[label] = {"table": tab, "reliability": U.reliability(data), "within_68+-3_95+-2": U.within(tab)}
     plot_reliability(out, outdir / "reliability.png")
     return out
 

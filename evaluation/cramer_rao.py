@@ -18,8 +18,7 @@ def position_bound(epsf: EffectivePSF, flux, sky, read_noise, phase_x=0.0, phase
                    half: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Cramér–Rao bounds (px) on x and y for stars of ``flux`` e- at sub-pixel phases
     (phase_x, phase_y), fitting x, y, flux and sky over a (2*half+1)^2 box (5x5 by default)."""
-    cov = _covariance(epsf, flux, sky, read_noise, phase_x, phase_y, half)
-    shape = np.shape(np.broadcast_arrays(*(np.asarray(a, float) for a in (flux, sky, read_noise, phase_x, phase_y)))[0])
+    cov, shape = _covariance(epsf, flux, sky, read_noise, phase_x, phase_y, half)
     return np.sqrt(cov[:, 0, 0]).reshape(shape), np.sqrt(cov[:, 1, 1]).reshape(shape)
 
 
@@ -27,13 +26,12 @@ def flux_bound(epsf: EffectivePSF, flux, sky, read_noise, phase_x=0.0, phase_y=0
                half: int = 2) -> np.ndarray:
     """Cramér–Rao bound (e-) on the flux of stars of ``flux`` e-, the same joint fit of x, y,
     flux and sky over the (2*half+1)^2 box as :func:`position_bound`."""
-    cov = _covariance(epsf, flux, sky, read_noise, phase_x, phase_y, half)
-    shape = np.shape(np.broadcast_arrays(*(np.asarray(a, float) for a in (flux, sky, read_noise, phase_x, phase_y)))[0])
+    cov, shape = _covariance(epsf, flux, sky, read_noise, phase_x, phase_y, half)
     return np.sqrt(cov[:, 2, 2]).reshape(shape)
 
 
-def _covariance(epsf: EffectivePSF, flux, sky, read_noise, phase_x, phase_y, half: int) -> np.ndarray:
-    """(n, 4, 4) inverse Fisher matrices of (x, y, flux, sky), n the broadcast size."""
+def _covariance(epsf: EffectivePSF, flux, sky, read_noise, phase_x, phase_y, half: int):
+    """((n, 4, 4) inverse Fisher matrices of (x, y, flux, sky), the arguments' broadcast shape)."""
     flux, sky, read_noise, phase_x, phase_y = np.broadcast_arrays(
         *(np.asarray(a, float) for a in (flux, sky, read_noise, phase_x, phase_y)))
     k = np.arange(-half, half + 1)
@@ -48,7 +46,7 @@ def _covariance(epsf: EffectivePSF, flux, sky, read_noise, phase_x, phase_y, hal
     J = np.stack([-F * gx, -F * gy, g, np.ones_like(g)], axis=-1).reshape(len(F), -1, 4)
     W = 1.0 / var.reshape(len(F), -1)
     fisher = np.einsum("npi,np,npj->nij", J, W, J)
-    return np.linalg.inv(fisher)
+    return np.linalg.inv(fisher), flux.shape
 
 
 def phase_averaged_bound(epsf: EffectivePSF, flux, sky: float, read_noise: float, n: int = 64,

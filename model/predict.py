@@ -76,7 +76,8 @@ FLAGS = {"bad_raster": 1,  # non-finite pixels, or not normalized (all zeros): n
          "no_feature": 4}  # a per-star input the model needs is missing: no centre
 
 
-def centre(model_path: str, rasters, features=None, mag=None, saturated=None, gain: float | None = None) -> dict:
+def centre(model_path: str, rasters, features=None, mag=None, saturated=None, gain: float | None = None,
+           meta: dict | None = None) -> dict:
     """Centres of rasters with a model written by ``starcenter train``, on arrays.
 
     rasters : (n, size, size) normalized to sum 1; features : (n, k) the model's per-star inputs
@@ -86,11 +87,12 @@ def centre(model_path: str, rasters, features=None, mag=None, saturated=None, ga
     Returns {"xy" (n, 2) raster px, "sigma" (n, 2) px (calibrated; NaN if the model predicts
     none), "flux", "flux_err" (n,) e- (NaN if it predicts none), "flags" (n,) uint8}. A raster
     with non-finite pixels, not summing to 1 (e.g. all zeros), saturated, or without its
-    features gets NaN, sigma = inf and a flag, never a number.
+    features gets NaN, sigma = inf and a flag, never a number. ``meta``: the model's metadata,
+    if already read.
     """
     from starcenter.model.uncertainty import calibrated_sigma, split_outputs
 
-    meta = load_metadata(model_path)
+    meta = meta or load_metadata(model_path)
     r = np.asarray(rasters, np.float32)
     n = r.shape[0]
     flags = np.zeros(n, np.uint8)
@@ -143,7 +145,7 @@ def _predict_block(path: str, model_path: str, name: str, c: int, e0: int, e1: i
         feats = read_features(root, slice(e0, e1), c, meta.get("features", ()))[mask]
         res = centre(model_path, np.asarray(g["raster"][e0:e1, c])[mask], feats,
                      np.asarray(g["mag"][e0:e1, c])[mask], _saturated(root, c, e0, e1)[mask],
-                     float(np.asarray(root[schema.EXPOSURES]["gain"][c])))
+                     float(np.asarray(root[schema.EXPOSURES]["gain"][c])), meta)
         out[mask] = np.asarray(g["corner"][e0:e1, c])[mask] + res["xy"]
         sig[mask], flags[mask] = res["sigma"], res["flags"]
         flux[mask], flux_err[mask] = res["flux"], res["flux_err"]

@@ -72,7 +72,8 @@ def star_weights(x, y, X, Y, cx, cy, var, used):
     variances per axis (px^2)."""
     from starcenter.cubes.classical.stats import error_model
 
-    rx, ry = X - apply(cx, cy, x, y)[0], Y - apply(cx, cy, x, y)[1]
+    px, py = apply(cx, cy, x, y)
+    rx, ry = X - px, Y - py
     s = np.sqrt(var)
     a, b = error_model(np.r_[rx[used], ry[used]], np.r_[s[used], s[used]])
     ok = np.isfinite(var) & (var > 0)  # a star without a sigma gets no weight
