@@ -19,7 +19,8 @@ noise the networks never saw). On both: ``psf --fit focus``, ``detect`` (library
    positions against the reference's exact positions, central third) and catalog - exact truth.
 
     python benchmarks/bench_uncertainty.py OUTDIR [--train-exposures 64] [--test-exposures 32]
-                                          [--epochs 40] [--workers 2]
+                                          [--epochs 40] [--workers 2] [--skip-weights]
+                                          [--second-iteration]
 
 Prints the tables, writes OUTDIR/uncertainty.json and OUTDIR/reliability.png.
 """
@@ -244,6 +245,8 @@ def main(argv=None) -> int:
     ap.add_argument("--test-exposures", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--skip-weights", action="store_true",
+                    help="skip part 3 (weighted against unweighted transformations and catalog)")
     ap.add_argument("--second-iteration", action="store_true",
                     help="train and judge the networks on the second iteration's rasters (fitted "
                          "ePSF, 2 neighbour passes, crowding cut) instead of the first catalog's")
@@ -259,8 +262,8 @@ def main(argv=None) -> int:
                        "test set = other seed (held-out PSF epochs and stars)"}
     report["weights"] = {}
     fitted = variant(test, args.outdir / "test-fitted.zarr", opts, psf="fitted")
-    for name, store in (("train, library ePSF", train), ("test, library ePSF", test),
-                        ("test, fitted ePSF", fitted)):
+    for name, store in (() if args.skip_weights else (("train, library ePSF", train), ("test, library ePSF", test),
+                                                      ("test, fitted ePSF", fitted))):
         w = variant(store, store.with_name(store.stem + "-weighted.zarr"), opts, weights="inverse-variance")
         report["weights"][name] = {"unweighted": transform_errors(store), "weighted": transform_errors(w)}
     print_weights(report["weights"])

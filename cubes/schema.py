@@ -45,8 +45,8 @@ Groups (one Zarr group per pipeline product)
                projected back with the catalog -> exposure cubics proj_x/proj_y(exposure, chip,
                term) (stages.catalog).
 ``rasters``    raster(exposure, chip, star, ry, rx) float32 normalized to sum 1, target, prelim,
-               prelim_err (its Fisher sigma), corner (exposure, chip, star, axis), mag, mask,
-               offset_phase, selected and stack_residual (chip, star); chunks of 64 exposures of
+               prelim_err (its Fisher sigma), corner (exposure, chip, star, axis), mag, mask, dq
+               (the OR of its pixels' bits), offset_phase, selected and stack_residual (chip, star); chunks of 64 exposures of
                one chip with every star, the unit the tf.data bridge streams (stages.rasters).
 ``centers/NAME`` xy(exposure, chip, star, axis): centres of method NAME in chip pixels, aligned
                with the rasters' stars, their calibrated sigma (px; NaN for a network without
@@ -238,6 +238,8 @@ SPECS: dict[str, GroupSpec] = {
         "corner": _v(_ECSA, "int32", "px", "chip pixel of raster pixel (0, 0), (x, y)"),
         "mag": _v(_ECS, "float32", "mag", "instrumental magnitude of the star in the exposure", NAN),
         "mask": _v(_ECS, "bool", "", "True where the raster is valid"),
+        "dq": _v(_ECS, "uint16", "", "OR of the data-quality bits of the raster's pixels "
+                 "(constants.DQ_FLAGS; a DQ_BAD bit: no network centre)"),
         "selected": _v((CHIP, STAR), "bool", "", "star passes the selection (stages.selection)"),
         "stack_residual": _v((CHIP, STAR), "float64", "flux fraction per px",
                              "largest departure of the star's stacked fit residual from the chip's "

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from starcenter.cubes import constants as C
 from starcenter.cubes import schema
 from starcenter.cubes.classical.psffit import flux_dn
 from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
@@ -172,7 +173,7 @@ class RasterSource:
         g = root[schema.RASTERS]
         e0, e1 = i * schema.EXPOSURE_BLOCK, min(self.n_exposures, (i + 1) * schema.EXPOSURE_BLOCK)
         c = self.chip_index
-        ok = np.asarray(g["mask"][e0:e1, c]) & self.stars[None, :] & self.exposure_ok[e0:e1, None]
+        ok = usable(g, slice(e0, e1), c) & self.stars[None, :] & self.exposure_ok[e0:e1, None]
         tgt = np.asarray(g[TARGETS[self.target]][e0:e1, c])
         if self.flux:
             tgt = np.concatenate([tgt, flux_target(root, slice(e0, e1), c)[..., None]], axis=-1)
@@ -190,7 +191,7 @@ class RasterSource:
         root = zarr.open_group(self.store, mode="r")
         g = root[schema.RASTERS]
         c = self.chip_index
-        ok = np.asarray(g["mask"][:, c]) & self.stars[None, :] & self.exposure_ok[:, None]
+        ok = usable(g, slice(None), c) & self.stars[None, :] & self.exposure_ok[:, None]
         ok &= np.all(np.isfinite(np.asarray(g[TARGETS[self.target]][:, c])), axis=-1)
         ok &= np.all(np.isfinite(read_features(root, slice(None), c, self.features)), axis=-1)
         if self.flux:
@@ -205,6 +206,15 @@ class RasterSource:
         if self.features:
             return (np.concatenate([p[0][0] for p in parts]), np.concatenate([p[0][1] for p in parts])), t
         return np.concatenate([p[0] for p in parts]), t
+
+
+def usable(g, sl: slice, c: int) -> np.ndarray:
+    """(exposure, star) rasters a network may learn from: valid (``mask``) and without a pixel
+    flagged in the data quality (``dq`` & constants.DQ_BAD; rasters made before it: all)."""
+    ok = np.asarray(g["mask"][sl, c])
+    if "dq" in g:
+        ok = ok & ((np.asarray(g["dq"][sl, c]).astype(np.int64) & C.DQ_BAD) == 0)
+    return ok
 
 
 def classical_flux(root, sl: slice, c: int) -> np.ndarray:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from starcenter.cubes import constants as C
 from starcenter.cubes import driver, schema
 from starcenter.cubes.classical.psffit import flux_dn
 from starcenter.cubes import store as st
@@ -73,11 +74,12 @@ def split_record(meta: dict, store, chip: str) -> dict:
 #: Bit flags of a network centre (centers/NAME flags).
 FLAGS = {"bad_raster": 1,  # non-finite pixels, or not normalized (all zeros): no centre
          "saturated": 2,   # the star's detection is saturated in this exposure: no centre
-         "no_feature": 4}  # a per-star input the model needs is missing: no centre
+         "no_feature": 4,  # a per-star input the model needs is missing: no centre
+         "bad_pixels": 8}  # a pixel flagged in the data quality (constants.DQ_BAD): no centre
 
 
 def centre(model_path: str, rasters, features=None, mag=None, saturated=None, gain: float | None = None,
-           meta: dict | None = None) -> dict:
+           meta: dict | None = None, dq=None) -> dict:
     """Centres of rasters with a model written by ``starcenter train``, on arrays.
 
     rasters : (n, size, size) normalized to sum 1; features : (n, k) the model's per-star inputs
@@ -87,8 +89,9 @@ def centre(model_path: str, rasters, features=None, mag=None, saturated=None, ga
     Returns {"xy" (n, 2) raster px, "sigma" (n, 2) px (calibrated; NaN if the model predicts
     none), "flux", "flux_err" (n,) e- (NaN if it predicts none), "flags" (n,) uint8}. A raster
     with non-finite pixels, not summing to 1 (e.g. all zeros), saturated, or without its
-    features gets NaN, sigma = inf and a flag, never a number. ``meta``: the model's metadata,
-    if already read.
+    features, or with a flagged pixel (``dq`` (n,) the OR of its pixels' data-quality bits, a
+    constants.DQ_BAD bit) gets NaN, sigma = inf and a flag, never a number. ``meta``: the model's
+    metadata, if already read.
     """
     from starcenter.model.uncertainty import calibrated_sigma, split_outputs
 
@@ -101,6 +104,8 @@ def centre(model_path: str, rasters, features=None, mag=None, saturated=None, ga
     flags[~finite | ~(np.abs(total - 1) < 1e-3)] |= FLAGS["bad_raster"]
     if saturated is not None:
         flags[np.asarray(saturated, bool)] |= FLAGS["saturated"]
+    if dq is not None:
+        flags[(np.asarray(dq).astype(np.int64) & C.DQ_BAD) > 0] |= FLAGS["bad_pixels"]
     inputs = r[..., None]
     if meta.get("features"):
         f = np.asarray(features, np.float32).reshape(n, -1)
@@ -145,7 +150,8 @@ def _predict_block(path: str, model_path: str, name: str, c: int, e0: int, e1: i
         feats = read_features(root, slice(e0, e1), c, meta.get("features", ()))[mask]
         res = centre(model_path, np.asarray(g["raster"][e0:e1, c])[mask], feats,
                      np.asarray(g["mag"][e0:e1, c])[mask], _saturated(root, c, e0, e1)[mask],
-                     float(np.asarray(root[schema.EXPOSURES]["gain"][c])), meta)
+                     float(np.asarray(root[schema.EXPOSURES]["gain"][c])), meta,
+                     np.asarray(g["dq"][e0:e1, c])[mask] if "dq" in g else None)
         out[mask] = np.asarray(g["corner"][e0:e1, c])[mask] + res["xy"]
         sig[mask], flags[mask] = res["sigma"], res["flags"]
         flux[mask], flux_err[mask] = res["flux"], res["flux_err"]

@@ -134,7 +134,8 @@ def _add_catalog(sub):
                         "exposure's residuals); stored in the groups' parameters")
     p.add_argument("--max-stack-residual", type=A.number(0, 1), default=0.002,
                    help="crowding cut: largest departure of a star's stacked fit residual from the "
-                        "chip's common pattern, flux fraction per px (default 0.002; 0: off); made "
+                        "chip's common pattern beyond its noise, flux fraction per px (default "
+                        "0.002; 0: off); made "
                         "only for detections with the catalog, fitted (or true) ePSF")
     _add_cluster_args(p)
     p.set_defaults(func=C.cmd_catalog)

@@ -26,6 +26,34 @@ def test_raster_pixels_are_the_image_pixels(store):
     np.testing.assert_allclose(ras["raster"].values[e, c, s], img / img.sum(), rtol=1e-5)
 
 
+def test_raster_dq_is_the_or_of_its_pixels_and_flagged_rasters_are_not_learnt(store, tmp_path):
+    import shutil
+
+    import zarr
+
+    from starcenter.cubes import constants as C
+    from starcenter.cubes.stages.rasters import raster_dq
+    from starcenter.model.bridge import usable
+
+    dq = np.zeros((20, 20), np.uint16)
+    dq[:, 7] = C.DQ_FLAGS["bleeding"]
+    dq[15, 15] = C.DQ_FLAGS["cosmic_ray"] | C.DQ_FLAGS["calibration_defect"]
+    got = raster_dq(dq, np.array([[0, 0], [2, 2], [10, 10], [12, 0]]), 6)
+    assert got.tolist() == [0, 64, 130, 0]
+    # the stored dq follows the exposures' dq, and a flagged raster is not a training sample
+    ras = xr.open_zarr(store, group="rasters")
+    assert ras["dq"].dtype == np.uint16 and ras["dq"].dims == ("exposure", "chip", "star")
+    path = tmp_path / "flagged.zarr"
+    shutil.copytree(store, path)
+    g = zarr.open_group(str(path), mode="r+")["rasters"]
+    e, s = 1, int(np.flatnonzero(ras["mask"].values[1, 1])[0])
+    before = usable(g, slice(None), 1)
+    assert before[e, s]
+    g["dq"][e, 1, s] = C.DQ_FLAGS["bleeding"]
+    after = usable(g, slice(None), 1)
+    assert not after[e, s] and (after ^ before).sum() == 1
+
+
 def test_cut_masks_edges_and_nonpositive():
     img = np.ones((20, 20))
     img[10:, 10:] = -1

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from starcenter.cubes import constants as C
 from starcenter.cubes.errors import StoreMismatchError
 from starcenter.model.uncertainty import NOMINAL, calibrate, calibrated_sigma, coverage
 
@@ -75,7 +76,7 @@ def test_network_sigma_is_calibrated_stored_and_written(store, sigma_model):
     assert ok.sum() > 100 and 0.55 < coverage(err[ok], s[ok]) < 0.8
 
 
-@pytest.mark.parametrize("kind", ["nan", "zeros", "saturated"])
+@pytest.mark.parametrize("kind", ["nan", "zeros", "saturated", "flagged"])
 def test_bad_rasters_get_nan_centre_infinite_sigma_and_a_flag(sigma_model, kind):
     from starcenter.model.predict import FLAGS, centre
 
@@ -88,12 +89,14 @@ def test_bad_rasters_get_nan_centre_infinite_sigma_and_a_flag(sigma_model, kind)
         r[1, 2, 3] = np.nan
     elif kind == "zeros":
         r[1] = 0.0
-    else:
+    elif kind == "saturated":
         sat[1] = True
+    # a bleed column through raster 1 (a bad bit) and a vignetted-edge bit on raster 2 (not bad)
+    dq = np.array([0, C.DQ_FLAGS["bleeding"], C.DQ_FLAGS["calibration_defect"], 0]) if kind == "flagged" else None
     mag = np.full(4, -9.0)
-    out = centre(str(path), r, features=((mag + 8) / 2)[:, None], mag=mag, saturated=sat)
+    out = centre(str(path), r, features=((mag + 8) / 2)[:, None], mag=mag, saturated=sat, dq=dq)
     assert np.isnan(out["xy"][1]).all() and np.isinf(out["sigma"][1]).all()
-    bit = FLAGS["saturated"] if kind == "saturated" else FLAGS["bad_raster"]
+    bit = {"saturated": FLAGS["saturated"], "flagged": FLAGS["bad_pixels"]}.get(kind, FLAGS["bad_raster"])
     assert out["flags"][1] & bit
     assert np.isfinite(out["xy"][[0, 2, 3]]).all() and np.isfinite(out["sigma"][[0, 2, 3]]).all()
     assert (out["flags"][[0, 2, 3]] == 0).all()

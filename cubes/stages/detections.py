@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from starcenter.cubes import constants as C
 from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
 from starcenter.cubes.classical.epsf import EffectivePSF
@@ -36,6 +37,8 @@ def detect_chunk(image, dq, epsf: EffectivePSF, gain: float, read_noise: float,
     image = np.asarray(image, float)
     pk = find_peaks(image, dq, gain, read_noise, params.threshold, params.min_separation,
                     saturation_dn=saturation_dn, epsf=getattr(epsf, "centre", epsf))
+    if dq is not None:  # flagged pixels (saturated, bled, cosmic ray, bad) are left out of the fits
+        image = np.where((np.asarray(dq) & C.DQ_BAD) > 0, np.nan, image)
     fit = fit_grouped(image, pk.x, pk.y, epsf, gain, read_noise, pk.saturated, sky=pk.sky)
     for _ in range(params.neighbour_passes):
         usable = (fit.flags & (FLAGS["saturated"] | FLAGS["nonpositive_flux"] | FLAGS["not_converged"])) == 0

@@ -44,6 +44,7 @@ def _write_block(path, c, e0, e1, selected, params: RasterParams):
     prelim_err = np.full((nb, n, 2), np.nan, np.float32)
     mag = np.full((nb, n), np.nan, np.float32)
     mask = np.zeros((nb, n), bool)
+    dq = np.zeros((nb, n), np.uint16)
     truth = cat["truth"][e0:e1, c]
     native = cat["native"][e0:e1, c]
     det_index = cat["det_index"][e0:e1, c]
@@ -60,6 +61,8 @@ def _write_block(path, c, e0, e1, selected, params: RasterParams):
         image = root[f"{schema.EXPOSURES}/image"][e, c]
         r, cn, ok = cut(image, native[i, idx, 0], native[i, idx, 1], size)
         idx, r, cn = idx[ok], r[ok], cn[ok]
+        if "dq" in root[schema.EXPOSURES]:
+            dq[i, idx] = raster_dq(root[f"{schema.EXPOSURES}/dq"][e, c], cn, size)
         ras[i, idx] = r
         corner[i, idx] = cn
         prelim[i, idx] = native[i, idx]
@@ -78,7 +81,18 @@ def _write_block(path, c, e0, e1, selected, params: RasterParams):
         g["prelim_err"][e0:e1, c] = prelim_err
     g["mag"][e0:e1, c] = mag
     g["mask"][e0:e1, c] = mask
+    if "dq" in g:  # absent from rasters laid down before it (resumed)
+        g["dq"][e0:e1, c] = dq
     g["done"][e0 // EXPOSURE_BLOCK, c] = 1
+
+
+def raster_dq(dq: np.ndarray, corners: np.ndarray, size: int) -> np.ndarray:
+    """(n,) uint16: the OR of the data-quality bits of each raster's size x size pixels, corners
+    (n, 2) chip pixel (x, y) of raster pixel (0, 0), inside the chip."""
+    k = np.arange(size)
+    px = corners[:, 0, None, None] + k[None, None, :]
+    py = corners[:, 1, None, None] + k[None, :, None]
+    return np.bitwise_or.reduce(np.asarray(dq)[py, px].reshape(len(corners), -1), axis=1).astype(np.uint16)
 
 
 @driver.holds_lock("catalog")
@@ -99,8 +113,8 @@ def make_rasters(store, params: RasterParams | None = None, progress: bool = Tru
     -------
     xarray.Dataset
         The rasters group: raster (exposure, chip, star, ry, rx) normalized to sum 1, target,
-        prelim, corner (px, raster convention), mag, mask, selected, offset_phase; for simulations
-        target_exact.
+        prelim, corner (px, raster convention), mag, mask, dq, selected, offset_phase; for
+        simulations target_exact.
     """
     import dask
 
@@ -136,7 +150,7 @@ def _template(path: str, params: RasterParams, selected, stack):
                            (np.arange(nc)[:, None] * 1_000_000 + np.arange(nstar)[None]).astype(np.int64),
                            {"description": "unique star id in this store (split key)"})}
     ds, enc = schema.template(
-        schema.RASTERS, ("raster", "target", "prelim", "prelim_err", "corner", "mag", "mask", "selected",
+        schema.RASTERS, ("raster", "target", "prelim", "prelim_err", "corner", "mag", "mask", "dq", "selected",
                          "stack_residual", "offset_phase", "done"), sizes, coords,
         {"size": params.size, "normalization": "sum to 1",
          "convention": __doc__.split("Raster convention: ")[1].strip()},
