@@ -11,8 +11,9 @@ noise the networks never saw). On both: ``psf --fit focus``, ``detect`` (library
    the test set; their flux against the true flux and the Cramér–Rao flux bound;
 2. coverage of +-1 and +-2 sigma against the exact truth per chip, axis and flux bin, the Spearman
    correlation of sigma with |error|, mean sigma against the measured rms, for: the networks, the
-   classical fit's Fisher sigma (library ePSF and the fitted ePSF of ``detect --psf fitted``), and
-   the Fisher sigma through the error model fitted to the repeats (no truth needed); a
+   classical fit's Fisher sigma (library ePSF and the fitted ePSF of ``detect --psf fitted``), the
+   Fisher sigma through the error model fitted to the repeats (no truth needed) and the Fisher
+   sigma calibrated on the training set (evaluation.uncertainty.classical_calibration); a
    reliability diagram (observed vs nominal coverage) per method and chip;
 3. ``catalog --weights inverse-variance`` against unweighted on the same detections: the standard
    error of the transformations, their true error (the fitted cubic applied to the exact
@@ -176,12 +177,13 @@ def flux_report(store, method: str) -> dict:
 
 
 def coverage_report(stores: dict, outdir: Path) -> dict:
-    """stores: {method label: (store, method name)}; tables, reliability and the figure."""
+    """stores: {method label: (store, method name[, calibration])}; tables, reliability and the
+    figure."""
     from starcenter.evaluation import uncertainty as U
 
     out = {}
-    for label, (store, method) in stores.items():
-        data = U.errors_and_sigmas(store, method)
+    for label, (store, method, *cal) in stores.items():
+        data = U.errors_and_sigmas(store, method, calibration=cal[0] if cal else None)
         tab = U.table(data)
         out[label] = {"table": tab, "reliability": U.reliability(data), "within_68+-3_95+-2": U.within(tab)}
     plot_reliability(out, outdir / "reliability.png")
@@ -276,9 +278,13 @@ def main(argv=None) -> int:
         pipeline.run_stage("predict", test, opts, False, model_path=str(args.outdir / f"sigma_{chip}.keras"),
                            name="sigma-v2", chip=chip)
     base = "classical fitted ePSF + 2 neighbour passes" if args.second_iteration else "classical library"
+    from starcenter.evaluation.uncertainty import classical_calibration
+
     report["coverage"] = coverage_report({
         "network V2 (calibrated sigma)": (test, "sigma-v2"),
         f"{base}, Fisher sigma": (test, "classical-fisher"),
+        f"{base}, Fisher sigma calibrated on the training set": (test, "classical-fisher",
+                                                                 classical_calibration(train)),
         f"{base}, Fisher + repeat error model": (test, "classical-error-model"),
         "classical fitted ePSF, Fisher sigma": (fitted, "classical-fisher"),
         "classical fitted ePSF, Fisher + repeat error model": (fitted, "classical-error-model")}, args.outdir)

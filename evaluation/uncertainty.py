@@ -18,7 +18,7 @@ from starcenter.cubes import schema
 from starcenter.cubes.classical.psffit import flux_dn
 from starcenter.cubes.classical.stats import error_model
 from starcenter.cubes.store import open_group
-from starcenter.model.uncertainty import NOMINAL, coverage
+from starcenter.model.uncertainty import NOMINAL, calibrate, calibrated_sigma, coverage
 
 FLUX_BINS = ((1e3, 3e3), (3e3, 1e4), (1e4, 3e4), (3e4, 1e5))
 #: The coverage levels of the reliability diagram.
@@ -26,9 +26,12 @@ LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.6827, 0.8, 0.9, 0.9545, 0.99)
 CLASSICAL_FISHER, CLASSICAL_MODEL = "classical-fisher", "classical-error-model"
 
 
-def errors_and_sigmas(store, method: str, truth: str = "exact", stars: str = "scored") -> dict:
+def errors_and_sigmas(store, method: str, truth: str = "exact", stars: str = "scored",
+                      calibration: dict | None = None) -> dict:
     """{chip: (err (exposure, star, 2) px, sigma (exposure, star, 2) px, flux e- (exposure, star))}
-    of ``method`` on the raster stars it is scored on (evaluation.metrics.method_positions)."""
+    of ``method`` on the raster stars it is scored on (evaluation.metrics.method_positions);
+    ``calibration`` {chip: model.uncertainty.calibrate result in magnitudes -2.5 log10(flux e-)},
+    e.g. :func:`classical_calibration` of another set, scales the sigmas."""
     from starcenter.evaluation.metrics import method_positions
 
     ras = open_group(store, schema.RASTERS)
@@ -53,7 +56,28 @@ def errors_and_sigmas(store, method: str, truth: str = "exact", stars: str = "sc
         if method == CLASSICAL_MODEL:
             a, b = repeat_error_model(store, c)
             s = np.sqrt((a * s) ** 2 + b**2)
+        if calibration:
+            m = _flux_mag(flux[:, c].reshape(-1))
+            s = calibrated_sigma(s.reshape(-1, 2), m, calibration[chip]).reshape(s.shape)
         out[chip] = (err, s, flux[:, c])
+    return out
+
+
+def _flux_mag(flux):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -2.5 * np.log10(np.asarray(flux, float))
+
+
+def classical_calibration(store, method: str = CLASSICAL_FISHER) -> dict:
+    """{chip: calibration} of the classical Fisher sigma on a simulation (errors against its
+    exact truth, every raster star): model.uncertainty.calibrate, split conformal per magnitude
+    bin (-2.5 log10 flux e-) and axis, for :func:`errors_and_sigmas` on another set. The Fisher
+    sigma is the noise alone; the factor carries what it misses (the ePSF's mismatch, a
+    neighbour's wing) to the extent a set of other PSF epochs shares it."""
+    out = {}
+    for chip, (err, s, flux) in errors_and_sigmas(store, method, "exact", "all").items():
+        ok = np.all(np.isfinite(err) & np.isfinite(s), axis=-1) & (flux > 0)
+        out[chip] = calibrate(err[ok], s[ok], _flux_mag(flux[ok]))
     return out
 
 

@@ -72,12 +72,13 @@ def split_fraction(star_key, seed: int) -> np.ndarray:
 
 
 def star_subset(star_key, subset: str, seed: int) -> np.ndarray:
-    """Mask of stars belonging to ``subset`` ('train', 'validation', 'test' or 'all')."""
+    """Mask of stars belonging to ``subset`` ('train', 'validation', 'test', 'unseen' = not
+    train, or 'all')."""
     if subset == "all":
         return np.ones(np.shape(star_key), bool)
-    if subset not in SPLITS:
-        raise BadArgumentError(f"unknown subset {subset!r}; expected one of {tuple(SPLITS)} or 'all'")
-    lo, hi = SPLITS[subset]
+    if subset not in SPLITS and subset != "unseen":
+        raise BadArgumentError(f"unknown subset {subset!r}; expected one of {tuple(SPLITS)}, 'unseen' or 'all'")
+    lo, hi = SPLITS[subset] if subset != "unseen" else (SPLITS["train"][1], 1.0)
     f = split_fraction(star_key, seed)
     return (f >= lo) & (f < hi)
 
