@@ -71,6 +71,27 @@ def split_record(meta: dict, store, chip: str) -> dict:
             "fractions": split.get("fractions", {k: list(v) for k, v in SPLITS.items()})}
 
 
+#: The generalist models shipped with the package (``starcenter generalist --install``), one per
+#: chip and filter, ``generalist-<chip>-<filter>.keras`` with its metadata (trained on
+#: SIMULATIONS; the training provenance is in each metadata file's "generalist" entry).
+SHIPPED = Path(__file__).parent / "generalists"
+
+
+def store_filter(store) -> str | None:
+    """The filter of a store's exposures (None if it does not say)."""
+    return st.open_group(store, schema.EXPOSURES).attrs.get("filter")
+
+
+def shipped_model(chip: str, filt: str | None) -> Path:
+    """The shipped generalist model for ``chip`` in ``filt``; a clear error if there is none."""
+    path = SHIPPED / f"generalist-{chip}-{filt}.keras"
+    if not path.is_file():
+        have = sorted(p.name for p in SHIPPED.glob("generalist-*.keras")) if SHIPPED.is_dir() else []
+        raise BadArgumentError(f"no shipped generalist model for {chip} in {filt} (shipped: {have or 'none'}); "
+                               "pass --model a model of your own (`starcenter train`)")
+    return path
+
+
 #: Bit flags of a network centre (centers/NAME flags).
 FLAGS = {"bad_raster": 1,  # non-finite pixels, or not normalized (all zeros): no centre
          "saturated": 2,   # the star's detection is saturated in this exposure: no centre
@@ -197,6 +218,9 @@ def _checked(path: str, model_path: str, chip: str | None, force: bool):
     if shape != (meta.get("raster_size"),) * 2 or shape != (size, size):
         raise BadInputError(model_path, f"the network reads {shape[0]}x{shape[1]} rasters but its metadata "
                                         f"says {meta.get('raster_size')} and the store has {size}x{size}")
+    from starcenter.model.bridge import read_features
+
+    read_features(st.open_root(path), slice(0, 1), chips.index(chip), meta.get("features", ()))  # inputs exist
     return meta, chip, chips.index(chip)
 
 
@@ -210,7 +234,7 @@ def _template(group: str, sizes: dict, coords: dict, name: str):
 @driver.preflight(lambda store, model_path, name="vgg6", chip=None, force=False, **_:
                   _checked(st.store_path(store), str(model_path), chip, force) and None)
 @driver.holds_lock("predict")
-def predict(store, model_path, name: str = "vgg6", chip: str | None = None, force: bool = False,
+def predict(store, model_path=None, name: str = "vgg6", chip: str | None = None, force: bool = False,
             progress: bool = True):
     """The predict stage: centres of every raster of a chip with a trained model -> ``centers/NAME``.
 
@@ -218,8 +242,9 @@ def predict(store, model_path, name: str = "vgg6", chip: str | None = None, forc
     ----------
     store : str or path
         A store with rasters.
-    model_path : str or path
-        A model written by :func:`starcenter.model.train.train` (metadata beside it).
+    model_path : str or path, optional
+        A model written by :func:`starcenter.model.train.train` (metadata beside it); None: the
+        shipped generalist for ``chip`` (required then) and the store's filter (:data:`SHIPPED`).
     name : str
         The centers group's name (the method's name in reports).
     chip : str, optional
@@ -239,6 +264,10 @@ def predict(store, model_path, name: str = "vgg6", chip: str | None = None, forc
     import dask
 
     path = st.store_path(store)
+    if model_path is None:
+        if chip is None:
+            raise BadArgumentError("a shipped model is chosen by chip: name the chip (or pass a model)")
+        model_path = shipped_model(chip, store_filter(path))
     model_path = str(model_path)
     meta, chip, c = _checked(path, model_path, chip, force)
     ras = st.open_group(path, schema.RASTERS)

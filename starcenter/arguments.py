@@ -126,6 +126,14 @@ def filter_name(text: str) -> str:
     return text.strip().upper()
 
 
+def filters(text: str) -> tuple[str, ...]:
+    """Comma-separated filters the simulator and the networks know, each once."""
+    out = tuple(f.strip().upper() for f in text.split(",") if f.strip())
+    if not out or any(f not in C.FILTERS for f in out) or len(set(out)) != len(out):
+        _fail(f"comma-separated filters among {', '.join(C.FILTERS)}, each once", text)
+    return out
+
+
 def wfpc2_filter(text: str) -> str:
     """Any WFPC2 filter name, e.g. F555W (for archive queries)."""
     if not re.fullmatch(r"F\d{3,4}[WMNLPQ]{0,2}", text.strip().upper()):

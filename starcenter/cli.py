@@ -173,9 +173,11 @@ def _add_train(sub):
 def _add_predict(sub):
     p = sub.add_parser("predict", help="centre every raster with a trained model -> centers/NAME")
     p.add_argument("store", type=A.existing_store)
-    p.add_argument("--model", required=True, type=A.model_file, help="a model written by `starcenter train`")
-    p.add_argument("--name", default="vgg6", type=A.name, help="centers group name (default vgg6)")
-    p.add_argument("--chip", type=A.chip, help="chip to centre (default: the model's)")
+    p.add_argument("--model", type=A.model_file,
+                   help="a model written by `starcenter train` (default: the generalist models shipped "
+                        "with starcenter, trained on simulations, for every chip of the store in its filter)")
+    p.add_argument("--name", type=A.name, help="centers group name (default vgg6, or generalist without --model)")
+    p.add_argument("--chip", type=A.chip, help="chip to centre (default: the model's; without --model, every chip)")
     p.add_argument("--force", action="store_true", help="ignore a chip/raster-size/filter mismatch")
     _add_cluster_args(p)
     p.set_defaults(func=C.cmd_predict)
@@ -189,6 +191,21 @@ def _add_demo(sub):
     p.add_argument("--no-real", action="store_true", help="skip the real ω Cen section")
     _add_cluster_args(p)
     p.set_defaults(func=C.cmd_demo)
+
+
+def _add_generalist(sub):
+    p = sub.add_parser("generalist", help="train the generalist networks (many simulated PSF epochs, whole chip)")
+    p.add_argument("outdir", type=A.output_dir, help="directory for the training sets and models")
+    p.add_argument("--filters", type=A.filters, default=("F555W",), help="comma-separated filters (default F555W)")
+    p.add_argument("--chips", type=A.chips, default=("PC1", "WF2", "WF3", "WF4"), help="chips (default all four)")
+    p.add_argument("--exposures", type=A.integer(8, 100_000), default=48,
+                   help="simulated exposures per filter, focus drawn from -10..+15 um (default 48)")
+    p.add_argument("--epochs", type=A.integer(1, 100_000), default=12, help="training epochs (default 12)")
+    p.add_argument("--arch", choices=("v1", "v2", "resnet"), default="v2", help="network (default v2)")
+    p.add_argument("--install", action="store_true",
+                   help="copy the models into the package: `starcenter predict` without --model uses them")
+    _add_cluster_args(p)
+    p.set_defaults(func=C.cmd_generalist)
 
 
 def _add_sweep_raster_size(sub):
@@ -227,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show TensorFlow's start-up messages (hidden by default)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=A.OneLineParser)
     for add in (_add_simulate, _add_ingest, _add_export_fits, _add_fetch_mast, _add_psf, _add_detect, _add_catalog,
-                _add_train, _add_predict, _add_demo, _add_sweep_raster_size, _add_evaluate, _add_verify):
+                _add_train, _add_predict, _add_demo, _add_generalist, _add_sweep_raster_size, _add_evaluate, _add_verify):
         add(sub)
     return parser
 

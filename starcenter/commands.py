@@ -7,8 +7,10 @@ import sys
 
 import numpy as np
 
-from starcenter.cubes import pipeline
+from starcenter.cubes import pipeline, schema
+from starcenter.cubes import store as st
 from starcenter.cubes.cluster import ClusterOptions, cluster
+from starcenter.cubes.errors import StoreMismatchError
 
 
 def cmd_simulate(args) -> int:
@@ -142,9 +144,30 @@ def cmd_train(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    c = pipeline.run_stage("predict", args.store, cluster_options(args), not args.quiet, model_path=args.model,
-                           name=args.name, chip=args.chip, force=args.force)
-    print(f"{args.store}: centers/{args.name} written ({int(c['xy'].notnull().all('axis').sum())} centres)")
+    from starcenter.model.predict import shipped_model, store_filter
+
+    name = args.name or ("vgg6" if args.model else "generalist")
+    if args.model:
+        jobs = [(args.model, args.chip)]
+    else:  # the shipped generalists: every chip of the store (all checked before any is run)
+        ras = st.open_group(args.store, schema.RASTERS) if st.has_group(args.store, schema.RASTERS) else None
+        chips = [args.chip] if args.chip else ([str(c) for c in ras[schema.CHIP].values] if ras is not None else [])
+        jobs = [(str(shipped_model(chip, store_filter(args.store))), chip) for chip in chips]
+        if not jobs:
+            raise StoreMismatchError(args.store, "has no rasters: run `starcenter catalog` first")
+    for model, chip in jobs:
+        c = pipeline.run_stage("predict", args.store, cluster_options(args), not args.quiet, model_path=model,
+                               name=name, chip=chip, force=args.force)
+    print(f"{args.store}: centers/{name} written ({int(c['xy'].notnull().all('axis').sum())} centres)")
+    return 0
+
+
+def cmd_generalist(args) -> int:
+    from starcenter.generalist import run_generalist
+
+    paths = run_generalist(args.outdir, args.filters, args.chips, args.exposures, args.epochs, args.arch,
+                           install=args.install, cluster_options=cluster_options(args), progress=not args.quiet)
+    print("\n".join(str(p) for p in paths))
     return 0
 
 

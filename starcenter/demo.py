@@ -8,6 +8,8 @@
    centred with the models of step 1.
 3. REAL DATA: the ω Cen exposure from the stsci.tools wheel, centred classically and with the
    simulation-trained models; its fractional-pixel histograms are the only truth-free check.
+On every set the shipped generalist networks (``starcenter generalist``, trained on simulations
+over many PSF epochs) centre every chip they exist for, beside the per-epoch VGG6.
 Re-running reuses what is done (every stage resumes).
 """
 
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from starcenter.cubes import pipeline, schema
 from starcenter.cubes import store as st
-from starcenter.cubes.params import DetectParams
+from starcenter.cubes.params import DetectParams, PSFFitParams
 from starcenter.cubes.sim.simulate import make_config
 from starcenter.evaluation.plots import plot_exposure, plot_loss
 from starcenter.evaluation.report import evaluate
@@ -53,6 +55,7 @@ def run_demo(outdir="demo-output", progress: bool = True, exposures: int = 48,
     _train_models(store, {k: p for k, p in models.items() if not p.exists()}, epochs, progress)
     for (chip, arch), path in models.items():
         _predict(store, path, f"vgg6-{arch}", chip)
+    _generalist(store, progress)
     main = evaluate(store, out / "report", f"SIMULATION demo set, true focus {cfg.focus_um:+.1f} um")
 
     other_store = out / "other-epoch.zarr"
@@ -61,6 +64,7 @@ def run_demo(outdir="demo-output", progress: bool = True, exposures: int = 48,
     _classical(other_store, progress, "simulate", config=other)
     for (chip, arch), path in models.items():
         _predict(other_store, path, f"vgg6-{arch}", chip)
+    _generalist(other_store, progress)
     second = evaluate(other_store, out / "report-other-epoch",
                       f"SIMULATION other epoch, true focus {other.focus_um:+.1f} um, models from the demo set")
 
@@ -119,6 +123,7 @@ def _real(out: Path, models: dict, progress: bool):
         _classical(store, progress, "ingest", inputs=[path])
     for (chip, arch), model in models.items():
         _predict(store, model, f"vgg6-{arch}", chip)
+    _generalist(store, progress)
     return evaluate(store, out / "report-real", "REAL DATA: ω Cen u40x010hm_c0f, one exposure")
 
 
@@ -137,6 +142,25 @@ def _train_models(store, todo: dict, epochs, progress) -> None:
     train_many(jobs, progress=(lambda job: _say(progress, f"trained {job['arch']} on {job['chip']}")))
     for path in todo.values():
         plot_loss(path)
+
+
+def _generalist(store, progress: bool) -> None:
+    """The shipped generalist networks (trained on SIMULATIONS over many PSF epochs, whole chip;
+    ``starcenter generalist``) on every chip of ``store`` they exist for, as ``generalist``;
+    each exposure's PSF epoch is fitted first (its focus is one of their inputs)."""
+    from starcenter.model.predict import SHIPPED, store_filter
+
+    filt = store_filter(store)
+    chips = [str(c) for c in st.open_group(store, schema.RASTERS)[schema.CHIP].values]
+    have = [c for c in chips if (SHIPPED / f"generalist-{c}-{filt}.keras").is_file()]
+    if not have:
+        _say(progress, f"no shipped generalist model for {chips} in {filt}: skipped")
+        return
+    _say(progress, f"generalist networks (shipped, trained on simulations) on {', '.join(have)}")
+    if not st.has_group(store, schema.PSF_FIT):
+        pipeline.run(store, "psf", "psf", {"psf": {"kind": "fitted", "fit": PSFFitParams()}}, progress=progress)
+    for chip in have:
+        _predict(store, None, "generalist", chip)
 
 
 def _predict(store, model, name: str, chip: str):

@@ -161,3 +161,34 @@ def test_centres_of_older_rasters_are_replaced_not_mixed(store, sigma_model, tmp
     assert ras.sizes["star"] != before and c.sizes["star"] == ras.sizes["star"]
     m = ras["mask"].sel(chip="WF3").values
     assert np.isfinite(c["xy"].sel(chip="WF3").values[m]).all()
+
+
+def test_predict_without_a_model_uses_the_shipped_one_or_says_why_not(store, sigma_model, tmp_path,
+                                                                      monkeypatch, capsys):
+    """`starcenter generalist --install` ships a model without its optimizer state; `predict`
+    without --model finds it by chip and filter, and a chip with none is a clear error with
+    nothing written."""
+    import shutil
+
+    from starcenter import cli
+    from starcenter.cubes import store as st
+    from starcenter.generalist import ship
+    from starcenter.model import predict as P
+
+    monkeypatch.setattr(P, "SHIPPED", tmp_path / "shipped")
+    path, _ = sigma_model
+    trained = tmp_path / "generalist-WF3-F555W.keras"
+    shutil.copyfile(path, trained)
+    shutil.copyfile(path.with_name(path.name + ".json"), trained.with_name(trained.name + ".json"))
+    dest = ship(trained)
+    assert dest.parent == tmp_path / "shipped" and dest.stat().st_size < 0.6 * trained.stat().st_size
+    copy = tmp_path / "s.zarr"
+    shutil.copytree(store, copy)
+    base = ["predict", str(copy), "--scheduler", "synchronous", "--quiet"]
+    assert cli.main(base) == 2  # every chip: PC1 has none
+    assert "no shipped generalist model for PC1 in F555W" in capsys.readouterr().err
+    assert not st.has_group(copy, "centers/generalist")
+    assert cli.main(base + ["--chip", "WF3"]) == 0
+    c = xr.open_zarr(copy, group="centers/generalist")
+    m = xr.open_zarr(copy, group="rasters")["mask"].sel(chip="WF3").values
+    assert m.sum() > 100 and np.isfinite(c["xy"].sel(chip="WF3").values[m]).all()

@@ -1,0 +1,104 @@
+"""``starcenter generalist``: centring networks trained across the PSF space (the generalist recipe).
+
+SIMULATION training set, one per filter, built by the pipeline's own stages (out of core,
+resumable): every exposure's true focus drawn from FOCUS_RANGE (1 um breathing within it), the
+field-varying PSF on, the chips asked for; ``psf --fit focus``, ``detect --psf fitted`` (each
+exposure's own PSF epoch, so the crowding cut applies), then ``catalog`` over the whole chip
+(``central`` 1: stars anywhere on the chip become rasters). One network per chip: VGG6 V2 with
+sigma and flux outputs (:mod:`starcenter.model.uncertainty`), inputs raster + FEATURES
+(instrumental magnitude, the exposure's fitted focus, the place on the chip), exact targets,
+the fast recipe; calibrated on held-out exposures.
+
+``--install`` copies the models, without their optimizer state, into the package
+(:data:`starcenter.model.predict.SHIPPED`), each with its training provenance in its metadata:
+``starcenter predict STORE`` without ``--model`` uses them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from starcenter.cubes import pipeline
+from starcenter.cubes.params import DetectParams, PSFFitParams, TransformParams
+from starcenter.cubes.sim.simulate import make_config
+
+#: True focus range of the training exposures (um, secondary-mirror despace vs the library).
+FOCUS_RANGE = (-10.0, 15.0)
+#: The networks' per-star inputs beside the raster (starcenter.model.bridge.FEATURES).
+FEATURES = ("mag", "focus", "chip_x", "chip_y")
+
+
+def training_config(filt: str, chips, exposures: int, seed: int):
+    """The simulation of a generalist training set (SIMULATION, see the module docstring)."""
+    return make_config("demo", chips=tuple(chips), filter=filt, n_exposures=exposures, focus_sweep_um=FOCUS_RANGE,
+                       focus_sweep_range=True, breathing_um=1.0, field_varying=True, seed=seed)
+
+
+def build_set(path, cfg, cluster_options=None, progress: bool = True) -> Path:
+    """Simulate, fit each exposure's PSF epoch, detect with it and catalog the whole chip."""
+    path = Path(path)
+    pipeline.run(path, "simulate", "simulate", {"simulate": {"config": cfg}}, cluster_options, progress)
+    pipeline.run(path, "psf", "psf", {"psf": {"kind": "fitted", "fit": PSFFitParams()}}, cluster_options, progress)
+    pipeline.run(path, "detect", "detect", {"detect": {"params": DetectParams("fitted")}}, cluster_options, progress)
+    pipeline.run_catalog(path, transform_params=TransformParams(central=1.0), cluster_options=cluster_options,
+                         progress=progress)
+    return path
+
+
+def model_name(chip: str, filt: str) -> str:
+    return f"generalist-{chip}-{filt}.keras"
+
+
+def run_generalist(outdir, filters=("F555W",), chips=("PC1", "WF2", "WF3", "WF4"), exposures: int = 48,
+                   epochs: int = 12, arch: str = "v2", seed: int = 1, install: bool = False,
+                   cluster_options=None, progress: bool = True) -> list[Path]:
+    """Build the training set of every filter, train one network per chip (two at a time) and
+    return the model paths; ``install``: also copy them into the package (SHIPPED)."""
+    from starcenter.model.parallel import train_many
+
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    done = []
+    for filt in filters:
+        cfg = training_config(filt, chips, exposures, seed)
+        store = build_set(out / f"train-{filt}.zarr", cfg, cluster_options, progress)
+        jobs = [dict(store=str(store), chip=chip, arch=arch, recipe="fast", epochs=epochs,
+                     out=str(out / model_name(chip, filt)), seed=0, target="exact", verbose=0,
+                     uncertainty=True, features=FEATURES, flux=True) for chip in chips]
+        todo = [j for j in jobs if not Path(j["out"] + ".json").exists()]
+        train_many(todo, workers=2, progress=(lambda job: print(f"== trained {Path(job['out']).name}", flush=True))
+                   if progress else None)
+        for job in jobs:
+            path = Path(job["out"])
+            _add_provenance(path, cfg, epochs)
+            done.append(path)
+    if install:
+        for path in done:
+            ship(path)
+    return done
+
+
+def _add_provenance(path: Path, cfg, epochs: int) -> None:
+    meta_path = path.with_name(path.name + ".json")
+    meta = json.loads(meta_path.read_text())
+    meta["generalist"] = {
+        "label": "trained on SIMULATIONS only (starcenter generalist)",
+        "simulation": json.loads(cfg.to_json()), "focus_range_um": list(FOCUS_RANGE),
+        "detect": "fitted ePSF (psf --fit focus)", "catalog_central": 1.0, "epochs": epochs,
+        "features": list(FEATURES)}
+    meta_path.write_text(json.dumps(meta, indent=1))
+
+
+def ship(path) -> Path:
+    """Copy a trained model into the package (:data:`starcenter.model.predict.SHIPPED`) without
+    its optimizer state (a third of the size), with its metadata."""
+    from starcenter.model.predict import SHIPPED, load_model
+
+    path = Path(path)
+    SHIPPED.mkdir(parents=True, exist_ok=True)
+    dest = SHIPPED / path.name
+    load_model(str(path)).save(dest)  # loaded uncompiled: saved without the optimizer
+    shutil.copyfile(path.with_name(path.name + ".json"), dest.with_name(dest.name + ".json"))
+    return dest
