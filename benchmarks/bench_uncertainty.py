@@ -21,7 +21,7 @@ noise the networks never saw). On both: ``psf --fit focus``, ``detect`` (library
 
     python benchmarks/bench_uncertainty.py OUTDIR [--train-exposures 64] [--test-exposures 32]
                                           [--epochs 40] [--workers 2] [--skip-weights]
-                                          [--second-iteration]
+                                          [--second-iteration] [--catalog-min-flux DN]
 
 Prints the tables, writes OUTDIR/uncertainty.json and OUTDIR/reliability.png.
 """
@@ -38,12 +38,14 @@ import numpy as np
 
 FOCUS = (-10.0, 15.0)
 FEATURES = ("mag", "focus")
+#: The catalog's faintest stars (DN; 0: the transformations' 500 DN), ``--catalog-min-flux``.
+CATALOG_MIN_FLUX = [0.0]
 
 
 def make_set(path: Path, n: int, seed: int, opts) -> Path:
     """Simulate, fit the PSF epoch, detect (library) and build the catalog of one set."""
     from starcenter.cubes import pipeline
-    from starcenter.cubes.params import DetectParams, PSFFitParams
+    from starcenter.cubes.params import DetectParams, PSFFitParams, TransformParams
     from starcenter.cubes.sim.simulate import make_config
 
     done = path.with_suffix(".complete")
@@ -53,7 +55,8 @@ def make_set(path: Path, n: int, seed: int, opts) -> Path:
         pipeline.run(path, "simulate", "simulate", {"simulate": {"config": cfg}}, opts)
         pipeline.run(path, "psf", "psf", {"psf": {"kind": "fitted", "fit": PSFFitParams()}}, opts)
         pipeline.run(path, "detect", "detect", {"detect": {"params": DetectParams("library")}}, opts)
-        pipeline.run_catalog(path, cluster_options=opts)
+        pipeline.run_catalog(path, transform_params=TransformParams(catalog_min_flux=CATALOG_MIN_FLUX[0]),
+                             cluster_options=opts)
         done.touch()
     return path
 
@@ -75,7 +78,8 @@ def variant(src: Path, dst: Path, opts, psf: str = "library", weights: str = "no
             pipeline.run(dst, "detect", "detect", {"detect": {"params": params, "overwrite": True}}, opts)
         elif psf != "library":
             pipeline.run(dst, "detect", "detect", {"detect": {"params": DetectParams(psf), "overwrite": True}}, opts)
-        pipeline.run_catalog(dst, transform_params=TransformParams(weights=weights), cluster_options=opts)
+        pipeline.run_catalog(dst, transform_params=TransformParams(weights=weights, catalog_min_flux=CATALOG_MIN_FLUX[0]),
+                             cluster_options=opts)
         done.touch()
     return dst
 
@@ -247,6 +251,8 @@ def main(argv=None) -> int:
     ap.add_argument("--test-exposures", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--catalog-min-flux", type=float, default=0.0,
+                    help="faintest catalog (raster) stars, DN (default: the transformations' 500 DN)")
     ap.add_argument("--skip-weights", action="store_true",
                     help="skip part 3 (weighted against unweighted transformations and catalog)")
     ap.add_argument("--second-iteration", action="store_true",
@@ -257,6 +263,7 @@ def main(argv=None) -> int:
     from starcenter.cubes.cluster import ClusterOptions
 
     args.outdir.mkdir(parents=True, exist_ok=True)
+    CATALOG_MIN_FLUX[0] = args.catalog_min_flux
     opts = ClusterOptions(scheduler="local", workers=args.workers, quiet=True)
     train = make_set(args.outdir / "train.zarr", args.train_exposures, 31, opts)
     test = make_set(args.outdir / "test.zarr", args.test_exposures, 32, opts)

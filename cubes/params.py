@@ -110,7 +110,10 @@ class TransformParams(_Stored):
     paper's unweighted fits) or "inverse-variance": the cubic transformations and the catalog's
     clipped means weight every star by 1 / sigma_eff^2, sigma_eff from the detections' Fisher
     uncertainties through an error model fitted to each exposure's residuals
-    (classical.stats.error_model); the 3-sigma clipping is kept."""
+    (classical.stats.error_model); the 3-sigma clipping is kept. catalog_min_flux: faintest
+    fitted flux (DN) of the average catalog's stars (and so of the rasters); 0: min_flux. Fainter
+    catalog stars than the transformations use widen the flux range the networks and their
+    uncertainties are trained and judged on, without letting faint stars dominate the fits."""
 
     reference: int = 0
     central: float = 1 / 3
@@ -122,8 +125,16 @@ class TransformParams(_Stored):
     min_stars: int = 20
     min_flux: float = 500.0
     weights: str = "none"
+    catalog_min_flux: float = 0.0
+
+    @property
+    def catalog_flux(self) -> float:
+        """The faintest fitted flux (DN) of the catalog's stars."""
+        return self.catalog_min_flux or self.min_flux
 
     def __post_init__(self):
+        if self.catalog_min_flux < 0:
+            raise BadArgumentError(f"catalog_min_flux must be >= 0, got {self.catalog_min_flux}")
         if self.weights not in WEIGHTS:
             raise BadArgumentError(f"unknown weights {self.weights!r}; expected one of {WEIGHTS}")
         if not 0 < self.central <= 1:
@@ -133,8 +144,9 @@ class TransformParams(_Stored):
 
     def to_json(self) -> str:
         d = asdict(self)
-        if d["weights"] == "none":  # stores made before weights stay compatible
-            del d["weights"]
+        for k, default in (("weights", "none"), ("catalog_min_flux", 0.0)):
+            if d[k] == default:  # stores made before these options stay compatible
+                del d[k]
         return json.dumps(d, sort_keys=True)
 
 

@@ -137,6 +137,12 @@ def _add_catalog(sub):
                         "chip's common pattern beyond its noise, flux fraction per px (default "
                         "0.002; 0: off); made "
                         "only for detections with the catalog, fitted (or true) ePSF")
+    p.add_argument("--central", type=A.number(0.01, 1), default=1 / 3,
+                   help="fraction of the chip (centred square) whose stars the transformations and "
+                        "the catalog use (default 1/3, the paper's; 1: the whole chip)")
+    p.add_argument("--catalog-min-flux", type=A.number(0, 1e7), default=0.0,
+                   help="faintest fitted flux (DN) of the catalog's (and rasters') stars; default "
+                        "the transformations' 500 DN")
     _add_cluster_args(p)
     p.set_defaults(func=C.cmd_catalog)
 

@@ -236,3 +236,28 @@ def test_second_iteration_weights_centres_by_their_sigma(store, tmp_path):
     for chip in result["none"]:
         for a in range(2):
             assert result["inverse-variance"][chip]["median_abs_mpix"][a] < 0.7 * result["none"][chip]["median_abs_mpix"][a]
+
+
+def test_catalog_can_hold_fainter_stars_than_the_transformations_use(store, tmp_path):
+    """--catalog-min-flux below the transformations' min_flux: more (fainter) catalog stars,
+    the transformations unchanged; the option is stored only when used."""
+    from starcenter.cubes.pipeline import run_catalog
+    from starcenter.cubes.store import open_group
+
+    path = tmp_path / "faint.zarr"
+    shutil.copytree(store, path)
+    base = TransformParams()
+    assert "catalog_min_flux" not in base.to_json()
+    faint = TransformParams(catalog_min_flux=100.0)
+    assert faint.catalog_flux == 100.0 and base.catalog_flux == base.min_flux
+    with dask.config.set(scheduler="synchronous"):
+        run_catalog(path, transform_params=faint, progress=False)
+    before, after = (open_group(p, "catalog") for p in (store, path))
+    assert after.sizes["star"] > 1.2 * before.sizes["star"]
+    ref_mag = after["ref_mag"].values
+    faintest = -2.5 * np.log10(base.min_flux)  # instrumental mag of min_flux DN
+    assert np.nanmax(ref_mag) > faintest + 0.3 and np.nanmax(before["ref_mag"].values) <= faintest + 1e-6
+    t0, t1 = (open_group(p, "transforms") for p in (store, path))
+    np.testing.assert_allclose(t1["coef_x"].values, t0["coef_x"].values)
+    with pytest.raises(Exception, match="catalog_min_flux"):
+        TransformParams(catalog_min_flux=-1.0)

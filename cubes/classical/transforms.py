@@ -93,14 +93,15 @@ def find_offset(ref_xy, tgt_xy, max_offset: float, bin_px: float = 0.5):
     return np.median(d[near], axis=0)
 
 
-def select(det: dict, params: TransformParams, size: int = C.CHIP_SIZE) -> np.ndarray:
-    """Stars usable for transformations: central region, q window, unflagged, unsaturated."""
+def select(det: dict, params: TransformParams, size: int = C.CHIP_SIZE, min_flux: float | None = None) -> np.ndarray:
+    """Stars usable for transformations: central region, q window, unflagged, unsaturated, at
+    least ``min_flux`` DN (default params.min_flux)."""
     lo = size * (1 - params.central) / 2 - 0.5
     hi = size * (1 + params.central) / 2 - 0.5
     x, y = det["x"], det["y"]
     return ((x >= lo) & (x < hi) & (y >= lo) & (y < hi) & (det["q"] >= params.q_min)
             & (det["q"] <= params.q_max) & (det["flags"] == 0) & ~det["saturated"]
-            & (det["flux"] >= params.min_flux))
+            & (det["flux"] >= (params.min_flux if min_flux is None else min_flux)))
 
 
 def match(ref: dict, tgt: dict, params: TransformParams):

@@ -31,7 +31,7 @@ AXIS = schema.AXIS
 def reference_stars(root, chip: int, params: TransformParams):
     """The reference exposure's selected detections: the catalog's star list (x, y, mag)."""
     ref = read_detections(root, params.reference, chip)
-    s = select(ref, params)
+    s = select(ref, params, min_flux=params.catalog_flux)
     return ref["x"][s], ref["y"][s], ref["mag"][s]
 
 
@@ -49,7 +49,7 @@ def measures_from_detections(root, exposure: int, chip: int, ref_xy, params: Tra
     if t["status"][exposure, chip] != STATUS["ok"]:
         return in_ref, native, idx, err
     det = read_detections(root, exposure, chip)
-    ok = np.flatnonzero(select(det, params))
+    ok = np.flatnonzero(select(det, params, min_flux=params.catalog_flux))
     if ok.size == 0 or n == 0:
         return in_ref, native, idx, err
     X, Y = apply(t["coef_x"][exposure, chip], t["coef_y"][exposure, chip], det["x"][ok], det["y"][ok])
