@@ -193,6 +193,13 @@ def test_field_epsf_groups_and_fits():
     # (550, 250): halfway between x nodes 400 and 700 and y nodes 100 and 400
     mid = np.mean([marks[j, k].evaluate(0.0, 0.0) for j in (0, 1) for k in (1, 2)])
     assert v[2] == pytest.approx(mid)
+    # evaluate_at: the same per-star values on stamps of offsets, in the stars' order
+    from starcenter.cubes.classical.fieldpsf import evaluate_at
+
+    grid = np.zeros((3, 5, 5))
+    at = evaluate_at(varying, xs, ys, grid, grid)
+    assert at.shape == (3, 5, 5) and [at[i, 0, 0] for i in range(3)] == pytest.approx([v[0], v[1], v[2]])
+    np.testing.assert_array_equal(evaluate_at(lib, xs, ys, grid, grid), lib.evaluate(grid, grid))
 
 
 def test_detect_with_a_field_epsf_of_one_psf_is_detect_with_that_psf(tiny_store):

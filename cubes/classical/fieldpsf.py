@@ -110,6 +110,18 @@ class FieldEPSF:
         return StarsEPSF(nodes, np.column_stack([wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1]))
 
 
+def evaluate_at(epsf, x, y, dx, dy) -> np.ndarray:
+    """ePSF values at offsets (dx, dy) (n, ...) px from stars at (x, y) px: each star's own
+    ePSF of a :class:`FieldEPSF`, or the one EffectivePSF's."""
+    if not isinstance(epsf, FieldEPSF):
+        return epsf.evaluate(dx, dy)
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    out = np.empty(np.shape(dx))
+    for q, idx in epsf.groups(x, y).items():
+        out[idx] = epsf.for_stars(q, x[idx], y[idx]).evaluate(np.asarray(dx)[idx], np.asarray(dy)[idx])
+    return out
+
+
 def fit_grouped(image, ix, iy, epsf, *args, **kwargs) -> FitResult:
     """:func:`fit_stars` with a :class:`FieldEPSF` (each offset group with its ePSF) or an
     EffectivePSF (one call). Per-star arguments (``saturated``, ``sky``, ``start``, the
