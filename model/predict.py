@@ -231,8 +231,17 @@ def _template(group: str, sizes: dict, coords: dict, name: str):
     return ds, enc
 
 
-@driver.preflight(lambda store, model_path, name="vgg6", chip=None, force=False, **_:
-                  _checked(st.store_path(store), str(model_path), chip, force) and None)
+def _resolve(store, model_path, chip) -> str:
+    """The model path, or the shipped generalist for ``chip`` and the store's filter."""
+    if model_path is not None:
+        return str(model_path)
+    if chip is None:
+        raise BadArgumentError("a shipped model is chosen by chip: name the chip (or pass a model)")
+    return str(shipped_model(chip, store_filter(store)))
+
+
+@driver.preflight(lambda store, model_path=None, name="vgg6", chip=None, force=False, **_:
+                  _checked(st.store_path(store), _resolve(store, model_path, chip), chip, force) and None)
 @driver.holds_lock("predict")
 def predict(store, model_path=None, name: str = "vgg6", chip: str | None = None, force: bool = False,
             progress: bool = True):
@@ -264,11 +273,7 @@ def predict(store, model_path=None, name: str = "vgg6", chip: str | None = None,
     import dask
 
     path = st.store_path(store)
-    if model_path is None:
-        if chip is None:
-            raise BadArgumentError("a shipped model is chosen by chip: name the chip (or pass a model)")
-        model_path = shipped_model(chip, store_filter(path))
-    model_path = str(model_path)
+    model_path = _resolve(path, model_path, chip)
     meta, chip, c = _checked(path, model_path, chip, force)
     ras = st.open_group(path, schema.RASTERS)
     ne, nc, ns = ras.sizes[schema.EXPOSURE], ras.sizes[schema.CHIP], ras.sizes[schema.STAR]
