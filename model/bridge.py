@@ -76,9 +76,10 @@ def star_subset(star_key, subset: str, seed: int) -> np.ndarray:
     train, or 'all')."""
     if subset == "all":
         return np.ones(np.shape(star_key), bool)
-    if subset not in SPLITS and subset != "unseen":
-        raise BadArgumentError(f"unknown subset {subset!r}; expected one of {tuple(SPLITS)}, 'unseen' or 'all'")
-    lo, hi = SPLITS[subset] if subset != "unseen" else (SPLITS["train"][1], 1.0)
+    ranges = {**SPLITS, "unseen": (SPLITS["train"][1], 1.0)}
+    if subset not in ranges:
+        raise BadArgumentError(f"unknown subset {subset!r}; expected one of {tuple(ranges)} or 'all'")
+    lo, hi = ranges[subset]
     f = split_fraction(star_key, seed)
     return (f >= lo) & (f < hi)
 

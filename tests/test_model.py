@@ -64,6 +64,7 @@ def test_split_is_by_star_deterministic_and_70_10_20():
     assert np.all(total == 1)  # every star in exactly one subset
     assert [round(p.mean(), 2) for p in parts.values()] == [0.7, 0.1, 0.2]
     np.testing.assert_array_equal(star_subset(keys, "train", 3), parts["train"])
+    np.testing.assert_array_equal(star_subset(keys, "unseen", 3), parts["validation"] | parts["test"])
     assert not np.array_equal(star_subset(keys, "train", 4), parts["train"])
 
 
