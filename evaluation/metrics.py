@@ -103,13 +103,16 @@ def trained_here(store) -> bool:
 def method_positions(store, method: str, stars: str = "scored") -> np.ndarray:
     """(exposure, chip, star, 2) chip-pixel centres of the raster stars for ``method``
     ('classical', 'classical-kept' and :data:`CLASSICAL_TEST` = the preliminary ePSF centres
-    the rasters were cut around), NaN where no raster (masked). ``stars``: 'scored' keeps the
+    the rasters were cut around; CLASSICAL_TEST without the rasters holding a flagged pixel, which
+    no network centres), NaN where no raster (masked). ``stars``: 'scored' keeps the
     stars the method is scored on (:func:`scopes`: a network's test stars on its own store),
     'seen' only those it trained on (in-sample), 'all' every raster star."""
     ras = open_group(store, schema.RASTERS)
     xy = ras["prelim"].values if method in CLASSICAL else \
         open_group(store, schema.centers_group(method))["xy"].values
     keep = ras["mask"].values
+    if method == CLASSICAL_TEST and "dq" in ras:  # like for like: the measures a network centres
+        keep &= (ras["dq"].values.astype(np.int64) & C.DQ_BAD) == 0
     if stars != "all":
         sc = scopes(store, method)
         for c, chip in enumerate(str(v) for v in ras[schema.CHIP].values):
