@@ -140,3 +140,8 @@ DQ_FLAGS: dict[str, int] = {
 #: raster holding one gets no network centre. Not "calibration_defect" (2: the vignetted chip
 #: edges of real c1f files, 10-13 % of the pixels, values usable) nor bits >= 256 of real files.
 DQ_BAD: int = sum(v for k, v in DQ_FLAGS.items() if k != "calibration_defect")
+
+
+def is_bad(dq):
+    """Where data-quality bits ``dq`` (array or scalar) hold a DQ_BAD bit: a boolean array."""
+    return (np.asarray(dq).astype(np.int64) & DQ_BAD) > 0

@@ -112,7 +112,7 @@ def method_positions(store, method: str, stars: str = "scored") -> np.ndarray:
         open_group(store, schema.centers_group(method))["xy"].values
     keep = ras["mask"].values
     if method == CLASSICAL_TEST and "dq" in ras:  # like for like: the measures a network centres
-        keep &= (ras["dq"].values.astype(np.int64) & C.DQ_BAD) == 0
+        keep &= ~C.is_bad(ras["dq"].values)
     if stars != "all":
         sc = scopes(store, method)
         for c, chip in enumerate(str(v) for v in ras[schema.CHIP].values):

@@ -215,7 +215,7 @@ def usable(g, sl: slice, c: int) -> np.ndarray:
     flagged in the data quality (``dq`` & constants.DQ_BAD; rasters made before it: all)."""
     ok = np.asarray(g["mask"][sl, c])
     if "dq" in g:
-        ok = ok & ((np.asarray(g["dq"][sl, c]).astype(np.int64) & C.DQ_BAD) == 0)
+        ok = ok & ~C.is_bad(g["dq"][sl, c])
     return ok
 
 

@@ -126,7 +126,7 @@ def centre(model_path: str, rasters, features=None, mag=None, saturated=None, ga
     if saturated is not None:
         flags[np.asarray(saturated, bool)] |= FLAGS["saturated"]
     if dq is not None:
-        flags[(np.asarray(dq).astype(np.int64) & C.DQ_BAD) > 0] |= FLAGS["bad_pixels"]
+        flags[C.is_bad(dq)] |= FLAGS["bad_pixels"]
     inputs = r[..., None]
     if meta.get("features"):
         f = np.asarray(features, np.float32).reshape(n, -1)

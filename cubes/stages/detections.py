@@ -38,7 +38,7 @@ def detect_chunk(image, dq, epsf: EffectivePSF, gain: float, read_noise: float,
     pk = find_peaks(image, dq, gain, read_noise, params.threshold, params.min_separation,
                     saturation_dn=saturation_dn, epsf=getattr(epsf, "centre", epsf))
     if dq is not None:  # flagged pixels (saturated, bled, cosmic ray, bad) are left out of the fits
-        image = np.where((np.asarray(dq) & C.DQ_BAD) > 0, np.nan, image)
+        image = np.where(C.is_bad(dq), np.nan, image)
     fit = fit_grouped(image, pk.x, pk.y, epsf, gain, read_noise, pk.saturated, sky=pk.sky)
     for _ in range(params.neighbour_passes):
         usable = (fit.flags & (FLAGS["saturated"] | FLAGS["nonpositive_flux"] | FLAGS["not_converged"])) == 0
