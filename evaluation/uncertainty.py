@@ -13,11 +13,13 @@ or the catalog truth (``truth="catalog"``, real data: then they include the cata
 from __future__ import annotations
 
 import numpy as np
+import zarr
 
 from starcenter.cubes import schema
 from starcenter.cubes.classical.psffit import flux_dn
 from starcenter.cubes.classical.stats import error_model
 from starcenter.cubes.store import open_group
+from starcenter.model.bridge import read_features
 from starcenter.model.uncertainty import NOMINAL, calibrate, calibrated_sigma, coverage
 
 FLUX_BINS = ((1e3, 3e3), (3e3, 1e4), (1e4, 3e4), (3e4, 1e5))
@@ -30,7 +32,7 @@ def errors_and_sigmas(store, method: str, truth: str = "exact", stars: str = "sc
                       calibration: dict | None = None) -> dict:
     """{chip: (err (exposure, star, 2) px, sigma (exposure, star, 2) px, flux e- (exposure, star))}
     of ``method`` on the raster stars it is scored on (evaluation.metrics.method_positions);
-    ``calibration`` {chip: model.uncertainty.calibrate result in magnitudes -2.5 log10(flux e-)},
+    ``calibration`` {chip: a model.uncertainty.calibrate result on the store's features},
     e.g. :func:`classical_calibration` of another set, scales the sigmas."""
     from starcenter.evaluation.metrics import method_positions
 
@@ -44,6 +46,7 @@ def errors_and_sigmas(store, method: str, truth: str = "exact", stars: str = "sc
         sigma = open_group(store, schema.centers_group(method))["sigma"].values.astype(float)
     tgt = ras["target_exact" if truth == "exact" else "target"].values + ras["corner"].values
     gain = float(np.nanmedian(open_group(store, schema.EXPOSURES)["gain"].values))
+    root = zarr.open_group(str(store), mode="r")
     flux = flux_dn(ras["mag"].values) * gain
     out = {}
     for c, chip in enumerate(chips):
@@ -57,27 +60,27 @@ def errors_and_sigmas(store, method: str, truth: str = "exact", stars: str = "sc
             a, b = repeat_error_model(store, c)
             s = np.sqrt((a * s) ** 2 + b**2)
         if calibration:
-            m = _flux_mag(flux[:, c].reshape(-1))
-            s = calibrated_sigma(s.reshape(-1, 2), m, calibration[chip]).reshape(s.shape)
+            cal = calibration[chip]
+            cov = read_features(root, slice(None), c, cal["names"])
+            s = calibrated_sigma(s.reshape(-1, 2), cov.reshape(-1, cov.shape[-1]), cal).reshape(s.shape)
         out[chip] = (err, s, flux[:, c])
     return out
 
 
-def _flux_mag(flux):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return -2.5 * np.log10(np.asarray(flux, float))
-
-
 def classical_calibration(store, method: str = CLASSICAL_FISHER) -> dict:
     """{chip: calibration} of the classical Fisher sigma on a simulation (errors against its
-    exact truth, every raster star): model.uncertainty.calibrate, split conformal per magnitude
-    bin (-2.5 log10 flux e-) and axis, for :func:`errors_and_sigmas` on another set. The Fisher
-    sigma is the noise alone; the factor carries what it misses (the ePSF's mismatch, a
-    neighbour's wing) to the extent a set of other PSF epochs shares it."""
+    exact truth, every raster star): model.uncertainty.calibrate on the instrumental magnitude
+    and, where the store has the PSF-epoch fit, the exposure's fitted focus; for
+    :func:`errors_and_sigmas` on another set. The Fisher sigma is the noise alone; the factor
+    carries what it misses (the ePSF's mismatch, a neighbour's wing) to the extent a set of other
+    PSF epochs shares it."""
+    root = zarr.open_group(str(store), mode="r")
+    names = ["mag", "focus"] if schema.PSF_FIT in root and "focus" in root[schema.PSF_FIT] else ["mag"]
     out = {}
-    for chip, (err, s, flux) in errors_and_sigmas(store, method, "exact", "all").items():
-        ok = np.all(np.isfinite(err) & np.isfinite(s), axis=-1) & (flux > 0)
-        out[chip] = calibrate(err[ok], s[ok], _flux_mag(flux[ok]))
+    for c, (chip, (err, s, flux)) in enumerate(errors_and_sigmas(store, method, "exact", "all").items()):
+        cov = read_features(root, slice(None), c, names)
+        ok = np.all(np.isfinite(err) & np.isfinite(s), axis=-1) & (flux > 0) & np.all(np.isfinite(cov), axis=-1)
+        out[chip] = calibrate(err[ok], s[ok], cov[ok], names)
     return out
 
 

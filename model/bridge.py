@@ -31,8 +31,10 @@ SPLITS = {"train": (0.0, 0.7), "validation": (0.7, 0.8), "test": (0.8, 1.0)}
 #: longer says how bright its star is, and its noise (hence sigma) depends on it;
 #: ``focus``: the exposure's fitted PSF epoch (psf_fit focus, um) / 10 (NaN where not fitted);
 #: ``chip_x``, ``chip_y``: the star's place on the chip, (position - 399.5) / 399.5.
+#: (offset, divisor) of the ``mag`` input: (mag + 8) / 2.
+MAG_SCALE = (8.0, 2.0)
 FEATURES = {
-    "mag": lambda root, sl, c: (_read(root, schema.RASTERS, "mag", sl, c) + 8.0) / 2.0,
+    "mag": lambda root, sl, c: (_read(root, schema.RASTERS, "mag", sl, c) + MAG_SCALE[0]) / MAG_SCALE[1],
     "focus": lambda root, sl, c: _per_exposure(root, sl, c, _read(root, schema.PSF_FIT, "focus", sl, c) / 10.0),
     "chip_x": lambda root, sl, c: (_read(root, schema.RASTERS, "prelim", sl, c)[..., 0] - 399.5) / 399.5,
     "chip_y": lambda root, sl, c: (_read(root, schema.RASTERS, "prelim", sl, c)[..., 1] - 399.5) / 399.5,

@@ -104,9 +104,9 @@ def centre(model_path: str, rasters, features=None, mag=None, saturated=None, ga
     """Centres of rasters with a model written by ``starcenter train``, on arrays.
 
     rasters : (n, size, size) normalized to sum 1; features : (n, k) the model's per-star inputs
-    (bridge.FEATURES, scaled) if it takes any; mag : (n,) instrumental magnitudes (the
-    calibration's bins; needed with uncertainty outputs); saturated : (n,) bool; gain : e-/DN
-    (needed with a flux output: its flux is relative to the classical flux 10^(-0.4 mag) gain).
+    (bridge.FEATURES, scaled) if it takes any; mag : (n,) instrumental magnitudes (with the
+    features, the covariates of the sigma calibration; needed with uncertainty outputs);
+    saturated : (n,) bool; gain : e-/DN (needed with a flux output: its flux is relative to the classical flux 10^(-0.4 mag) gain).
     Returns {"xy" (n, 2) raster px, "sigma" (n, 2) px (calibrated; NaN if the model predicts
     none), "flux", "flux_err" (n,) e- (NaN if it predicts none), "flags" (n,) uint8}. A raster
     with non-finite pixels, not summing to 1 (e.g. all zeros), saturated, or without its
@@ -114,7 +114,7 @@ def centre(model_path: str, rasters, features=None, mag=None, saturated=None, ga
     constants.DQ_BAD bit) gets NaN, sigma = inf and a flag, never a number. ``meta``: the model's
     metadata, if already read.
     """
-    from starcenter.model.uncertainty import calibrated_sigma, split_outputs
+    from starcenter.model.uncertainty import calibrated_sigma, covariates, split_outputs
 
     meta = meta or load_metadata(model_path)
     r = np.asarray(rasters, np.float32)
@@ -127,7 +127,7 @@ def centre(model_path: str, rasters, features=None, mag=None, saturated=None, ga
         flags[np.asarray(saturated, bool)] |= FLAGS["saturated"]
     if dq is not None:
         flags[C.is_bad(dq)] |= FLAGS["bad_pixels"]
-    inputs = r[..., None]
+    inputs, f = r[..., None], None
     if meta.get("features"):
         f = np.asarray(features, np.float32).reshape(n, -1)
         flags[~np.all(np.isfinite(f), axis=1)] |= FLAGS["no_feature"]
@@ -141,7 +141,8 @@ def centre(model_path: str, rasters, features=None, mag=None, saturated=None, ga
         pred = load_model(model_path).predict(take, batch_size=BATCH, verbose=0)
         if with_sigma:
             mu[good], raw = split_outputs(pred)
-            sigma[good] = calibrated_sigma(raw, np.asarray(mag, float)[good], meta.get("calibration"))
+            cov = covariates(np.asarray(mag, float)[good], None if f is None else f[good], meta.get("features") or ())
+            sigma[good] = calibrated_sigma(raw, cov, meta.get("calibration"))
         else:
             mu[good] = pred
     if with_sigma:

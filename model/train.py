@@ -281,33 +281,20 @@ CALIBRATION_MIN = 200
 
 
 def _calibrate(model, store, chip, seed, target, features, flux) -> dict:
-    """The split conformal calibration of sigma on the stars the weights never trained on
-    (validation and test splits) in the held-out exposures (chunk by chunk): PSF epochs and star
-    images the network never saw, as on a user's archive epoch. Where they hold fewer than
+    """The calibration of sigma (model.uncertainty.calibrate) on the stars the weights never
+    trained on (validation and test splits) in the held-out exposures: PSF epochs and star images
+    the network never saw, as on a user's archive epoch. Where they hold fewer than
     CALIBRATION_MIN rasters (a small set), on the validation stars of every exposure, and the
     calibration says so."""
     from starcenter.model.bridge import RasterSource
-    from starcenter.model.uncertainty import calibrate, split_outputs
+    from starcenter.model.uncertainty import calibrate, covariate_names, errors_on
 
-    val_src = RasterSource(store, chip, "unseen", seed, target, features, flux, "holdout")
+    src = RasterSource(store, chip, "unseen", seed, target, features, flux, "holdout")
     on = "stars not trained on (validation + test splits) of the held-out exposures (epochs the weights never saw)"
-    if val_src.count() < CALIBRATION_MIN:
-        val_src = RasterSource(store, chip, "validation", seed, target, features, flux, "all")
+    if src.count() < CALIBRATION_MIN:
+        src = RasterSource(store, chip, "validation", seed, target, features, flux, "all")
         on = "validation stars of every exposure (too few held-out rasters)"
-
-    errs, sigmas, mags = [], [], []
-    for i in range(val_src.n_chunks):
-        x, t, mag = val_src.read_chunk(i, with_mag=True)
-        if len(t) == 0:
-            continue
-        mu, sigma = split_outputs(model.predict(x, batch_size=8192, verbose=0))
-        errs.append(mu - t)
-        sigmas.append(sigma)
-        mags.append(mag)
-    k = 3 if flux else 2
-    if not errs:
-        return {**calibrate(np.zeros((0, k)), np.zeros((0, k)), np.zeros(0)), "on": on}
-    return {**calibrate(np.concatenate(errs), np.concatenate(sigmas), np.concatenate(mags)), "on": on}
+    return {**calibrate(*errors_on(model, src), names=covariate_names(features)), "on": on}
 
 
 def load_metadata(model_path) -> dict:

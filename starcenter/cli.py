@@ -189,6 +189,16 @@ def _add_predict(sub):
     p.set_defaults(func=C.cmd_predict)
 
 
+def _add_calibrate(sub):
+    p = sub.add_parser("calibrate", help="calibrate a model's sigma again on a simulated set it never trained on")
+    p.add_argument("model", type=A.model_file, help="a model with sigma outputs (starcenter train --uncertainty)")
+    p.add_argument("store", type=A.existing_store, help="a simulated store with rasters (exact truth)")
+    p.add_argument("--chip", type=A.chip, help="chip (default: the model's)")
+    p.add_argument("--stars", choices=("all", "test", "unseen"), default="all",
+                   help="which stars of every exposure (default all: the set is one the model never saw)")
+    p.set_defaults(func=C.cmd_calibrate)
+
+
 def _add_demo(sub):
     p = sub.add_parser("demo", help="run the demo on the embedded default data set")
     p.add_argument("outdir", nargs="?", default="demo-output", type=A.output_dir, help="output directory")
@@ -250,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show TensorFlow's start-up messages (hidden by default)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=A.OneLineParser)
     for add in (_add_simulate, _add_ingest, _add_export_fits, _add_fetch_mast, _add_psf, _add_detect, _add_catalog,
-                _add_train, _add_predict, _add_demo, _add_generalist, _add_sweep_raster_size, _add_evaluate, _add_verify):
+                _add_train, _add_predict, _add_calibrate, _add_demo, _add_generalist, _add_sweep_raster_size, _add_evaluate, _add_verify):
         add(sub)
     return parser
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
-
 from starcenter.cubes import pipeline, schema
 from starcenter.cubes import store as st
 from starcenter.cubes.cluster import ClusterOptions, cluster
@@ -127,6 +125,7 @@ def cmd_train(args) -> int:
     from starcenter.evaluation.plots import plot_loss
     from starcenter.model import set_tensorflow_threads
     from starcenter.model.train import train
+    from starcenter.model.uncertainty import describe
 
     set_tensorflow_threads()  # $STARCENTER_TF_THREADS, if set
 
@@ -137,8 +136,7 @@ def cmd_train(args) -> int:
     h = meta["history"]
     mae = min(h.get("val_centre_mae", h["val_loss"])) * 1e3
     cal = meta.get("calibration")
-    extra = (f"; sigma calibrated on {sum(cal['n'])} validation rasters (factors "
-             f"{np.round(np.asarray(cal['scale']).ravel(), 2).tolist()})" if cal else "")
+    extra = f"; {describe(cal)}" if cal else ""
     print(f"{args.out}: {meta['architecture']} on {meta['chip']} ({meta['n_train']} training rasters), "
           f"{meta['epochs']} epochs, val MAE {mae:.1f} mpix; loss plot {png}{extra}")
     return 0
@@ -160,6 +158,14 @@ def cmd_predict(args) -> int:
         c = pipeline.run_stage("predict", args.store, cluster_options(args), not args.quiet, model_path=model,
                                name=name, chip=chip, force=args.force)
     print(f"{args.store}: centers/{name} written ({int(c['xy'].notnull().all('axis').sum())} centres)")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from starcenter.model.uncertainty import describe, recalibrate
+
+    cal = recalibrate(args.model, args.store, args.chip, args.stars)
+    print(f"{args.model}: {describe(cal)}, {cal['on']}")
     return 0
 
 

@@ -29,19 +29,39 @@ def sigma_model(store, tmp_path_factory):
     return out, meta
 
 
-def test_conformal_calibration_restores_nominal_coverage_on_fresh_stars():
+def test_calibration_restores_nominal_coverage_on_fresh_stars():
+    """A raw sigma wrong by a factor that follows magnitude and focus (2x too small for faint
+    stars at negative focus, 2x too large for bright ones at positive focus): the calibration
+    fitted on 10,000 stars restores +-1 / +-2 sigma coverage in every corner of that space."""
+    from starcenter.model.uncertainty import covariates
+
     rng = np.random.default_rng(2)
-    mag = rng.uniform(-11, -6, 20000)
+    n = 20000
+    mag, focus = rng.uniform(-11, -6, n), rng.uniform(-1.0, 1.5, n)  # focus / 10 um, as the input
     true_sigma = 0.005 * 10 ** (0.2 * (mag + 11))  # px, fainter -> larger
-    raw = np.c_[true_sigma, true_sigma] * np.where(mag > -8.5, 0.5, 2.0)[:, None]  # wrong by 2x both ways
+    wrong = np.exp(-0.35 * (mag + 8.5) + 0.4 * focus)  # smooth in both, 0.4x .. 3x
+    raw = np.c_[true_sigma, true_sigma] * wrong[:, None]
     err = rng.normal(0, np.c_[true_sigma, true_sigma])
-    cal = calibrate(err[:10000], raw[:10000], mag[:10000])
-    assert len(cal["scale"]) == 4 and sum(cal["n"]) == 10000
-    s = calibrated_sigma(raw[10000:], mag[10000:], cal)
-    for sel in (mag[10000:] > -8.5, mag[10000:] <= -8.5):  # every magnitude range, not only the total
-        assert abs(coverage(err[10000:][sel], raw[10000:][sel], 1) - NOMINAL[1]) > 0.25
-        assert abs(coverage(err[10000:][sel], s[sel], 1) - NOMINAL[1]) < 0.03
-        assert abs(coverage(err[10000:][sel], s[sel], 2) - NOMINAL[2]) < 0.02
+    cov = covariates(mag, focus[:, None], ("focus",))
+    cal = calibrate(err[:10000], raw[:10000], cov[:10000], names=["mag", "focus"])
+    assert cal["n"] == 10000 and np.asarray(cal["coef"]).shape == (2, 3)
+    s = calibrated_sigma(raw[10000:], cov[10000:], cal)
+    m, f, e = mag[10000:], focus[10000:], err[10000:]
+    corners = ((m > -8.5) & (f < 0), (m < -8.5) & (f > 0.5))
+    for sel in corners:
+        assert abs(coverage(e[sel], raw[10000:][sel], 1) - NOMINAL[1]) > 0.15
+    for sel in (m > -8.5, m <= -8.5, f > 0.25, f <= 0.25, *corners):
+        assert abs(coverage(e[sel], s[sel], 1) - NOMINAL[1]) < 0.03
+        assert abs(coverage(e[sel], s[sel], 2) - NOMINAL[2]) < 0.02
+
+
+def test_calibration_of_the_earlier_form_still_applies():
+    """Models written before keep their factors per magnitude bin (raw instrumental mag)."""
+    from starcenter.model.uncertainty import covariates
+
+    cal = {"mag_edges": [-11.0, -9.0, -6.0], "scale": [[1.0, 2.0], [3.0, 4.0]]}
+    s = calibrated_sigma(np.ones((3, 2)), covariates(np.array([-10.0, -8.0, -5.0])), cal)
+    assert s.tolist() == [[1.0, 2.0], [3.0, 4.0], [3.0, 4.0]]
 
 
 def test_gaussian_nll_is_the_negative_log_likelihood():
@@ -58,8 +78,8 @@ def test_network_sigma_is_calibrated_stored_and_written(store, sigma_model):
 
     path, meta = sigma_model
     assert meta["outputs"] == "xy+sigma" and meta["features"] == ["mag"]
-    scale = np.asarray(meta["calibration"]["scale"])
-    assert np.all(np.isfinite(scale) & (scale > 0))
+    coef = np.asarray(meta["calibration"]["coef"])
+    assert coef.shape == (2, 2) and np.all(np.isfinite(coef)) and meta["calibration"]["names"] == ["mag"]
     assert json.loads(path.with_name(path.name + ".json").read_text())["calibration"] == meta["calibration"]
     with dask.config.set(scheduler="synchronous"):
         c = predict(store, path, "sigma-v1", progress=False)
@@ -124,7 +144,7 @@ def test_flux_output_against_the_true_flux(store, tmp_path):
     out = tmp_path / "pc1-flux.keras"
     meta = train(store, "PC1", "v1", "fast", epochs=2, out=out, target="exact", verbose=0,
                  uncertainty=True, flux=True)
-    assert meta["outputs"] == "xy+flux+sigma" and len(meta["calibration"]["scale"][0]) == 3
+    assert meta["outputs"] == "xy+flux+sigma" and len(meta["calibration"]["coef"]) == 3
     with dask.config.set(scheduler="synchronous"):
         c = predict(store, out, "flux-v1", progress=False)
     ras = xr.open_zarr(store, group="rasters").sel(chip="PC1")
@@ -192,3 +212,30 @@ def test_predict_without_a_model_uses_the_shipped_one_or_says_why_not(store, sig
     c = xr.open_zarr(copy, group="centers/generalist")
     m = xr.open_zarr(copy, group="rasters")["mask"].sel(chip="WF3").values
     assert m.sum() > 100 and np.isfinite(c["xy"].sel(chip="WF3").values[m]).all()
+
+
+def test_recalibrate_on_another_set_rewrites_the_metadata(store, sigma_model, tmp_path):
+    """`starcenter calibrate MODEL STORE`: the calibration made on every star of a set (here the
+    training store's test stars, 'test'), the one replaced kept; a model without sigma outputs is
+    a clear error, its metadata left as it was."""
+    import shutil
+
+    from starcenter.cli import main
+    from starcenter.cubes.errors import BadArgumentError
+    from starcenter.model.uncertainty import recalibrate
+
+    path, meta = sigma_model
+    model = tmp_path / path.name
+    shutil.copytree(path, model) if path.is_dir() else shutil.copyfile(path, model)
+    shutil.copyfile(path.with_name(path.name + ".json"), model.with_name(model.name + ".json"))
+    assert main(["calibrate", str(model), str(store), "--stars", "test"]) == 0
+    new = json.loads(model.with_name(model.name + ".json").read_text())
+    assert new["calibration_before"] == meta["calibration"]
+    cal = new["calibration"]
+    assert "test stars of every exposure" in cal["on"] and cal["n"] > meta["calibration"]["n"]
+    assert np.all(np.isfinite(cal["coef"])) and cal["names"] == ["mag"]
+    plain = tmp_path / "plain.keras.json"
+    plain.write_text(json.dumps({**meta, "outputs": "xy"}))
+    with pytest.raises(BadArgumentError, match="predicts no sigma"):
+        recalibrate(tmp_path / "plain.keras", store)
+    assert json.loads(plain.read_text())["outputs"] == "xy"
