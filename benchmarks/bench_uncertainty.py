@@ -7,13 +7,16 @@ noise the networks never saw). On both: ``psf --fit focus``, ``detect`` (library
 
 1. networks with uncertainty and flux outputs (VGG6 V2, Gaussian likelihood, inputs raster +
    instrumental magnitude + the exposure's fitted focus, exact targets) trained on the training
-   set, sigma calibrated on its validation stars (split conformal per magnitude bin), predicting
-   the test set; their flux against the true flux and the Cramér–Rao flux bound;
+   set, sigma calibrated on the unseen stars of its held-out exposures (model.uncertainty.calibrate:
+   quantile regression on magnitude and focus) and, with ``--calibration-exposures N``, again on
+   every star of a third simulated set (``starcenter calibrate``), predicting the test set; their
+   flux against the true flux and the Cramér–Rao flux bound;
 2. coverage of +-1 and +-2 sigma against the exact truth per chip, axis and flux bin, the Spearman
    correlation of sigma with |error|, mean sigma against the measured rms, for: the networks, the
    classical fit's Fisher sigma (library ePSF and the fitted ePSF of ``detect --psf fitted``), the
    Fisher sigma through the error model fitted to the repeats (no truth needed) and the Fisher
-   sigma calibrated on the training set (evaluation.uncertainty.classical_calibration); a
+   sigma calibrated on the calibration set, else the training set
+   (evaluation.uncertainty.classical_calibration); a
    reliability diagram (observed vs nominal coverage) per method and chip;
 3. ``catalog --weights inverse-variance`` against unweighted on the same detections: the standard
    error of the transformations, their true error (the fitted cubic applied to the exact
@@ -22,6 +25,7 @@ noise the networks never saw). On both: ``psf --fit focus``, ``detect`` (library
     python benchmarks/bench_uncertainty.py OUTDIR [--train-exposures 64] [--test-exposures 32]
                                           [--epochs 40] [--workers 2] [--skip-weights]
                                           [--second-iteration] [--catalog-min-flux DN]
+                                          [--calibration-exposures N]
 
 Prints the tables, writes OUTDIR/uncertainty.json and OUTDIR/reliability.png.
 """
@@ -133,6 +137,28 @@ def train_networks(train: Path, outdir: Path, epochs: int, chips=("PC1", "WF3"))
                for chip, m in metas.items()}}
 
 
+def predict_networks(test: Path, calib: Path | None, outdir: Path, opts) -> dict:
+    """Centre the test set with each network as trained (sigma calibrated on its held-out
+    exposures) -> centers/sigma-v2; with a calibration set, calibrate again on all its stars
+    (`starcenter calibrate`) -> centers/sigma-v2-cal. Returns the coverage report's entries."""
+    from starcenter.cubes import pipeline
+    from starcenter.model.uncertainty import recalibrate
+
+    out = {"network V2, sigma calibrated on its held-out exposures": (test, "sigma-v2")}
+    for chip in ("PC1", "WF3"):
+        model = outdir / f"sigma_{chip}.keras"
+        pipeline.run_stage("predict", test, opts, False, model_path=str(model), name="sigma-v2", chip=chip)
+        if calib:
+            cal_model = outdir / f"sigma_{chip}-cal.keras"
+            shutil.copyfile(model, cal_model)
+            shutil.copyfile(f"{model}.json", f"{cal_model}.json")
+            print(chip, recalibrate(cal_model, calib, chip)["on"], flush=True)
+            pipeline.run_stage("predict", test, opts, False, model_path=str(cal_model), name="sigma-v2-cal", chip=chip)
+    if calib:
+        out["network V2, sigma calibrated on the calibration set"] = (test, "sigma-v2-cal")
+    return out
+
+
 def flux_report(store, method: str) -> dict:
     """Per chip and flux bin (1e4-3e4, 3e4-1e5 e-): the network's flux and the classical fit's
     (library ePSF) against the true flux: median ratio - 1 (bias, %), robust scatter (e-) and its
@@ -234,14 +260,15 @@ def print_tables(rep: dict) -> None:
     for label, r in rep.items():
         print(f"\n== SIMULATION held-out epochs: {label} (coverage within 68+-3 / 95+-2 everywhere: "
               f"{r['within_68+-3_95+-2']}) ==")
-        print("| chip | axis | flux e- | n | +-1 sigma % | +-2 sigma % | Spearman | mean sigma | rms | ratio |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("| chip | axis | flux e- | n | +-1 sigma % | +-2 sigma % | Spearman | mean sigma | rms | ratio | rms sigma / rms |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for chip, axes in r["table"].items():
             for ax, rows in axes.items():
                 for k, v in rows.items():
                     if "cov1_pct" in v:
                         print(f"| {chip} | {ax} | {k} | {v['n']} | {v['cov1_pct']} | {v['cov2_pct']} | "
-                              f"{v['spearman']} | {v['mean_sigma_mpix']} | {v['rms_mpix']} | {v['sigma_over_rms']} |")
+                              f"{v['spearman']} | {v['mean_sigma_mpix']} | {v['rms_mpix']} | {v['sigma_over_rms']} | "
+                              f"{v['rms_sigma_over_rms']} |")
 
 
 def main(argv=None) -> int:
@@ -253,13 +280,15 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--catalog-min-flux", type=float, default=0.0,
                     help="faintest catalog (raster) stars, DN (default: the transformations' 500 DN)")
+    ap.add_argument("--calibration-exposures", type=int, default=0,
+                    help="also simulate a calibration set of this many exposures (a third seed) and "
+                         "calibrate the networks' and the classical sigma on all its stars")
     ap.add_argument("--skip-weights", action="store_true",
                     help="skip part 3 (weighted against unweighted transformations and catalog)")
     ap.add_argument("--second-iteration", action="store_true",
                     help="train and judge the networks on the second iteration's rasters (fitted "
                          "ePSF, 2 neighbour passes, crowding cut) instead of the first catalog's")
     args = ap.parse_args(argv)
-    from starcenter.cubes import pipeline
     from starcenter.cubes.cluster import ClusterOptions
 
     args.outdir.mkdir(parents=True, exist_ok=True)
@@ -276,22 +305,23 @@ def main(argv=None) -> int:
         w = variant(store, store.with_name(store.stem + "-weighted.zarr"), opts, weights="inverse-variance")
         report["weights"][name] = {"unweighted": transform_errors(store), "weighted": transform_errors(w)}
     print_weights(report["weights"])
+    calib = make_set(args.outdir / "calib.zarr", args.calibration_exposures, 33, opts) if args.calibration_exposures else None
     if args.second_iteration:
         train = variant(train, args.outdir / "train-it2.zarr", opts, psf="fitted-nb2")
         test = variant(test, args.outdir / "test-it2.zarr", opts, psf="fitted-nb2")
+        calib = calib and variant(calib, args.outdir / "calib-it2.zarr", opts, psf="fitted-nb2")
         report["label"] += "; networks on the classical second iteration's rasters"
     report["networks"] = train_networks(train, args.outdir, args.epochs)
-    for chip in ("PC1", "WF3"):
-        pipeline.run_stage("predict", test, opts, False, model_path=str(args.outdir / f"sigma_{chip}.keras"),
-                           name="sigma-v2", chip=chip)
+    methods = predict_networks(test, calib, args.outdir, opts)
     base = "classical fitted ePSF + 2 neighbour passes" if args.second_iteration else "classical library"
     from starcenter.evaluation.uncertainty import classical_calibration
 
+    cal_set = "the calibration set" if calib else "the training set"
     report["coverage"] = coverage_report({
-        "network V2 (calibrated sigma)": (test, "sigma-v2"),
+        **methods,
         f"{base}, Fisher sigma": (test, "classical-fisher"),
-        f"{base}, Fisher sigma calibrated on the training set": (test, "classical-fisher",
-                                                                 classical_calibration(train)),
+        f"{base}, Fisher sigma calibrated on {cal_set}": (test, "classical-fisher",
+                                                          classical_calibration(calib or train)),
         f"{base}, Fisher + repeat error model": (test, "classical-error-model"),
         "classical fitted ePSF, Fisher sigma": (fitted, "classical-fisher"),
         "classical fitted ePSF, Fisher + repeat error model": (fitted, "classical-error-model")}, args.outdir)

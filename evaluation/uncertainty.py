@@ -96,7 +96,9 @@ def repeat_error_model(store, c: int) -> tuple[float, float]:
 
 def table(data: dict, bins=FLUX_BINS) -> dict:
     """Per chip, axis and flux bin: n, coverage at 1 and 2 sigma (%), Spearman(sigma, |err|),
-    mean sigma and rms error (mpix) and their ratio; plus 'all' over the bins."""
+    mean sigma and rms error (mpix) and their ratio, and the rms of sigma over the rms error
+    (the like-for-like scale check: a right sigma per star gives mean sigma^2 = mean err^2, while
+    the mean sigma of a bin whose sigmas differ is below its rms); plus 'all' over the bins."""
     from scipy.stats import spearmanr
 
     out = {}
@@ -111,12 +113,13 @@ def table(data: dict, bins=FLUX_BINS) -> dict:
                 if e.size < 10:
                     rows[key] = {"n": int(e.size)}
                     continue
-                rms, ms = float(np.sqrt(np.mean(e**2))), float(np.mean(s))
+                rms, ms, qs = float(np.sqrt(np.mean(e**2))), float(np.mean(s)), float(np.sqrt(np.mean(s**2)))
                 rows[key] = {"n": int(e.size), "cov1_pct": round(100 * coverage(e, s, 1), 1),
                              "cov2_pct": round(100 * coverage(e, s, 2), 1),
                              "spearman": round(float(spearmanr(s, np.abs(e))[0]), 3),
                              "mean_sigma_mpix": round(ms * 1e3, 2), "rms_mpix": round(rms * 1e3, 2),
-                             "sigma_over_rms": round(ms / rms, 3)}
+                             "sigma_over_rms": round(ms / rms, 3), "rms_sigma_mpix": round(qs * 1e3, 2),
+                             "rms_sigma_over_rms": round(qs / rms, 3)}
             res[ax] = rows
         out[chip] = res
     return out

@@ -9,6 +9,7 @@ Models load with Keras' safe mode: a model file never runs arbitrary code.
 from __future__ import annotations
 
 import hashlib
+import json
 import zipfile
 from functools import lru_cache
 from pathlib import Path
@@ -287,9 +288,11 @@ def predict(store, model_path=None, name: str = "vgg6", chip: str | None = None,
     driver.prepare(path, group, lambda: _template(group, sizes, coords, name),
                    {"rasters_made_from": ras.attrs.get("catalog_source", "") + ras.attrs.get("params", "")})
     key = f"model_{chip}"
-    ident = f"{model_path} sha256:{hashlib.sha256(Path(model_path).read_bytes()).hexdigest()[:16]}"
+    digest = hashlib.sha256(Path(model_path).read_bytes())
+    digest.update(json.dumps(meta.get("calibration"), sort_keys=True).encode())
+    ident = f"{model_path} sha256:{digest.hexdigest()[:16]}"
     if st.open_group(path, group).attrs.get(key) not in (None, ident):
-        # another model wrote this chip before: redo it
+        # another model, or the same calibrated again (starcenter calibrate), wrote this chip before: redo it
         st.open_root(path, "r+")[f"{group}/done"][:, c] = 0
     st.set_attr(path, group, **{key: ident, f"split_{chip}": split_record(meta, path, chip)})
     done = st.done_mask(path, group)

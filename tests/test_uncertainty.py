@@ -222,13 +222,20 @@ def test_recalibrate_on_another_set_rewrites_the_metadata(store, sigma_model, tm
 
     from starcenter.cli import main
     from starcenter.cubes.errors import BadArgumentError
+    from starcenter.model.predict import predict
     from starcenter.model.uncertainty import recalibrate
 
     path, meta = sigma_model
     model = tmp_path / path.name
     shutil.copytree(path, model) if path.is_dir() else shutil.copyfile(path, model)
     shutil.copyfile(path.with_name(path.name + ".json"), model.with_name(model.name + ".json"))
+    with dask.config.set(scheduler="synchronous"):
+        before = predict(store, model, "recal", progress=False)["sigma"].sel(chip="WF3").values
     assert main(["calibrate", str(model), str(store), "--stars", "test"]) == 0
+    with dask.config.set(scheduler="synchronous"):  # the same model calibrated again: redone
+        after = predict(store, model, "recal", progress=False)["sigma"].sel(chip="WF3").values
+    ok = np.isfinite(before)
+    assert ok.any() and np.array_equal(ok, np.isfinite(after)) and not np.allclose(before[ok], after[ok])
     new = json.loads(model.with_name(model.name + ".json").read_text())
     assert new["calibration_before"] == meta["calibration"]
     cal = new["calibration"]
