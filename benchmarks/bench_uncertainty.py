@@ -152,7 +152,7 @@ def predict_networks(test: Path, calib: Path | None, outdir: Path, opts) -> dict
             cal_model = outdir / f"sigma_{chip}-cal.keras"
             shutil.copyfile(model, cal_model)
             shutil.copyfile(f"{model}.json", f"{cal_model}.json")
-            print(chip, recalibrate(cal_model, calib, chip)["on"], flush=True)
+            print(chip, recalibrate(cal_model, calib, chip, degree=2)["on"], flush=True)
             pipeline.run_stage("predict", test, opts, False, model_path=str(cal_model), name="sigma-v2-cal", chip=chip)
     if calib:
         out["network V2, sigma calibrated on the calibration set"] = (test, "sigma-v2-cal")

@@ -67,7 +67,7 @@ def errors_and_sigmas(store, method: str, truth: str = "exact", stars: str = "sc
     return out
 
 
-def classical_calibration(store, method: str = CLASSICAL_FISHER) -> dict:
+def classical_calibration(store, method: str = CLASSICAL_FISHER, degree: int = 2) -> dict:
     """{chip: calibration} of the classical Fisher sigma on a simulation (errors against its
     exact truth, every raster star): model.uncertainty.calibrate on the instrumental magnitude
     and, where the store has the PSF-epoch fit, the exposure's fitted focus; for
@@ -80,7 +80,7 @@ def classical_calibration(store, method: str = CLASSICAL_FISHER) -> dict:
     for c, (chip, (err, s, flux)) in enumerate(errors_and_sigmas(store, method, "exact", "all").items()):
         cov = read_features(root, slice(None), c, names)
         ok = np.all(np.isfinite(err) & np.isfinite(s), axis=-1) & (flux > 0) & np.all(np.isfinite(cov), axis=-1)
-        out[chip] = calibrate(err[ok], s[ok], cov[ok], names)
+        out[chip] = calibrate(err[ok], s[ok], cov[ok], names, degree)
     return out
 
 

@@ -78,20 +78,23 @@ def covariates(mag, features=None, names=()) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
-def calibrate(err: np.ndarray, sigma: np.ndarray, cov: np.ndarray, names=("mag",), seed: int = 0) -> dict:
+def calibrate(err: np.ndarray, sigma: np.ndarray, cov: np.ndarray, names=("mag",), degree: int = 1,
+              seed: int = 0) -> dict:
     """Calibration of sigma on held-out stars: quantile regression of log(|err| / sigma).
 
     err, sigma : (n, k) errors (output - target) and raw sigmas (px; dlogF: natural log);
     cov : (n, p) covariates (:func:`covariates`: scaled magnitude, the exposure's focus, ...),
     their ``names``. Per output, the 68.27 % quantile of log(|err| / sigma) and the 95.45 %
-    quantile of log(|err| / 2 sigma) are each fitted as a linear function of the covariates
-    (scipy.optimize.linprog, the standard linear-programming form of quantile regression); the
+    quantile of log(|err| / 2 sigma) are each fitted as a polynomial of the covariates
+    (``degree`` 1: linear; 2: and their squares, for thousands of stars; scipy.optimize.linprog,
+    the standard linear-programming form of quantile regression); the
     factor applied is the geometric mean of the two (so +-1 sigma and +-2 sigma both come near
     their nominal coverage when the errors' tails are not exactly Gaussian), the covariates clipped
     to the range seen here. Why not bins: measured on held-out PSF epochs, a network's sigma is
     off by a smooth function of magnitude and focus (WF3: 1.2x at focus -6 um, 0.85x at +6 um);
     4 magnitude bins of ~140 stars each put +-3-4 % of noise on the coverage of every bin.
-    Returns {"names", "coef" (k, p + 1), "coef_68", "coef_95", "lo", "hi", "n", "method"}.
+    Returns {"names", "degree", "coef" (k, degree p + 1), "coef_68", "coef_95", "lo", "hi", "n",
+    "method"}.
     """
     err, sigma, cov = (np.asarray(a, np.float64) for a in (err, sigma, cov))
     ok = np.all(np.isfinite(err) & np.isfinite(sigma) & (sigma > 0) & (err != 0), axis=1) & np.all(np.isfinite(cov), axis=1)
@@ -101,14 +104,14 @@ def calibrate(err: np.ndarray, sigma: np.ndarray, cov: np.ndarray, names=("mag",
         err, sigma, cov = err[take], sigma[take], cov[take]
     k, p = err.shape[1], cov.shape[1]
     lo, hi = (cov.min(axis=0), cov.max(axis=0)) if len(cov) else (np.zeros(p), np.zeros(p))
-    c68, c95 = np.zeros((k, p + 1)), np.zeros((k, p + 1))
-    if len(err) > 2 * (p + 1):
-        X = _design(cov, lo, hi)
+    c68, c95 = np.zeros((k, degree * p + 1)), np.zeros((k, degree * p + 1))
+    if len(err) > 2 * (degree * p + 1):
+        X = _design(cov, lo, hi, degree)
         for a in range(k):
             lz = np.log(np.abs(err[:, a]) / sigma[:, a])
             c68[a] = _quantile_regression(X, lz, NOMINAL[1])
             c95[a] = _quantile_regression(X, lz - np.log(2.0), NOMINAL[2])
-    return {"names": list(names), "coef": ((c68 + c95) / 2).tolist(), "coef_68": c68.tolist(),
+    return {"names": list(names), "degree": degree, "coef": ((c68 + c95) / 2).tolist(), "coef_68": c68.tolist(),
             "coef_95": c95.tolist(), "lo": lo.tolist(), "hi": hi.tolist(), "n": len(err),
             "levels": [NOMINAL[1], NOMINAL[2]],
             "method": "quantile regression of log(|error| / sigma) on the covariates at 68.27 % (1 sigma) "
@@ -123,9 +126,9 @@ def describe(calibration: dict) -> str:
     return f"sigma calibrated on {n} stars (factors per magnitude bin {np.round(calibration['scale'], 2).tolist()})"
 
 
-def _design(cov, lo, hi) -> np.ndarray:
+def _design(cov, lo, hi, degree: int = 1) -> np.ndarray:
     cov = np.clip(np.asarray(cov, np.float64), np.asarray(lo), np.asarray(hi))
-    return np.column_stack([np.ones(len(cov)), cov])
+    return np.column_stack([np.ones(len(cov)), *(cov**d for d in range(1, degree + 1))])
 
 
 def _quantile_regression(X: np.ndarray, y: np.ndarray, q: float) -> np.ndarray:
@@ -161,7 +164,7 @@ def calibrated_sigma(sigma_raw: np.ndarray, cov: np.ndarray, calibration: dict |
         mag = cov[:, 0] * MAG_SCALE[1] - MAG_SCALE[0]
         return sigma_raw * np.asarray(calibration["scale"])[_bin(mag, calibration["mag_edges"])]
     coef = np.asarray(calibration["coef"])
-    return sigma_raw * np.exp(_design(cov, calibration["lo"], calibration["hi"]) @ coef.T)
+    return sigma_raw * np.exp(_design(cov, calibration["lo"], calibration["hi"], calibration.get("degree", 1)) @ coef.T)
 
 
 def coverage(err: np.ndarray, sigma: np.ndarray, k: float = 1.0) -> float:
@@ -189,9 +192,10 @@ def errors_on(model, source) -> tuple:
     return np.concatenate(errs), np.concatenate(sigmas), np.concatenate(covs)
 
 
-def recalibrate(model_path, store, chip: str | None = None, stars: str = "all") -> dict:
+def recalibrate(model_path, store, chip: str | None = None, stars: str = "all", degree: int = 2) -> dict:
     """Calibrate a model's sigma again on ``store``, a simulated set it never trained on (exact
-    truth): its ``stars`` ('all', or a split such as 'test') of every exposure. More stars and PSF
+    truth): its ``stars`` ('all', or a split such as 'test') of every exposure, ``degree`` of
+    :func:`calibrate` (2 by default: a whole set gives thousands of stars). More stars and PSF
     epochs than the few exposures ``train`` holds out. Rewrites the model's metadata (the
     calibration, with where it was made; the one it replaces under "calibration_before");
     returns the new calibration."""
@@ -211,7 +215,7 @@ def recalibrate(model_path, store, chip: str | None = None, stars: str = "all") 
     features = tuple(meta.get("features") or ())
     src = RasterSource(str(store), chip, stars, int(meta.get("split_seed", 0)), "exact", features,
                        meta.get("outputs") == "xy+flux+sigma", "all")
-    cal = calibrate(*errors_on(load_model(str(model_path)), src), names=covariate_names(features))
+    cal = calibrate(*errors_on(load_model(str(model_path)), src), names=covariate_names(features), degree=degree)
     cal["on"] = f"{stars} stars of every exposure of {st.store_path(store)} (chip {chip}, exact truth)"
     meta["calibration_before"] = meta.get("calibration")
     meta["calibration"] = cal

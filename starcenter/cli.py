@@ -196,6 +196,8 @@ def _add_calibrate(sub):
     p.add_argument("--chip", type=A.chip, help="chip (default: the model's)")
     p.add_argument("--stars", choices=("all", "test", "unseen"), default="all",
                    help="which stars of every exposure (default all: the set is one the model never saw)")
+    p.add_argument("--degree", type=int, choices=(1, 2), default=2,
+                   help="polynomial degree of the calibration in magnitude and the model's inputs (default 2)")
     p.set_defaults(func=C.cmd_calibrate)
 
 

@@ -164,7 +164,7 @@ def cmd_predict(args) -> int:
 def cmd_calibrate(args) -> int:
     from starcenter.model.uncertainty import describe, recalibrate
 
-    cal = recalibrate(args.model, args.store, args.chip, args.stars)
+    cal = recalibrate(args.model, args.store, args.chip, args.stars, args.degree)
     print(f"{args.model}: {describe(cal)}, {cal['on']}")
     return 0
 

@@ -43,16 +43,17 @@ def test_calibration_restores_nominal_coverage_on_fresh_stars():
     raw = np.c_[true_sigma, true_sigma] * wrong[:, None]
     err = rng.normal(0, np.c_[true_sigma, true_sigma])
     cov = covariates(mag, focus[:, None], ("focus",))
-    cal = calibrate(err[:10000], raw[:10000], cov[:10000], names=["mag", "focus"])
-    assert cal["n"] == 10000 and np.asarray(cal["coef"]).shape == (2, 3)
-    s = calibrated_sigma(raw[10000:], cov[10000:], cal)
     m, f, e = mag[10000:], focus[10000:], err[10000:]
     corners = ((m > -8.5) & (f < 0), (m < -8.5) & (f > 0.5))
     for sel in corners:
         assert abs(coverage(e[sel], raw[10000:][sel], 1) - NOMINAL[1]) > 0.15
-    for sel in (m > -8.5, m <= -8.5, f > 0.25, f <= 0.25, *corners):
-        assert abs(coverage(e[sel], s[sel], 1) - NOMINAL[1]) < 0.03
-        assert abs(coverage(e[sel], s[sel], 2) - NOMINAL[2]) < 0.02
+    for degree in (1, 2):
+        cal = calibrate(err[:10000], raw[:10000], cov[:10000], names=["mag", "focus"], degree=degree)
+        assert cal["n"] == 10000 and np.asarray(cal["coef"]).shape == (2, 1 + 2 * degree)
+        s = calibrated_sigma(raw[10000:], cov[10000:], cal)
+        for sel in (m > -8.5, m <= -8.5, f > 0.25, f <= 0.25, *corners):
+            assert abs(coverage(e[sel], s[sel], 1) - NOMINAL[1]) < 0.03
+            assert abs(coverage(e[sel], s[sel], 2) - NOMINAL[2]) < 0.02
 
 
 def test_calibration_of_the_earlier_form_still_applies():
@@ -240,7 +241,7 @@ def test_recalibrate_on_another_set_rewrites_the_metadata(store, sigma_model, tm
     assert new["calibration_before"] == meta["calibration"]
     cal = new["calibration"]
     assert "test stars of every exposure" in cal["on"] and cal["n"] > meta["calibration"]["n"]
-    assert np.all(np.isfinite(cal["coef"])) and cal["names"] == ["mag"]
+    assert np.all(np.isfinite(cal["coef"])) and cal["names"] == ["mag"] and np.shape(cal["coef"]) == (2, 3)
     plain = tmp_path / "plain.keras.json"
     plain.write_text(json.dumps({**meta, "outputs": "xy"}))
     with pytest.raises(BadArgumentError, match="predicts no sigma"):
