@@ -247,3 +247,28 @@ def test_recalibrate_on_another_set_rewrites_the_metadata(store, sigma_model, tm
     with pytest.raises(BadArgumentError, match="predicts no sigma"):
         recalibrate(tmp_path / "plain.keras", store)
     assert json.loads(plain.read_text())["outputs"] == "xy"
+
+
+def test_classical_calibration_plumbing_on_the_store_it_was_fitted_on(store):
+    """evaluation.uncertainty.classical_calibration fitted on a store and applied to the same
+    store through errors_and_sigmas: every star's covariates line up with its error, so in-sample
+    each level's own fit gives its nominal coverage (a check of the plumbing, not of the transfer
+    to other epochs, which benchmarks/bench_uncertainty.py measures), and the sigma applied (the
+    geometric mean of the two) lies between them."""
+    from starcenter.evaluation.uncertainty import CLASSICAL_FISHER, classical_calibration, errors_and_sigmas
+
+    cal = classical_calibration(store, degree=1)
+    assert set(cal) == {"PC1", "WF3"} and cal["WF3"]["names"] == ["mag"]  # no PSF-epoch fit here
+    level = {lv: {c: {**v, "coef": v[f"coef_{lv}"]} for c, v in cal.items()} for lv in (68, 95)}
+    e_s = {k: errors_and_sigmas(store, CLASSICAL_FISHER, stars="all", calibration=c)
+           for k, c in (("raw", None), ("mean", cal), (68, level[68]), (95, level[95]))}
+    for chip in cal:
+        e, s0, _ = e_s["raw"][chip]
+        ok = np.isfinite(e) & np.isfinite(s0)
+        s = {k: v[chip][1][ok] for k, v in e_s.items()}
+        e = e[ok]
+        assert ok.sum() > 500 and all(np.isfinite(v).all() for v in s.values())
+        assert abs(coverage(e, s[68], 1) - NOMINAL[1]) < 0.01 and abs(coverage(e, s[95], 2) - NOMINAL[2]) < 0.01
+        assert coverage(e, s["raw"], 1) < 0.5  # the library ePSF's mismatch: Fisher sigma far too small
+        c68, c95 = coverage(e, s[68], 1), coverage(e, s[95], 1)
+        assert min(c68, c95) - 0.01 <= coverage(e, s["mean"], 1) <= max(c68, c95) + 0.01
