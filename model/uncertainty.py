@@ -192,6 +192,10 @@ def errors_on(model, source) -> tuple:
     return np.concatenate(errs), np.concatenate(sigmas), np.concatenate(covs)
 
 
+#: Fewest stars ``starcenter calibrate`` calibrates on.
+RECALIBRATE_MIN = 100
+
+
 def recalibrate(model_path, store, chip: str | None = None, stars: str = "all", degree: int = 2) -> dict:
     """Calibrate a model's sigma again on ``store``, a simulated set it never trained on (exact
     truth): its ``stars`` ('all', or a split such as 'test') of every exposure, ``degree`` of
@@ -203,20 +207,25 @@ def recalibrate(model_path, store, chip: str | None = None, stars: str = "all", 
     from starcenter.cubes import store as st
     from starcenter.cubes.errors import BadArgumentError
     from starcenter.model.bridge import RasterSource
-    from starcenter.model.predict import load_model
+    from starcenter.model.predict import _checked, load_model
     from starcenter.model.train import _write_atomic, load_metadata, metadata_path
 
     meta = load_metadata(model_path)
     if meta.get("outputs") not in ("xy+sigma", "xy+flux+sigma"):
         raise BadArgumentError(f"{model_path}: the model predicts no sigma (outputs {meta.get('outputs')!r})")
-    chip = chip or meta["chip"]
-    if "target_exact" not in st.open_group(store, schema.RASTERS):
-        raise BadArgumentError(f"{store}: no exact truth (a simulation is needed to calibrate sigma)")
+    path = st.store_path(store)
+    meta, chip, _ = _checked(path, str(model_path), chip, force=False)  # chip, raster size, filter, loads
+    if "target_exact" not in st.open_group(path, schema.RASTERS):
+        raise BadArgumentError(f"{path}: no exact truth (a simulation is needed to calibrate sigma)")
     features = tuple(meta.get("features") or ())
-    src = RasterSource(str(store), chip, stars, int(meta.get("split_seed", 0)), "exact", features,
+    src = RasterSource(path, chip, stars, int(meta.get("split_seed", 0)), "exact", features,
                        meta.get("outputs") == "xy+flux+sigma", "all")
-    cal = calibrate(*errors_on(load_model(str(model_path)), src), names=covariate_names(features), degree=degree)
-    cal["on"] = f"{stars} stars of every exposure of {st.store_path(store)} (chip {chip}, exact truth)"
+    err, sigma, cov = errors_on(load_model(str(model_path)), src)
+    if len(err) < RECALIBRATE_MIN:
+        raise BadArgumentError(f"{path}: {len(err)} usable rasters of {chip} with exact truth ({stars} stars); "
+                               f"a calibration needs at least {RECALIBRATE_MIN}")
+    cal = calibrate(err, sigma, cov, names=covariate_names(features), degree=degree)
+    cal["on"] = f"{stars} stars of every exposure of {path} (chip {chip}, exact truth)"
     meta["calibration_before"] = meta.get("calibration")
     meta["calibration"] = cal
     _write_atomic(metadata_path(model_path), json.dumps(meta, indent=1))  # never half-written

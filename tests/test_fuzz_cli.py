@@ -47,6 +47,8 @@ COMMANDS = {
         "--seed": (["0"], INT_BAD), "--arch": (["v1"], ["v9", ""]), "--target": (["exact"], ["truth", ""])}),
     "predict": (["{t}/empty.zarr", "--model", "{t}/lie.keras"], {
         "--name": (["vgg6"], ["", "a b", "../up"]), "--chip": (["WF3"], ["XX", ""])}),
+    "calibrate": (["{t}/lie.keras", "{t}/empty.zarr"], {
+        "--chip": (["WF3"], ["XX", ""]), "--stars": (["all"], ["", "train", "x"]), "--degree": (["2"], INT_BAD + ["3"])}),
     "demo": (["{t}/demo-out"], {"--exposures": (["8"], INT_BAD + ["1"]), "--epochs": (["1"], INT_BAD + ["0"])}),
     "sweep-raster-size": (["{t}/empty.zarr", "--chip", "WF3"], {
         "--sizes": (["5,6"], ["", "2", "abc", "6,,x", "99"]), "--epochs": (["1"], INT_BAD + ["0"])}),
@@ -88,7 +90,7 @@ def test_random_bad_invocations_leave_no_trace(place, command):
     def check(case):
         argv, bad = case
         argv = [a.format(t=place) for a in argv] + ["--scheduler", "synchronous"] * (
-            command not in ("train", "fetch-mast"))
+            command not in ("train", "calibrate", "fetch-mast"))
         before = snapshot(place)
         tried.append(argv)
         rc, out, err = run(argv)

@@ -217,8 +217,9 @@ def test_predict_without_a_model_uses_the_shipped_one_or_says_why_not(store, sig
 
 def test_recalibrate_on_another_set_rewrites_the_metadata(store, sigma_model, tmp_path):
     """`starcenter calibrate MODEL STORE`: the calibration made on every star of a set (here the
-    training store's test stars, 'test'), the one replaced kept; a model without sigma outputs is
-    a clear error, its metadata left as it was."""
+    training store's stars it never trained on, 'unseen'), the one replaced kept, and predict
+    redoes the chip; a model without sigma outputs, too few stars, a chip mismatch are clear
+    errors, the metadata left as it was."""
     import shutil
 
     from starcenter.cli import main
@@ -232,7 +233,7 @@ def test_recalibrate_on_another_set_rewrites_the_metadata(store, sigma_model, tm
     shutil.copyfile(path.with_name(path.name + ".json"), model.with_name(model.name + ".json"))
     with dask.config.set(scheduler="synchronous"):
         before = predict(store, model, "recal", progress=False)["sigma"].sel(chip="WF3").values
-    assert main(["calibrate", str(model), str(store), "--stars", "test"]) == 0
+    assert main(["calibrate", str(model), str(store), "--stars", "unseen"]) == 0
     with dask.config.set(scheduler="synchronous"):  # the same model calibrated again: redone
         after = predict(store, model, "recal", progress=False)["sigma"].sel(chip="WF3").values
     ok = np.isfinite(before)
@@ -240,13 +241,18 @@ def test_recalibrate_on_another_set_rewrites_the_metadata(store, sigma_model, tm
     new = json.loads(model.with_name(model.name + ".json").read_text())
     assert new["calibration_before"] == meta["calibration"]
     cal = new["calibration"]
-    assert "test stars of every exposure" in cal["on"] and cal["n"] > meta["calibration"]["n"]
+    assert "unseen stars of every exposure" in cal["on"] and cal["n"] > meta["calibration"]["n"]
     assert np.all(np.isfinite(cal["coef"])) and cal["names"] == ["mag"] and np.shape(cal["coef"]) == (2, 3)
     plain = tmp_path / "plain.keras.json"
     plain.write_text(json.dumps({**meta, "outputs": "xy"}))
     with pytest.raises(BadArgumentError, match="predicts no sigma"):
         recalibrate(tmp_path / "plain.keras", store)
     assert json.loads(plain.read_text())["outputs"] == "xy"
+    with pytest.raises(BadArgumentError, match="a calibration needs at least"):
+        recalibrate(model, store, stars="test")  # this tiny store's 92 test rasters of WF3
+    with pytest.raises(BadArgumentError, match="trained on WF3 but asked to centre PC1"):
+        recalibrate(model, store, chip="PC1")
+    assert json.loads(model.with_name(model.name + ".json").read_text()) == new
 
 
 def test_classical_calibration_plumbing_on_the_store_it_was_fitted_on(store):
