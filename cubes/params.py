@@ -154,7 +154,8 @@ class TransformParams(_Stored):
 class RasterParams(_Stored):
     """size: raster side (px). isolation: no other reference detection within this (px).
     min_fraction: measured in at least this fraction of the usable exposures. q_rel_max: a
-    star's median q over exposures at most this multiple of the chip's median (undetected
+    star's median q over exposures at most this multiple of the chip's median, or of the median
+    of its stars of the same magnitude where that is higher (faint stars' q is higher; undetected
     neighbours raise q; on the demo simulation the stars above 1.5x median q carry 60-75% of
     the catalog's > 50 mpix crowding errors). max_stack_residual: largest departure (fraction of
     the star's flux per pixel) of a star's stacked residual from the chip's common residual

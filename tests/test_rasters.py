@@ -90,3 +90,24 @@ def test_rerun_with_other_parameters_rebuilds_the_group(store, tmp_path):
     assert ras.sizes["ry"] == ras.sizes["rx"] == 5 and ras.attrs["size"] == 5
     m = ras["mask"].values
     np.testing.assert_allclose(ras["raster"].values[m].sum(axis=(1, 2)), 1.0, rtol=1e-5)
+
+
+def test_q_cut_compares_a_faint_star_with_its_peers():
+    """q's floor rises for faint stars: the median-q locus follows it, so the 1.5x cut keeps
+    ordinary faint stars (which 1.5x the chip median would all cut) and still cuts a faint star
+    whose q stands out from its peers (a neighbour); for bright stars the chip median stays."""
+    from starcenter.cubes.stages.selection import q_locus
+
+    rng = np.random.default_rng(0)
+    mag = np.sort(rng.uniform(-11, -6, 400))
+    floor = 0.017 * 10 ** (0.2 * (mag + 11))  # 0.017 (bright) .. 0.17 (faint)
+    q = floor * rng.uniform(0.8, 1.2, mag.size)
+    pulled = np.zeros(mag.size, bool)
+    pulled[-60::3] = True  # faint stars pulled by a neighbour
+    q[pulled] *= 3.0
+    loc = q_locus(q, mag, np.ones(mag.size, bool))
+    assert np.all(np.abs(loc[~pulled] / floor[~pulled] - 1) < 0.25)  # the locus is the floor
+    keep = q <= 1.5 * np.maximum(np.median(q), loc)
+    faint = mag > -7
+    assert keep[faint & ~pulled].all() and not keep[pulled].any()
+    assert np.mean(q[faint & ~pulled] <= 1.5 * np.median(q)) < 0.1  # the chip median alone cuts ~all

@@ -2,7 +2,8 @@
 
 Per chip, star-level: catalog stars of the central region with 1e-4 <= q <= 1, unsaturated, no
 other detection within ``isolation`` px in the reference exposure, measured in at least
-``min_fraction`` of the usable exposures, median q not above ``q_rel_max`` x the chip median,
+``min_fraction`` of the usable exposures, median q not above ``q_rel_max`` x the median q of the
+chip's stars (or of its stars of that magnitude, where higher: :func:`q_locus`),
 and (with the catalog or true ePSF) a stacked fit residual close to the chip's common pattern.
 """
 
@@ -47,8 +48,28 @@ def select_stars(root, chip: int, ref_index: np.ndarray, count: np.ndarray, n_ok
     keep[:n] = isolated & (count[:n] >= params.min_fraction * n_ok)
     mq = median_q(root, chip)
     if keep.any():
-        keep &= np.nan_to_num(mq, nan=np.inf) <= params.q_rel_max * np.nanmedian(mq[keep])
+        mag = np.asarray(root[f"{schema.CATALOG}/ref_mag"][chip], np.float64)
+        # q's noise floor rises for faint stars (fitted ePSF, SIMULATION: median q 0.017 at
+        # 3e4-1e5 e-, 0.16 at 1e3-3e3 e-), so a faint star is compared with its peers: the
+        # chip median alone cut every 1e3-3e3 e- star; never stricter than the chip median
+        floor = np.maximum(np.nanmedian(mq[keep]), q_locus(mq, mag, keep))
+        keep &= np.nan_to_num(mq, nan=np.inf) <= params.q_rel_max * floor
     return keep
+
+
+def q_locus(mq: np.ndarray, mag: np.ndarray, among: np.ndarray, per_bin: int = 20) -> np.ndarray:
+    """The median q of the stars ``among`` at each star's magnitude: medians in magnitude bins
+    of equal counts (at least ``per_bin`` stars, at most 8 bins), linearly interpolated in
+    magnitude (held constant beyond the outer bins)."""
+    ok = among & np.isfinite(mq) & np.isfinite(mag)
+    nb = int(max(1, min(8, ok.sum() // per_bin)))
+    if not ok.any():
+        return np.full(mq.shape, np.nan)
+    order = np.argsort(mag[ok])
+    groups = np.array_split(order, nb)
+    centre = np.array([np.median(mag[ok][g]) for g in groups])
+    level = np.array([np.median(mq[ok][g]) for g in groups])
+    return np.interp(np.nan_to_num(mag, nan=np.inf), centre, level)
 
 
 #: The stacked residual: bins of STACK_BIN px over +-STACK_HALF px in each star's frame, from
