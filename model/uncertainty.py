@@ -97,7 +97,8 @@ def calibrate(err: np.ndarray, sigma: np.ndarray, cov: np.ndarray, names=("mag",
     "method"}.
     """
     err, sigma, cov = (np.asarray(a, np.float64) for a in (err, sigma, cov))
-    ok = np.all(np.isfinite(err) & np.isfinite(sigma) & (sigma > 0) & (err != 0), axis=1) & np.all(np.isfinite(cov), axis=1)
+    ok = np.all(np.isfinite(err) & np.isfinite(sigma) & (sigma > 0) & (err != 0), axis=1)
+    ok &= np.all(np.isfinite(cov), axis=1)
     err, sigma, cov = err[ok], sigma[ok], cov[ok]
     if len(err) > CALIBRATION_MAX_STARS:
         take = np.sort(np.random.default_rng(seed).choice(len(err), CALIBRATION_MAX_STARS, replace=False))
@@ -111,8 +112,8 @@ def calibrate(err: np.ndarray, sigma: np.ndarray, cov: np.ndarray, names=("mag",
             lz = np.log(np.abs(err[:, a]) / sigma[:, a])
             c68[a] = _quantile_regression(X, lz, NOMINAL[1])
             c95[a] = _quantile_regression(X, lz - np.log(2.0), NOMINAL[2])
-    return {"names": list(names), "degree": degree, "coef": ((c68 + c95) / 2).tolist(), "coef_68": c68.tolist(),
-            "coef_95": c95.tolist(), "lo": lo.tolist(), "hi": hi.tolist(), "n": len(err),
+    return {"names": list(names), "degree": degree, "coef": ((c68 + c95) / 2).tolist(),
+            "coef_68": c68.tolist(), "coef_95": c95.tolist(), "lo": lo.tolist(), "hi": hi.tolist(), "n": len(err),
             "levels": [NOMINAL[1], NOMINAL[2]],
             "method": "quantile regression of log(|error| / sigma) on the covariates at 68.27 % (1 sigma) "
                       "and 95.45 % (2 sigma), geometric mean of the two factors, per output"}
