@@ -66,7 +66,9 @@ def test_demo_end_to_end(tmp_path):
         for chip, axes in res.get("transforms", {}).items():
             for ax, r in axes.items():
                 curve = [v for v in r["curve_mpix"] if v == v]
-                assert r["flatness"] == pytest.approx(max(curve) / min(curve), rel=2e-3, abs=2e-3), (m, chip, ax)
+                # the stored curve is rounded to 0.01 mpix: max/min carries 0.005/min + 0.005/max
+                rel = 0.005 / min(curve) + 0.005 / max(curve) + 1e-3
+                assert r["flatness"] == pytest.approx(max(curve) / min(curve), rel=rel, abs=2e-3), (m, chip, ax)
     # the networks are scored on their test stars only; on another store, on every star
     for chip in ("PC1", "WF3"):
         assert metrics["scoring"]["vgg6-v2"][chip].startswith("test stars only")
