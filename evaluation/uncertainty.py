@@ -13,12 +13,11 @@ or the catalog truth (``truth="catalog"``, real data: then they include the cata
 from __future__ import annotations
 
 import numpy as np
-import zarr
 
 from starcenter.cubes import schema
 from starcenter.cubes.classical.psffit import flux_dn
 from starcenter.cubes.classical.stats import error_model
-from starcenter.cubes.store import open_group
+from starcenter.cubes.store import open_group, open_root
 from starcenter.model.bridge import read_features
 from starcenter.model.uncertainty import NOMINAL, calibrate, calibrated_sigma, coverage
 
@@ -46,7 +45,7 @@ def errors_and_sigmas(store, method: str, truth: str = "exact", stars: str = "sc
         sigma = open_group(store, schema.centers_group(method))["sigma"].values.astype(float)
     tgt = ras["target_exact" if truth == "exact" else "target"].values + ras["corner"].values
     gain = float(np.nanmedian(open_group(store, schema.EXPOSURES)["gain"].values))
-    root = zarr.open_group(str(store), mode="r")
+    root = open_root(store)
     flux = flux_dn(ras["mag"].values) * gain
     out = {}
     for c, chip in enumerate(chips):
@@ -74,7 +73,7 @@ def classical_calibration(store, method: str = CLASSICAL_FISHER, degree: int = 2
     :func:`errors_and_sigmas` on another set. The Fisher sigma is the noise alone; the factor
     carries what it misses (the ePSF's mismatch, a neighbour's wing) to the extent a set of other
     PSF epochs shares it."""
-    root = zarr.open_group(str(store), mode="r")
+    root = open_root(store)
     names = ["mag", "focus"] if schema.PSF_FIT in root and "focus" in root[schema.PSF_FIT] else ["mag"]
     out = {}
     for c, (chip, (err, s, flux)) in enumerate(errors_and_sigmas(store, method, "exact", "all").items()):

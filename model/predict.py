@@ -107,7 +107,8 @@ def centre(model_path: str, rasters, features=None, mag=None, saturated=None, ga
     rasters : (n, size, size) normalized to sum 1; features : (n, k) the model's per-star inputs
     (bridge.FEATURES, scaled) if it takes any; mag : (n,) instrumental magnitudes (with the
     features, the covariates of the sigma calibration; needed with uncertainty outputs);
-    saturated : (n,) bool; gain : e-/DN (needed with a flux output: its flux is relative to the classical flux 10^(-0.4 mag) gain).
+    saturated : (n,) bool; gain : e-/DN (needed with a flux output: its flux is relative to the
+    classical flux 10^(-0.4 mag) gain).
     Returns {"xy" (n, 2) raster px, "sigma" (n, 2) px (calibrated; NaN if the model predicts
     none), "flux", "flux_err" (n,) e- (NaN if it predicts none), "flags" (n,) uint8}. A raster
     with non-finite pixels, not summing to 1 (e.g. all zeros), saturated, or without its
@@ -292,7 +293,8 @@ def predict(store, model_path=None, name: str = "vgg6", chip: str | None = None,
     digest.update(json.dumps(meta.get("calibration"), sort_keys=True).encode())
     ident = f"{model_path} sha256:{digest.hexdigest()[:16]}"
     if st.open_group(path, group).attrs.get(key) not in (None, ident):
-        # another model, or the same calibrated again (starcenter calibrate), wrote this chip before: redo it
+        # another model, or the same one calibrated again (starcenter calibrate), wrote this
+        # chip before: redo it
         st.open_root(path, "r+")[f"{group}/done"][:, c] = 0
     st.set_attr(path, group, **{key: ident, f"split_{chip}": split_record(meta, path, chip)})
     done = st.done_mask(path, group)
