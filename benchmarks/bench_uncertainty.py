@@ -25,7 +25,7 @@ noise the networks never saw). On both: ``psf --fit focus``, ``detect`` (library
     python benchmarks/bench_uncertainty.py OUTDIR [--train-exposures 64] [--test-exposures 32]
                                           [--epochs 40] [--workers 2] [--skip-weights]
                                           [--second-iteration] [--catalog-min-flux DN]
-                                          [--calibration-exposures N]
+                                          [--calibration-exposures N] [--central F]
 
 Prints the tables, writes OUTDIR/uncertainty.json and OUTDIR/reliability.png.
 """
@@ -41,9 +41,10 @@ from pathlib import Path
 import numpy as np
 
 FOCUS = (-10.0, 15.0)
-FEATURES = ("mag", "focus")
-#: The catalog's faintest stars (DN; 0: the transformations' 500 DN), ``--catalog-min-flux``.
-CATALOG_MIN_FLUX = [0.0]
+FEATURES = ["mag", "focus"]
+#: The catalog's faintest stars (DN; 0: the transformations' 500 DN), ``--catalog-min-flux``, and
+#: the fraction of each chip whose stars enter the catalog and rasters, ``--central``.
+CATALOG = {"catalog_min_flux": 0.0, "central": 1 / 3}
 
 
 def make_set(path: Path, n: int, seed: int, opts) -> Path:
@@ -59,7 +60,7 @@ def make_set(path: Path, n: int, seed: int, opts) -> Path:
         pipeline.run(path, "simulate", "simulate", {"simulate": {"config": cfg}}, opts)
         pipeline.run(path, "psf", "psf", {"psf": {"kind": "fitted", "fit": PSFFitParams()}}, opts)
         pipeline.run(path, "detect", "detect", {"detect": {"params": DetectParams("library")}}, opts)
-        pipeline.run_catalog(path, transform_params=TransformParams(catalog_min_flux=CATALOG_MIN_FLUX[0]),
+        pipeline.run_catalog(path, transform_params=TransformParams(**CATALOG),
                              cluster_options=opts)
         done.touch()
     return path
@@ -82,7 +83,7 @@ def variant(src: Path, dst: Path, opts, psf: str = "library", weights: str = "no
             pipeline.run(dst, "detect", "detect", {"detect": {"params": params, "overwrite": True}}, opts)
         elif psf != "library":
             pipeline.run(dst, "detect", "detect", {"detect": {"params": DetectParams(psf), "overwrite": True}}, opts)
-        pipeline.run_catalog(dst, transform_params=TransformParams(weights=weights, catalog_min_flux=CATALOG_MIN_FLUX[0]),
+        pipeline.run_catalog(dst, transform_params=TransformParams(weights=weights, **CATALOG),
                              cluster_options=opts)
         done.touch()
     return dst
@@ -280,6 +281,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--catalog-min-flux", type=float, default=0.0,
                     help="faintest catalog (raster) stars, DN (default: the transformations' 500 DN)")
+    ap.add_argument("--central", type=float, default=1 / 3,
+                    help="fraction of each chip whose stars are catalogued and rastered (1: the whole "
+                         "chip, more stars per flux bin; the networks then also read chip_x, chip_y)")
     ap.add_argument("--calibration-exposures", type=int, default=0,
                     help="also simulate a calibration set of this many exposures (a third seed) and "
                          "calibrate the networks' and the classical sigma on all its stars")
@@ -289,10 +293,13 @@ def main(argv=None) -> int:
                     help="train and judge the networks on the second iteration's rasters (fitted "
                          "ePSF, 2 neighbour passes, crowding cut) instead of the first catalog's")
     args = ap.parse_args(argv)
+    from starcenter.cubes import store as st
     from starcenter.cubes.cluster import ClusterOptions
 
     args.outdir.mkdir(parents=True, exist_ok=True)
-    CATALOG_MIN_FLUX[0] = args.catalog_min_flux
+    CATALOG.update(catalog_min_flux=args.catalog_min_flux, central=args.central)
+    if args.central > 1 / 3 + 1e-9:
+        FEATURES.extend(["chip_x", "chip_y"])
     opts = ClusterOptions(scheduler="local", workers=args.workers, quiet=True)
     train = make_set(args.outdir / "train.zarr", args.train_exposures, 31, opts)
     test = make_set(args.outdir / "test.zarr", args.test_exposures, 32, opts)
@@ -311,6 +318,9 @@ def main(argv=None) -> int:
         test = variant(test, args.outdir / "test-it2.zarr", opts, psf="fitted-nb2")
         calib = calib and variant(calib, args.outdir / "calib-it2.zarr", opts, psf="fitted-nb2")
         report["label"] += "; networks on the classical second iteration's rasters"
+    sim = json.loads(st.open_root(test).attrs["starcenter_simulation"])
+    report["label"] += (f"; catalog and rasters over the central {args.central:.2f} of each chip, PSF "
+                        + ("varying" if sim["field_varying"] else "constant") + " over the chip")
     report["networks"] = train_networks(train, args.outdir, args.epochs)
     methods = predict_networks(test, calib, args.outdir, opts)
     base = "classical fitted ePSF + 2 neighbour passes" if args.second_iteration else "classical library"

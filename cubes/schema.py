@@ -46,7 +46,7 @@ Groups (one Zarr group per pipeline product)
                term) (stages.catalog).
 ``rasters``    raster(exposure, chip, star, ry, rx) float32 normalized to sum 1, target, prelim,
                prelim_err (its Fisher sigma), corner (exposure, chip, star, axis), mag, mask, dq
-               (the OR of its pixels' bits), offset_phase, selected and stack_residual (chip, star); chunks of 64 exposures of
+               (the OR of its pixels' bits), offset_phase, selected, stack_residual and stack_noise (chip, star); chunks of 64 exposures of
                one chip with every star, the unit the tf.data bridge streams (stages.rasters).
 ``centers/NAME`` xy(exposure, chip, star, axis): centres of method NAME in chip pixels, aligned
                with the rasters' stars, their calibrated sigma (px; NaN for a network without
@@ -243,7 +243,10 @@ SPECS: dict[str, GroupSpec] = {
         "selected": _v((CHIP, STAR), "bool", "", "star passes the selection (stages.selection)"),
         "stack_residual": _v((CHIP, STAR), "float64", "flux fraction per px",
                              "largest departure of the star's stacked fit residual from the chip's "
-                             "common pattern within 2 px (NaN: not a candidate or cut off)"),
+                             "common pattern within 2 px beyond its noise (NaN: not a candidate or cut off)"),
+        "stack_noise": _v((CHIP, STAR), "float64", "flux fraction per px",
+                          "one exposure's noise per pixel of the star (median within 2 px; the cut "
+                          "allows a departure of STACK_NOISE_REL x this where above max_stack_residual)"),
         "offset_phase": _v((*_EC, AXIS), "float64", "", "fractional part of the exposure's offset from the reference"),
         "done": _BLOCK_DONE,
         "target_exact": _v(_ECSA, "float64", "px", "simulation truth - corner (simulations only)"),

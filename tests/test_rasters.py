@@ -111,3 +111,34 @@ def test_q_cut_compares_a_faint_star_with_its_peers():
     faint = mag > -7
     assert keep[faint & ~pulled].all() and not keep[pulled].any()
     assert np.mean(q[faint & ~pulled] <= 1.5 * np.median(q)) < 0.1  # the chip median alone cuts ~all
+
+
+def test_stack_cut_allows_faint_stars_their_noise_and_still_cuts_neighbours():
+    """Synthetic stacks (13 x 13 bins, 24 pixels per bin): a common ePSF-error pattern plus
+    each star's noise. Faint clean stars (pixel noise 0.8 % of the flux) depart beyond the fixed
+    0.002 on noise alone but pass the noise allowance; a neighbour's bump (1.5 % faint, 0.4 %
+    bright) is cut either way; bright stars keep the fixed threshold."""
+    from starcenter.cubes.stages.selection import STACK_NOISE_REL, stack_allowance, stack_statistics
+
+    rng = np.random.default_rng(1)
+    nb, den_bin, n = 13, 24, 200
+    off = (np.arange(nb) - nb // 2) * 0.5
+    common = 0.003 * np.exp(-(off[:, None] ** 2 + off[None, :] ** 2))
+    s = np.where(np.arange(n) < n // 2, 0.008, 0.0006)  # faint | bright pixel noise (flux fraction)
+    stack = common + rng.normal(size=(n, nb, nb)) * (s / np.sqrt(den_bin))[:, None, None]
+    bumped = np.zeros(n, bool)
+    bumped[::10] = True
+    stack[bumped, nb // 2, nb // 2 + 2] += np.where(s[bumped] > 0.001, 0.015, 0.004)
+    den = np.full((n, nb, nb), float(den_bin))
+    departure, pixel = stack_statistics(stack * den, den, den * (s**2)[:, None, None])
+    np.testing.assert_allclose(pixel, s, rtol=1e-9)
+    keep = departure <= stack_allowance(pixel, 0.002)
+    faint = s > 0.001
+    assert np.mean(departure[faint & ~bumped] > 0.002) > 0.5  # the fixed cut alone loses them
+    assert keep[faint & ~bumped].mean() > 0.95 and keep[~faint & ~bumped].all()
+    assert not keep[bumped].any()
+    np.testing.assert_allclose(stack_allowance(pixel, 0.002), np.maximum(0.002, STACK_NOISE_REL * s))
+    # an unmeasured star (no bins) cannot pass
+    den[0] = 0
+    d0, p0 = stack_statistics(stack * den, den, den * (s**2)[:, None, None])
+    assert np.isinf(d0[0]) and np.isinf(p0[0]) and not d0[0] <= stack_allowance(p0[:1], 0.002)[0]

@@ -21,6 +21,7 @@ from starcenter.cubes.classical.transforms import offset_phase
 from starcenter.cubes.params import RasterParams, TransformParams
 from starcenter.cubes.stages.selection import (
     select_stars,
+    stack_allowance,
     stack_cut,
 )
 
@@ -122,9 +123,9 @@ def make_rasters(store, params: RasterParams | None = None, progress: bool = Tru
     path = st.store_path(store)
     driver.require(path, schema.CATALOG)
     cat = st.open_group(path, schema.CATALOG)
-    selected, stack = select(path, params, progress)
+    selected, stack, noise = select(path, params, progress)
     source = cat.attrs.get("detections_params", "") + cat.attrs.get("params", "")
-    done = driver.prepare(path, schema.RASTERS, lambda: _template(path, params, selected, stack),
+    done = driver.prepare(path, schema.RASTERS, lambda: _template(path, params, selected, stack, noise),
                           {"params": params.to_json(), "catalog_source": source})
     ne = cat.sizes[schema.EXPOSURE]
     driver.run_chunks(path, schema.RASTERS, done, lambda b, c: dask.delayed(_write_block)(
@@ -136,7 +137,7 @@ def make_rasters(store, params: RasterParams | None = None, progress: bool = Tru
     return st.open_group(path, schema.RASTERS)
 
 
-def _template(path: str, params: RasterParams, selected, stack):
+def _template(path: str, params: RasterParams, selected, stack, noise):
     """The rasters group's template: chunks of EXPOSURE_BLOCK exposures of one chip."""
     cat = st.open_group(path, schema.CATALOG)
     tr = st.open_group(path, schema.TRANSFORMS)
@@ -151,16 +152,16 @@ def _template(path: str, params: RasterParams, selected, stack):
                            {"description": "unique star id in this store (split key)"})}
     ds, enc = schema.template(
         schema.RASTERS, ("raster", "target", "prelim", "prelim_err", "corner", "mag", "mask", "dq", "selected",
-                         "stack_residual", "offset_phase", "done"), sizes, coords,
+                         "stack_residual", "stack_noise", "offset_phase", "done"), sizes, coords,
         {"size": params.size, "normalization": "sum to 1",
          "convention": __doc__.split("Raster convention: ")[1].strip()},
-        values={"selected": selected, "stack_residual": stack, "offset_phase": phase})
+        values={"selected": selected, "stack_residual": stack, "stack_noise": noise, "offset_phase": phase})
     ds["raster"].attrs["normalization"] = "sum"
     return ds, enc
 
 
 def select(path: str, params: RasterParams, progress: bool = True):
-    """The selection step: (selected, stack_residual) over (chip, star), see
+    """The selection step: (selected, stack_residual, stack_noise) over (chip, star), see
     :mod:`starcenter.cubes.stages.selection`."""
     cat = st.open_group(path, schema.CATALOG)
     tr = st.open_group(path, schema.TRANSFORMS)
@@ -170,7 +171,7 @@ def select(path: str, params: RasterParams, progress: bool = True):
     det_index = root[f"{schema.CATALOG}/det_index"]
     n_ok = (tr["status"].values == 0).sum(axis=0)
     selected = np.zeros((nc, nstar), bool)
-    stack = np.full((nc, nstar), np.nan)
+    stack, noise = np.full((nc, nstar), np.nan), np.full((nc, nstar), np.nan)
     stack_for = stack_cut(path, params, progress)
     for c in range(nc):
         ref_idx = det_index[reference, c]
@@ -178,9 +179,9 @@ def select(path: str, params: RasterParams, progress: bool = True):
         selected[c] = select_stars(root, c, ref_idx, cat["count"].values[c], n_ok[c], params, reference)
         if stack_for is not None:
             stars = np.flatnonzero(selected[c])
-            stack[c, stars] = stack_for(c, stars)
-            selected[c, stars] &= stack[c, stars] <= params.max_stack_residual
-    return selected, stack
+            stack[c, stars], noise[c, stars] = stack_for(c, stars)
+            selected[c, stars] &= stack[c, stars] <= stack_allowance(noise[c, stars], params.max_stack_residual)
+    return selected, stack, noise
 
 
 def _exact_targets(path):

@@ -4,7 +4,8 @@ Per chip, star-level: catalog stars of the central region with 1e-4 <= q <= 1, u
 other detection within ``isolation`` px in the reference exposure, measured in at least
 ``min_fraction`` of the usable exposures, median q not above ``q_rel_max`` x the median q of the
 chip's stars (or of its stars of that magnitude, where higher: :func:`q_locus`),
-and (with the catalog or true ePSF) a stacked fit residual close to the chip's common pattern.
+and (with the catalog, fitted or true ePSF) a stacked fit residual close to the chip's common
+pattern (:func:`stack_allowance`: a fixed fraction of the flux, more for faint stars).
 """
 
 from __future__ import annotations
@@ -86,6 +87,18 @@ STACK_BIN, STACK_HALF, STACK_EXPOSURES, STACK_BLOCK = 0.5, 3, 200, 20
 STACK_NOISE_K = 1.0
 
 
+#: A faint star's stack may depart up to this multiple of its own single-exposure noise per
+#: pixel (median over the bins within 2 px) where that exceeds ``max_stack_residual``: the
+#: departure a neighbour leaves then biases the star by little against its own per-exposure
+#: error. Measured (SIMULATION, bu5 test set: 96 exposures of a -10 .. +15 um focus sweep, fitted
+#: ePSF + 2 neighbour passes; a star is contaminated when its catalog truth is >= 8 mpix off
+#: the exact mean): at 1e3-3e3 e- (pixel noise 0.0055 of the flux) the fixed 0.002 kept 3 / 2
+#: of 43 / 48 stars (PC1 / WF3), of which 12 / 14 are clean; 0.6 keeps 8 / 7 (1 / 2
+#: contaminated, median bias 4.9 / 3.3 mpix against their ~40 mpix single-exposure error);
+#: brighter bins unchanged (their pixel noise x 0.6 <= 0.0015). 0.8 keeps 12 / 8 (3 / 3).
+STACK_NOISE_REL = 0.6
+
+
 #: Fewest exposures with catalog truth for the stacked-residual cut to apply.
 STACK_MIN_EXPOSURES = 20
 
@@ -138,28 +151,15 @@ def _stack_block(path, c, exposures, stars, epsf_for, gain, rn):
     return num, den, var
 
 
-def stacked_residual(path: str, c: int, stars: np.ndarray, epsf_for, gain: float, rn: float,
-                     exposures: np.ndarray, progress: bool = False) -> np.ndarray:
-    """Per star, the largest departure of the stacked residual from the common pattern within
-    2 px beyond STACK_NOISE_K times the stack's own noise (fraction of flux per pixel; inf where
-    it cannot be measured).
+def stack_statistics(num: np.ndarray, den: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(departure, pixel noise) per star from the binned sums, counts and summed variances
+    (n_star, nb, nb) of :func:`_stack_block`.
 
-    The normalized residuals of every star image (fitted for flux and sky at the catalog's
-    position with the detections' ePSF) are averaged over ``exposures`` in STACK_BIN px bins of
-    the star's own frame; the median stack over the stars (the ePSF's error, common to all) is
-    subtracted. A neighbour too faint or too close to be detected in one exposure stands out in
-    the stack of hundreds, where noise falls as 1/sqrt(exposures). The noise allowance keeps
-    faint stars, whose stacks are noise-dominated, from failing on their noise alone.
-    """
-    import dask
-
-    nb = round(2 * STACK_HALF / STACK_BIN) + 1
-    if len(stars) == 0:
-        return np.zeros(0)
-    blocks = [exposures[i:i + STACK_BLOCK] for i in range(0, len(exposures), STACK_BLOCK)]
-    parts = st.run_tasks([dask.delayed(_stack_block)(path, c, b, stars, epsf_for, gain, rn) for b in blocks],
-                         f"stacked residuals chip {c}", progress)
-    num, den, var = (sum(p[k] for p in parts).reshape(len(stars), nb, nb) for k in range(3))
+    departure: the largest departure of the star's stack from the common pattern (the median
+    stack over the stars) within 2 px beyond STACK_NOISE_K times the stack's own noise per bin
+    (fraction of flux per pixel; inf where it cannot be measured). pixel noise: the median over
+    those bins of one exposure's noise per pixel (fraction of flux; inf where unmeasured)."""
+    nb = num.shape[-1]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # empty bins -> NaN, handled below
         stack = np.where(den >= 3, num / np.where(den > 0, den, 1), np.nan)
@@ -169,11 +169,45 @@ def stacked_residual(path: str, c: int, stars: np.ndarray, epsf_for, gain: float
         noise = np.sqrt(var) / np.where(den > 0, den, 1)
         dev = (np.abs(stack - common) - STACK_NOISE_K * noise)[:, inner]
         metric = np.nanmax(np.where(np.isfinite(dev), dev, -np.inf), axis=1)
-    return np.where(np.isfinite(metric), np.clip(metric, 0, None), np.inf)
+        pixel = np.where(den >= 3, np.sqrt(var / np.where(den > 0, den, 1)), np.nan)[:, inner]
+        pixel = np.nanmedian(pixel, axis=1)
+    return (np.where(np.isfinite(metric), np.clip(metric, 0, None), np.inf),
+            np.where(np.isfinite(pixel), pixel, np.inf))
+
+
+def stack_allowance(pixel_noise: np.ndarray, max_stack_residual: float) -> np.ndarray:
+    """Largest stack departure a star may have (flux fraction per px): ``max_stack_residual``,
+    or STACK_NOISE_REL x its single-exposure pixel noise where that is larger (faint stars)."""
+    noise = np.where(np.isfinite(pixel_noise), pixel_noise, 0.0)
+    return np.maximum(max_stack_residual, STACK_NOISE_REL * noise)
+
+
+def stacked_residual(path: str, c: int, stars: np.ndarray, epsf_for, gain: float, rn: float,
+                     exposures: np.ndarray, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Per star, the stacked residual's departure and pixel noise (:func:`stack_statistics`).
+
+    The normalized residuals of every star image (fitted for flux and sky at the catalog's
+    position with the detections' ePSF) are averaged over ``exposures`` in STACK_BIN px bins of
+    the star's own frame; the median stack over the stars (the ePSF's error, common to all) is
+    subtracted. A neighbour too faint or too close to be detected in one exposure stands out in
+    the stack of hundreds, where noise falls as 1/sqrt(exposures). The noise allowances keep
+    faint stars, whose stacks are noise-dominated, from failing on their noise alone.
+    """
+    import dask
+
+    nb = round(2 * STACK_HALF / STACK_BIN) + 1
+    if len(stars) == 0:
+        return np.zeros(0), np.zeros(0)
+    blocks = [exposures[i:i + STACK_BLOCK] for i in range(0, len(exposures), STACK_BLOCK)]
+    parts = st.run_tasks([dask.delayed(_stack_block)(path, c, b, stars, epsf_for, gain, rn) for b in blocks],
+                         f"stacked residuals chip {c}", progress)
+    num, den, var = (sum(p[k] for p in parts).reshape(len(stars), nb, nb) for k in range(3))
+    return stack_statistics(num, den, var)
 
 
 def stack_cut(path: str, params: RasterParams, progress: bool = True):
-    """``(chip index, stars) -> stacked residual`` where the stacked-residual cut applies, else
+    """``(chip index, stars) -> (departure, pixel noise)`` (:func:`stack_statistics`) where the
+    stacked-residual cut applies, else
     None (with the reason printed): it needs the catalog, fitted (or true) ePSF and at least
     STACK_MIN_EXPOSURES exposures with catalog truth."""
     from starcenter.cubes.lookup import chip_epsfs
