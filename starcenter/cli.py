@@ -220,6 +220,9 @@ def _add_generalist(sub):
                    help="simulated exposures per filter, focus drawn from -10..+15 um (default 48)")
     p.add_argument("--epochs", type=A.integer(1, 100_000), default=12, help="training epochs (default 12)")
     p.add_argument("--arch", choices=("v1", "v2", "resnet"), default="v2", help="network (default v2)")
+    p.add_argument("--calibration-exposures", type=A.integer(0, 100_000), default=0,
+                   help="recalibrate each model's sigma on every star of a calibration set of this many "
+                        "simulated exposures (another seed; default 0: the held-out exposures' calibration)")
     p.add_argument("--install", action="store_true",
                    help="copy the models into the package: `starcenter predict` without --model uses them")
     _add_cluster_args(p)

@@ -173,7 +173,8 @@ def cmd_generalist(args) -> int:
     from starcenter.generalist import run_generalist
 
     paths = run_generalist(args.outdir, args.filters, args.chips, args.exposures, args.epochs, args.arch,
-                           install=args.install, cluster_options=cluster_options(args), progress=not args.quiet)
+                           install=args.install, calibration_exposures=args.calibration_exposures,
+                           cluster_options=cluster_options(args), progress=not args.quiet)
     print("\n".join(str(p) for p in paths))
     return 0
 

@@ -7,7 +7,9 @@ exposure's own PSF epoch, so the crowding cut applies), then ``catalog`` over th
 (``central`` 1: stars anywhere on the chip become rasters). One network per chip: VGG6 V2 with
 sigma and flux outputs (:mod:`starcenter.model.uncertainty`), inputs raster + FEATURES
 (instrumental magnitude, the exposure's fitted focus, the place on the chip), exact targets,
-the fast recipe; calibrated on held-out exposures.
+the fast recipe; sigma calibrated on held-out exposures and, with ``calibration_exposures``, again
+on every star of a calibration set of its own (another seed: stars and PSF epochs the networks
+never saw; :func:`starcenter.model.uncertainty.recalibrate`).
 
 ``--install`` copies the models, without their optimizer state, into the package
 (:data:`starcenter.model.predict.SHIPPED`), each with its training provenance in its metadata:
@@ -28,6 +30,8 @@ from starcenter.cubes.sim.simulate import make_config
 FOCUS_RANGE = (-10.0, 15.0)
 #: The networks' per-star inputs beside the raster (starcenter.model.bridge.FEATURES).
 FEATURES = ("mag", "focus", "chip_x", "chip_y")
+#: Seed of a filter's calibration set = the training seed + this (other stars, other PSF epochs).
+CALIBRATION_SEED_OFFSET = 1000
 
 
 def training_config(filt: str, chips, exposures: int, seed: int):
@@ -53,9 +57,11 @@ def model_name(chip: str, filt: str) -> str:
 
 def run_generalist(outdir, filters=("F555W",), chips=("PC1", "WF2", "WF3", "WF4"), exposures: int = 48,
                    epochs: int = 12, arch: str = "v2", seed: int = 1, install: bool = False,
-                   cluster_options=None, progress: bool = True) -> list[Path]:
-    """Build the training set of every filter, train one network per chip (two at a time) and
-    return the model paths; ``install``: also copy them into the package (SHIPPED)."""
+                   calibration_exposures: int = 0, cluster_options=None, progress: bool = True) -> list[Path]:
+    """Build the training set of every filter (only where a model is still to train), train one
+    network per chip (two at a time), with ``calibration_exposures`` recalibrate each sigma on a
+    calibration set of that many exposures, and return the model paths; ``install``: also copy
+    them into the package (SHIPPED). Resumable: trained models and done calibrations are kept."""
     from starcenter.model.parallel import train_many
 
     out = Path(outdir)
@@ -63,26 +69,56 @@ def run_generalist(outdir, filters=("F555W",), chips=("PC1", "WF2", "WF3", "WF4"
     done = []
     for filt in filters:
         cfg = training_config(filt, chips, exposures, seed)
-        store = build_set(out / f"train-{filt}.zarr", cfg, cluster_options, progress)
-        jobs = [dict(store=str(store), chip=chip, arch=arch, recipe="fast", epochs=epochs,
+        jobs = [dict(store=str(out / f"train-{filt}.zarr"), chip=chip, arch=arch, recipe="fast", epochs=epochs,
                      out=str(out / model_name(chip, filt)), seed=0, target="exact", verbose=0,
                      uncertainty=True, features=FEATURES, flux=True) for chip in chips]
         todo = [j for j in jobs if not Path(j["out"] + ".json").exists()]
+        if todo:
+            build_set(out / f"train-{filt}.zarr", cfg, cluster_options, progress)
         train_many(todo, workers=2, progress=(lambda job: print(f"== trained {Path(job['out']).name}", flush=True))
                    if progress else None)
-        for job in jobs:
-            path = Path(job["out"])
+        paths = [Path(job["out"]) for job in jobs]
+        for path in paths:
             _add_provenance(path, cfg, epochs)
-            done.append(path)
+        if calibration_exposures:
+            calibrate_on_own_set(out, filt, chips, calibration_exposures, seed, paths, cluster_options, progress)
+        done += paths
     if install:
         for path in done:
             ship(path)
     return done
 
 
+def calibrate_on_own_set(out: Path, filt: str, chips, exposures: int, seed: int, paths, cluster_options=None,
+                         progress: bool = True) -> None:
+    """Recalibrate the sigma of each model in ``paths`` (one per chip of ``chips``) on every star
+    of a calibration set (SIMULATION, the training recipe with seed + CALIBRATION_SEED_OFFSET);
+    the set is recorded in the metadata ("generalist" / "calibration_set"), a model already
+    calibrated on it is skipped."""
+    from starcenter.model.train import _write_atomic, load_metadata, metadata_path
+    from starcenter.model.uncertainty import recalibrate
+
+    cfg = training_config(filt, chips, exposures, seed + CALIBRATION_SEED_OFFSET)
+    record = {"simulation": json.loads(cfg.to_json()), "stars": "all", "degree": 2}
+    store = None
+    for path, chip in zip(paths, chips):
+        meta = load_metadata(path)
+        if meta.get("generalist", {}).get("calibration_set") == record:
+            continue
+        store = store or build_set(out / f"calib-{filt}.zarr", cfg, cluster_options, progress)
+        cal = recalibrate(path, store, chip, stars=record["stars"], degree=record["degree"])
+        meta = load_metadata(path)
+        meta["generalist"]["calibration_set"] = record
+        _write_atomic(metadata_path(path), json.dumps(meta, indent=1))
+        if progress:
+            print(f"== {path.name}: sigma calibrated on {cal['n']} rasters of {store.name}", flush=True)
+
+
 def _add_provenance(path: Path, cfg, epochs: int) -> None:
     meta_path = path.with_name(path.name + ".json")
     meta = json.loads(meta_path.read_text())
+    if "generalist" in meta:  # written when it was trained: a rerun keeps it
+        return
     meta["generalist"] = {
         "label": "trained on SIMULATIONS only (starcenter generalist)",
         "simulation": json.loads(cfg.to_json()), "focus_range_um": list(FOCUS_RANGE),

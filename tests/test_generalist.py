@@ -59,3 +59,48 @@ def test_shipped_model_centres_an_unseen_epoch(store, tiny_config, chip, limit):
     assert np.all(robust < limit), robust  # mpix
     ratio = np.median(out["sigma"][bright] * 1e3, axis=0) / robust
     assert np.all((ratio > 0.3) & (ratio < 2.0)), ratio
+
+
+def test_generalist_recalibrates_on_a_calibration_set_of_its_own(tiny_store, tmp_path, monkeypatch):
+    """`starcenter generalist --calibration-exposures N` with the models already trained: no
+    training set is built, each model's sigma is calibrated on every star of the calibration
+    set (here the tiny store with its PSF epoch fitted stands in for it: stars and an epoch the
+    shipped model never saw), the set is recorded, and a rerun neither rebuilds nor recalibrates."""
+    import shutil
+
+    import dask
+
+    from starcenter import generalist as G
+    from starcenter.cubes import pipeline
+    from starcenter.cubes.params import DetectParams, PSFFitParams, TransformParams
+
+    calib = tmp_path / "calib.zarr"
+    shutil.copytree(tiny_store, calib)
+    with dask.config.set(scheduler="synchronous"):
+        grid = PSFFitParams(grid_min=0.0, grid_max=10.0, grid_step=2.5, field="off")
+        pipeline.run(calib, "psf", "detect", {"psf": {"kind": "fitted", "fit": grid},
+                                              "detect": {"params": DetectParams("fitted")}}, progress=False)
+        pipeline.run_catalog(calib, transform_params=TransformParams(central=1.0), progress=False)
+    built = []
+    monkeypatch.setattr(G, "build_set", lambda path, cfg, *a: built.append(path.name) or calib)
+    out = tmp_path / "gen"
+    out.mkdir()
+    src = shipped_model("PC1", "F555W")
+    for p in (src, src.with_name(src.name + ".json")):
+        shutil.copyfile(p, out / p.name)
+    before = json.loads(src.with_name(src.name + ".json").read_text())
+    with dask.config.set(scheduler="synchronous"):
+        paths = G.run_generalist(out, chips=("PC1",), exposures=32, epochs=30, calibration_exposures=16,
+                                 progress=False)
+    assert built == ["calib-F555W.zarr"] and paths == [out / src.name]
+    meta = json.loads((out / (src.name + ".json")).read_text())
+    assert meta["calibration_before"] == before["calibration"] and str(calib) in meta["calibration"]["on"]
+    assert meta["calibration"]["n"] >= 100 and np.all(np.isfinite(meta["calibration"]["coef"]))
+    rec = meta["generalist"]["calibration_set"]["simulation"]
+    assert rec["seed"] == before["generalist"]["simulation"]["seed"] + G.CALIBRATION_SEED_OFFSET
+    assert rec["n_exposures"] == 16 and rec["field_varying"]
+    assert {k: v for k, v in meta["generalist"].items() if k != "calibration_set"} == before["generalist"]
+    with dask.config.set(scheduler="synchronous"):
+        G.run_generalist(out, chips=("PC1",), exposures=32, epochs=30, calibration_exposures=16, progress=False)
+    assert built == ["calib-F555W.zarr"]
+    assert json.loads((out / (src.name + ".json")).read_text()) == meta
