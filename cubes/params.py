@@ -160,10 +160,11 @@ class RasterParams(_Stored):
     the catalog's > 50 mpix crowding errors). max_stack_residual: largest departure (fraction of
     the star's flux per pixel) of a star's stacked residual from the chip's common residual
     pattern (:func:`stacked_residual`), or for faint stars up to STACK_NOISE_REL x their own
-    single-exposure pixel noise (:func:`stack_allowance`); 0 turns the cut off. An undetected neighbour within 2 px
-    shows in the stack of hundreds of exposures although each single fit hides it; measured on a
-    160-exposure simulation with the catalog ePSF, the stars above 0.002 carry the catalog
-    truth's crowding tail (truth - exact rms 9-13 mpix -> 1.9-2.9 mpix for the 45 % kept)."""
+    single-exposure pixel noise (:func:`stack_allowance`); 0 turns the cut off. An undetected
+    neighbour within 2 px shows in the stack of hundreds of exposures although each single fit
+    hides it; measured on a 160-exposure simulation with the catalog ePSF, the stars above 0.002
+    carry the catalog truth's crowding tail (truth - exact rms 9-13 mpix -> 1.9-2.9 mpix for the
+    45 % kept)."""
 
     size: int = 6
     isolation: float = 5.0

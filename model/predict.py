@@ -97,7 +97,8 @@ def shipped_model(chip: str, filt: str | None) -> Path:
 FLAGS = {"bad_raster": 1,  # non-finite pixels, or not normalized (all zeros): no centre
          "saturated": 2,   # the star's detection is saturated in this exposure: no centre
          "no_feature": 4,  # a per-star input the model needs is missing: no centre
-         "bad_pixels": 8}  # a pixel flagged in the data quality (constants.DQ_BAD): no centre
+         "bad_pixels": 8,  # a pixel flagged in the data quality (constants.DQ_BAD): no centre
+         "sigma_extrapolated": 16}  # an input beyond the sigma calibration's range: a centre, a less sure sigma
 
 
 def centre(model_path: str, rasters, features=None, mag=None, saturated=None, gain: float | None = None,
@@ -113,10 +114,12 @@ def centre(model_path: str, rasters, features=None, mag=None, saturated=None, ga
     none), "flux", "flux_err" (n,) e- (NaN if it predicts none), "flags" (n,) uint8}. A raster
     with non-finite pixels, not summing to 1 (e.g. all zeros), saturated, or without its
     features, or with a flagged pixel (``dq`` (n,) the OR of its pixels' data-quality bits, a
-    constants.DQ_BAD bit) gets NaN, sigma = inf and a flag, never a number. ``meta``: the model's
+    constants.DQ_BAD bit) gets NaN, sigma = inf and a flag, never a number; a star whose PSF
+    epoch or place lies beyond the sigma calibration's range keeps its centre and sigma with the
+    flag ``sigma_extrapolated``. ``meta``: the model's
     metadata, if already read.
     """
-    from starcenter.model.uncertainty import calibrated_sigma, covariates, split_outputs
+    from starcenter.model.uncertainty import beyond_calibration, calibrated_sigma, covariates, split_outputs
 
     meta = meta or load_metadata(model_path)
     r = np.asarray(rasters, np.float32)
@@ -145,6 +148,8 @@ def centre(model_path: str, rasters, features=None, mag=None, saturated=None, ga
             mu[good], raw = split_outputs(pred)
             cov = covariates(np.asarray(mag, float)[good], None if f is None else f[good], meta.get("features") or ())
             sigma[good] = calibrated_sigma(raw, cov, meta.get("calibration"))
+            beyond = np.flatnonzero(good)[beyond_calibration(cov, meta.get("calibration"))]
+            flags[beyond] |= FLAGS["sigma_extrapolated"]
         else:
             mu[good] = pred
     if with_sigma:

@@ -152,6 +152,24 @@ def _bin(mag, edges) -> np.ndarray:
     return np.clip(np.searchsorted(np.asarray(edges)[1:-1], mag, side="right"), 0, len(edges) - 2)
 
 
+def beyond_calibration(cov: np.ndarray, calibration: dict | None) -> np.ndarray:
+    """(n,) bool: a covariate other than the magnitude (the PSF epoch, the place on the chip)
+    lies outside the range the calibration was made on, where its factor is held at the edge
+    (measured, SIMULATION: the shipped generalists at -12 / +17 um focus, beyond their -10 .. +15
+    um, have sigma 0.2-0.8 of the rms error). A magnitude beyond it is not flagged: the raw sigma
+    follows the photon noise there."""
+    cov = np.asarray(cov, np.float64)
+    out = np.zeros(len(cov), bool)
+    if not calibration or "lo" not in calibration:
+        return out
+    cov = cov.reshape(len(cov), -1)
+    lo, hi = np.asarray(calibration["lo"]), np.asarray(calibration["hi"])
+    for j, name in enumerate(calibration.get("names", ())):
+        if name != "mag":
+            out |= (cov[:, j] < lo[j]) | (cov[:, j] > hi[j])
+    return out
+
+
 def calibrated_sigma(sigma_raw: np.ndarray, cov: np.ndarray, calibration: dict | None) -> np.ndarray:
     """sigma (n, k): the raw sigma times the calibration's factor at each star's covariates
     (:func:`covariates`; no calibration: raw). A calibration of the earlier form (factors per

@@ -101,6 +101,7 @@ def test_generalist_recalibrates_on_a_calibration_set_of_its_own(tiny_store, tmp
     assert rec["n_exposures"] == 16 and rec["field_varying"]
     assert {k: v for k, v in meta["generalist"].items() if k != "calibration_set"} == before["generalist"]
     with dask.config.set(scheduler="synchronous"):
-        G.run_generalist(out, chips=("PC1",), exposures=32, epochs=30, calibration_exposures=16, progress=False)
+        G.run_generalist(out, chips=("PC1",), exposures=32, epochs=30, calibration_exposures=16,
+                         progress=False)
     assert built == ["calib-F555W.zarr"]
     assert json.loads((out / (src.name + ".json")).read_text()) == meta

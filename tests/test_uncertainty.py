@@ -65,6 +65,23 @@ def test_calibration_of_the_earlier_form_still_applies():
     assert s.tolist() == [[1.0, 2.0], [3.0, 4.0], [3.0, 4.0]]
 
 
+def test_a_psf_epoch_beyond_the_calibration_is_flagged_not_a_magnitude():
+    """The focus (or place) of a star beyond the calibration set's range is flagged (its factor
+    is held at the edge); a magnitude beyond it is not; earlier per-bin calibrations flag nothing."""
+    from starcenter.model.uncertainty import beyond_calibration, covariates
+
+    rng = np.random.default_rng(3)
+    mag, focus = rng.uniform(-11, -6, 500), rng.uniform(-1.0, 1.5, 500)
+    err = rng.normal(0, 0.01, (500, 2))
+    cov = covariates(mag, focus[:, None], ("focus",))
+    cal = calibrate(err, np.full((500, 2), 0.01), cov, names=["mag", "focus"])
+    new = covariates(np.array([-9.0, -13.0, -9.0, -9.0, -4.0]),
+                     np.array([[0.2], [0.2], [-1.2], [1.7], [1.4]]), ("focus",))
+    assert beyond_calibration(new, cal).tolist() == [False, False, True, True, False]
+    assert not beyond_calibration(new, {"mag_edges": [-11.0, -6.0], "scale": [[1.0, 1.0]]}).any()
+    assert not beyond_calibration(new, None).any()
+
+
 def test_gaussian_nll_is_the_negative_log_likelihood():
     from starcenter.model.uncertainty import gaussian_nll
 
