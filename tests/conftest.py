@@ -91,3 +91,30 @@ def derive_store(tiny_store, directory, psf: str = "library", catalog: bool = Tr
         if catalog:
             run_catalog(path, progress=False)
     return path
+
+
+def _fit_grid():
+    from starcenter.cubes.params import PSFFitParams
+
+    return PSFFitParams(grid_min=0.0, grid_max=10.0, grid_step=2.5, field="off")
+
+
+#: The tiny store's PSF-epoch fit: a coarse 0 .. 10 um focus grid, one ePSF per chip.
+FIT_GRID = _fit_grid()
+
+
+@pytest.fixture(scope="session")
+def fitted_store(tiny_store, tmp_path_factory):
+    """The tiny store with each exposure's PSF epoch fitted (FIT_GRID) and its detections made
+    with the fitted ePSF (no catalog). Tests that write to it work on a copy."""
+    import shutil
+
+    from starcenter.cubes import pipeline
+    from starcenter.cubes.params import DetectParams
+
+    path = tmp_path_factory.mktemp("psffit") / "fit.zarr"
+    shutil.copytree(tiny_store, path)
+    with dask.config.set(scheduler="synchronous"):
+        pipeline.run(path, "psf", "detect", {"psf": {"kind": "fitted", "fit": FIT_GRID},
+                                             "detect": {"params": DetectParams("fitted")}}, progress=False)
+    return path

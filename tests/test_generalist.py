@@ -61,7 +61,7 @@ def test_shipped_model_centres_an_unseen_epoch(store, tiny_config, chip, limit):
     assert np.all((ratio > 0.3) & (ratio < 2.0)), ratio
 
 
-def test_generalist_recalibrates_on_a_calibration_set_of_its_own(tiny_store, tmp_path, monkeypatch):
+def test_generalist_recalibrates_on_a_calibration_set_of_its_own(fitted_store, tmp_path, monkeypatch):
     """`starcenter generalist --calibration-exposures N` with the models already trained: no
     training set is built, each model's sigma is calibrated on every star of the calibration
     set (here the tiny store with its PSF epoch fitted stands in for it: stars and an epoch the
@@ -72,14 +72,11 @@ def test_generalist_recalibrates_on_a_calibration_set_of_its_own(tiny_store, tmp
 
     from starcenter import generalist as G
     from starcenter.cubes import pipeline
-    from starcenter.cubes.params import DetectParams, PSFFitParams, TransformParams
+    from starcenter.cubes.params import TransformParams
 
     calib = tmp_path / "calib.zarr"
-    shutil.copytree(tiny_store, calib)
+    shutil.copytree(fitted_store, calib)
     with dask.config.set(scheduler="synchronous"):
-        grid = PSFFitParams(grid_min=0.0, grid_max=10.0, grid_step=2.5, field="off")
-        pipeline.run(calib, "psf", "detect", {"psf": {"kind": "fitted", "fit": grid},
-                                              "detect": {"params": DetectParams("fitted")}}, progress=False)
         pipeline.run_catalog(calib, transform_params=TransformParams(central=1.0), progress=False)
     built = []
     monkeypatch.setattr(G, "build_set", lambda path, cfg, *a: built.append(path.name) or calib)

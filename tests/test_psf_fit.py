@@ -12,11 +12,11 @@ from starcenter.cubes.classical import focus as F
 from starcenter.cubes.lookup import chip_epsfs
 from starcenter.cubes.params import DetectParams, PSFFitParams
 
-from .conftest import derive_store
+from .conftest import FIT_GRID, derive_store
 
 #: A coarse grid around the tiny set's true focus (+5 um), chip-centre model (the tiny set has no
 #: field variation): 5 coarse + 4 fine ePSFs per chip to compute.
-GRID = PSFFitParams(grid_min=0.0, grid_max=10.0, grid_step=2.5, field="off")
+GRID = FIT_GRID
 
 
 def test_vertex_of_a_parabola():
@@ -52,18 +52,6 @@ def test_saturated_only_field_has_no_focus_stars():
     assert len(stars) == 0
     fit = F.fit_focus(img, stars, GRID.grid(), lambda f: lib, 7.0, 5.0)
     assert fit.status == F.STATUS["too_few_stars"] and np.isnan(fit.focus)
-
-
-@pytest.fixture(scope="module")
-def fitted_store(tiny_store, tmp_path_factory):
-    from starcenter.cubes import pipeline
-
-    path = tmp_path_factory.mktemp("psffit") / "fit.zarr"
-    shutil.copytree(tiny_store, path)
-    with dask.config.set(scheduler="synchronous"):
-        pipeline.run(path, "psf", "detect", {"psf": {"kind": "fitted", "fit": GRID},
-                                             "detect": {"params": DetectParams("fitted")}}, progress=False)
-    return path
 
 
 def test_psf_stage_recovers_the_true_focus(fitted_store, tiny_config):
