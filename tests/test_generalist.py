@@ -8,7 +8,7 @@ import pytest
 import xarray as xr
 
 from starcenter.cubes import constants as C
-from starcenter.model.predict import SHIPPED, centre, shipped_model
+from starcenter.model.predict import FLAGS, SHIPPED, centre, shipped_model
 
 from .conftest import derive_store
 
@@ -30,8 +30,10 @@ def test_shipped_model_is_small_and_says_how_it_was_made(path):
     assert "SIMULATIONS" in gen["label"] and gen["simulation"]["filter"] == filt
     assert gen["simulation"]["field_varying"] and gen["focus_range_um"] == [-10.0, 15.0]
     assert gen["catalog_central"] == 1.0 and meta["target"] == "exact"
-    cal = meta["calibration"]  # per magnitude bin (the models shipped first) or a regression
-    assert np.all(np.isfinite(cal["coef"])) if "coef" in cal else np.all(np.asarray(cal["scale"]) > 0)
+    cal = meta["calibration"]  # recalibrated on a set of its own: a regression on every input
+    assert cal["names"] == ["mag", "focus", "chip_x", "chip_y"] and np.all(np.isfinite(cal["coef"]))
+    assert cal["n"] >= 4000 and gen["calibration_set"]["simulation"]["filter"] == filt
+    assert gen["calibration_set"]["simulation"]["seed"] != gen["simulation"]["seed"]
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +61,13 @@ def test_shipped_model_centres_an_unseen_epoch(store, tiny_config, chip, limit):
     assert np.all(robust < limit), robust  # mpix
     ratio = np.median(out["sigma"][bright] * 1e3, axis=0) / robust
     assert np.all((ratio > 0.3) & (ratio < 2.0)), ratio
+    assert not (out["flags"][bright] & FLAGS["sigma_extrapolated"]).any()
+    # the same stars said to be at +20 um, beyond the calibration set's -10 .. +15 um: a centre,
+    # and a flag saying its sigma is extrapolated
+    feats[:, 1] = 2.0
+    far = centre(str(shipped_model(chip, "F555W")), ras["raster"].values[m], feats, mag, gain=C.GAIN[7][chip])
+    assert np.isfinite(far["xy"][bright]).all() and np.isfinite(far["sigma"][bright]).all()
+    assert (far["flags"][bright] == FLAGS["sigma_extrapolated"]).all()
 
 
 def test_generalist_recalibrates_on_a_calibration_set_of_its_own(fitted_store, tmp_path, monkeypatch):
@@ -96,7 +105,8 @@ def test_generalist_recalibrates_on_a_calibration_set_of_its_own(fitted_store, t
     rec = meta["generalist"]["calibration_set"]["simulation"]
     assert rec["seed"] == before["generalist"]["simulation"]["seed"] + G.CALIBRATION_SEED_OFFSET
     assert rec["n_exposures"] == 16 and rec["field_varying"]
-    assert {k: v for k, v in meta["generalist"].items() if k != "calibration_set"} == before["generalist"]
+    training = lambda g: {k: v for k, v in g.items() if k != "calibration_set"}  # noqa: E731
+    assert training(meta["generalist"]) == training(before["generalist"])  # its provenance kept
     with dask.config.set(scheduler="synchronous"):
         G.run_generalist(out, chips=("PC1",), exposures=32, epochs=30, calibration_exposures=16,
                          progress=False)
