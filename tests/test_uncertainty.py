@@ -56,6 +56,32 @@ def test_calibration_restores_nominal_coverage_on_fresh_stars():
             assert abs(coverage(e[sel], s[sel], 2) - NOMINAL[2]) < 0.02
 
 
+def test_calibration_with_the_raw_sigma_as_a_covariate_fixes_its_scale():
+    """A raw sigma whose spread is twice the truth's (log raw = 2 log true + c): a factor of the
+    magnitude alone leaves the extremes of the raw sigma miscovered; with each output's log raw
+    sigma as a covariate the +-1 / +-2 sigma coverage is nominal at both ends, and the stored
+    calibration applies to new stars (and old calibrations without it are unchanged)."""
+    from starcenter.model.uncertainty import covariates
+
+    rng = np.random.default_rng(5)
+    n = 20000
+    mag = rng.uniform(-11, -6, n)
+    true = 0.01 * np.exp(rng.normal(0, 0.5, (n, 2)))  # px, spread unrelated to magnitude
+    raw = true**2 / 0.01
+    err = rng.normal(0, true)
+    cov = covariates(mag)
+    plain = calibrate(err[:10000], raw[:10000], cov[:10000], names=["mag"], degree=2)
+    both = calibrate(err[:10000], raw[:10000], cov[:10000], names=["mag"], degree=2, sigma_covariate=True)
+    assert "sigma_lo" in both and "sigma_lo" not in plain and np.shape(both["coef"]) == (2, 5)
+    e, r = err[10000:], raw[10000:]
+    for a in range(2):
+        for sel in (r[:, a] < np.quantile(r[:, a], 0.2), r[:, a] > np.quantile(r[:, a], 0.8)):
+            assert abs(coverage(e[sel, a], calibrated_sigma(r, cov[10000:], plain)[sel, a], 1) - NOMINAL[1]) > 0.1
+            s = calibrated_sigma(r, cov[10000:], both)[sel, a]
+            assert abs(coverage(e[sel, a], s, 1) - NOMINAL[1]) < 0.03
+            assert abs(coverage(e[sel, a], s, 2) - NOMINAL[2]) < 0.02
+
+
 def test_calibration_of_the_earlier_form_still_applies():
     """Models written before keep their factors per magnitude bin (raw instrumental mag)."""
     from starcenter.model.uncertainty import covariates
@@ -259,7 +285,8 @@ def test_recalibrate_on_another_set_rewrites_the_metadata(store, sigma_model, tm
     assert new["calibration_before"] == meta["calibration"]
     cal = new["calibration"]
     assert "unseen stars of every exposure" in cal["on"] and cal["n"] > meta["calibration"]["n"]
-    assert np.all(np.isfinite(cal["coef"])) and cal["names"] == ["mag"] and np.shape(cal["coef"]) == (2, 3)
+    assert np.all(np.isfinite(cal["coef"])) and cal["names"] == ["mag"]
+    assert np.shape(cal["coef"]) == (2, 5) and len(cal["sigma_lo"]) == 2  # degree 2 in mag and log raw sigma
     plain = tmp_path / "plain.keras.json"
     plain.write_text(json.dumps({**meta, "outputs": "xy"}))
     with pytest.raises(BadArgumentError, match="predicts no sigma"):
