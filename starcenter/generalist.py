@@ -99,14 +99,15 @@ def calibrate_on_own_set(out: Path, filt: str, chips, exposures: int, seed: int,
     from starcenter.model.uncertainty import recalibrate
 
     cfg = training_config(filt, chips, exposures, seed + CALIBRATION_SEED_OFFSET)
-    record = {"simulation": json.loads(cfg.to_json()), "stars": "all", "degree": 2}
+    record = {"simulation": json.loads(cfg.to_json()), "stars": "all", "degree": 2, "sigma_covariate": True}
     store = None
     for path, chip in zip(paths, chips):
         meta = load_metadata(path)
         if meta.get("generalist", {}).get("calibration_set") == record:
             continue
         store = store or build_set(out / f"calib-{filt}.zarr", cfg, cluster_options, progress)
-        cal = recalibrate(path, store, chip, stars=record["stars"], degree=record["degree"])
+        cal = recalibrate(path, store, chip, stars=record["stars"], degree=record["degree"],
+                          sigma_covariate=record["sigma_covariate"])
         meta = load_metadata(path)
         meta["generalist"]["calibration_set"] = record
         _write_atomic(metadata_path(path), json.dumps(meta, indent=1))
