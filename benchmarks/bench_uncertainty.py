@@ -298,8 +298,7 @@ def main(argv=None) -> int:
 
     args.outdir.mkdir(parents=True, exist_ok=True)
     CATALOG.update(catalog_min_flux=args.catalog_min_flux, central=args.central)
-    if args.central > 1 / 3 + 1e-9:
-        FEATURES.extend(["chip_x", "chip_y"])
+    FEATURES[:] = ["mag", "focus"] + (["chip_x", "chip_y"] if args.central > 1 / 3 + 1e-9 else [])
     opts = ClusterOptions(scheduler="local", workers=args.workers, quiet=True)
     train = make_set(args.outdir / "train.zarr", args.train_exposures, 31, opts)
     test = make_set(args.outdir / "test.zarr", args.test_exposures, 32, opts)
