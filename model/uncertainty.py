@@ -111,8 +111,8 @@ def calibrate(err: np.ndarray, sigma: np.ndarray, cov: np.ndarray, names=("mag",
         err, sigma, cov = err[take], sigma[take], cov[take]
     k, p = err.shape[1], cov.shape[1]
     lo, hi = (cov.min(axis=0), cov.max(axis=0)) if len(cov) else (np.zeros(p), np.zeros(p))
-    log_s = np.log(sigma) if len(sigma) else np.zeros((0, k))
-    s_lo, s_hi = (log_s.min(axis=0), log_s.max(axis=0)) if len(log_s) else (np.zeros(k), np.zeros(k))
+    log_s = np.log(sigma)
+    s_lo, s_hi = (log_s.min(axis=0), log_s.max(axis=0)) if sigma_covariate and len(log_s) else (np.zeros(k),) * 2
     q = p + bool(sigma_covariate)
     c68, c95 = np.zeros((k, degree * q + 1)), np.zeros((k, degree * q + 1))
     if len(err) > 2 * (degree * q + 1):

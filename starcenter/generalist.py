@@ -68,13 +68,13 @@ def run_generalist(outdir, filters=("F555W",), chips=("PC1", "WF2", "WF3", "WF4"
     out.mkdir(parents=True, exist_ok=True)
     done = []
     for filt in filters:
-        cfg = training_config(filt, chips, exposures, seed)
-        jobs = [dict(store=str(out / f"train-{filt}.zarr"), chip=chip, arch=arch, recipe="fast", epochs=epochs,
+        cfg, train_store = training_config(filt, chips, exposures, seed), out / f"train-{filt}.zarr"
+        jobs = [dict(store=str(train_store), chip=chip, arch=arch, recipe="fast", epochs=epochs,
                      out=str(out / model_name(chip, filt)), seed=0, target="exact", verbose=0,
                      uncertainty=True, features=FEATURES, flux=True) for chip in chips]
         todo = [j for j in jobs if not Path(j["out"] + ".json").exists()]
         if todo:
-            build_set(out / f"train-{filt}.zarr", cfg, cluster_options, progress)
+            build_set(train_store, cfg, cluster_options, progress)
         train_many(todo, workers=2, progress=(lambda job: print(f"== trained {Path(job['out']).name}", flush=True))
                    if progress else None)
         paths = [Path(job["out"]) for job in jobs]

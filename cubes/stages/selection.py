@@ -207,9 +207,8 @@ def stacked_residual(path: str, c: int, stars: np.ndarray, epsf_for, gain: float
 
 def stack_cut(path: str, params: RasterParams, progress: bool = True):
     """``(chip index, stars) -> (departure, pixel noise)`` (:func:`stack_statistics`) where the
-    stacked-residual cut applies, else
-    None (with the reason printed): it needs the catalog, fitted (or true) ePSF and at least
-    STACK_MIN_EXPOSURES exposures with catalog truth."""
+    stacked-residual cut applies, else None (with the reason printed): it needs the catalog,
+    fitted (or true) ePSF and at least STACK_MIN_EXPOSURES exposures with catalog truth."""
     from starcenter.cubes.lookup import chip_epsfs
     from starcenter.cubes.params import DetectParams
 
