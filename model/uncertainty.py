@@ -59,6 +59,9 @@ def split_outputs(pred: np.ndarray):
 
 #: At most this many stars enter the quantile regression (a seeded draw beyond it).
 CALIBRATION_MAX_STARS = 40000
+#: The residual step of a calibration: a piecewise linear function of magnitude over this many
+#: equal-count intervals, made only with at least RESIDUAL_MIN_PER_BIN stars per interval.
+RESIDUAL_BINS, RESIDUAL_MIN_PER_BIN = 8, 500
 
 
 def covariate_names(features=()) -> list:
@@ -99,8 +102,9 @@ def calibrate(err: np.ndarray, sigma: np.ndarray, cov: np.ndarray, names=("mag",
     exposures, calibrated on 128 others) the raw sigma of 1 % of the faintest stars reached 0.3-3
     px for errors <= 0.25 px, making the 1e3-3e3 e- bin's mean sigma 1.3-1.7x its rms error;
     with the covariate 0.93 / 0.91, every bin within 0.91-1.00 and coverage unchanged elsewhere.
+    Then, with >= 4,000 stars, a residual factor, piecewise linear in magnitude (:func:`_residual`).
     Returns {"names", "degree", "coef" (k, degree p + 1), "coef_68", "coef_95", "lo", "hi", "n",
-    "method"}.
+    "method"[, "residual"]}.
     """
     err, sigma, cov = (np.asarray(a, np.float64) for a in (err, sigma, cov))
     ok = np.all(np.isfinite(err) & np.isfinite(sigma) & (sigma > 0) & (err != 0), axis=1)
@@ -129,7 +133,29 @@ def calibrate(err: np.ndarray, sigma: np.ndarray, cov: np.ndarray, names=("mag",
                      + " at 68.27 % (1 sigma) and 95.45 % (2 sigma), geometric mean of the two factors, per output"}
     if sigma_covariate:
         out.update(sigma_lo=s_lo.tolist(), sigma_hi=s_hi.tolist())
+    if len(err) >= RESIDUAL_BINS * RESIDUAL_MIN_PER_BIN:
+        out["residual"] = _residual(err, calibrated_sigma(sigma, cov, out), cov[:, 0])
+        out["method"] += "; then a residual factor piecewise linear in magnitude"
     return out
+
+
+def _residual(err: np.ndarray, sigma: np.ndarray, mag: np.ndarray, bins: int = RESIDUAL_BINS) -> dict:
+    """The calibration's residual step, on the regression's own stars: per output, a piecewise
+    linear function of the scaled magnitude ``mag`` (knots at its 0, 1/bins, .., 1 quantiles),
+    fitted as the regression (quantile regression of log(|err| / sigma) at 68.27 % and of
+    log(|err| / 2 sigma) at 95.45 % on the knots' tent functions, the mean of the two), applied
+    by :func:`calibrated_sigma` (held at the end knots beyond them). Why: a degree-2 polynomial
+    leaves ~1-3 % of coverage by magnitude. Measured (SIMULATION, WF3 V2 calibrated on 103,277
+    stars of 128 exposures): +-1 sigma at 3e3-1e4 e- (x) 70.9 % -> 70.0 % on those stars and
+    71.7 % -> 70.8 % on 96 other exposures."""
+    knots = np.unique(np.quantile(mag, np.linspace(0.0, 1.0, bins + 1)))
+    B = np.stack([np.interp(mag, knots, np.eye(len(knots))[j]) for j in range(len(knots))], axis=1)
+    log_f = []
+    for a in range(err.shape[1]):
+        lz = np.log(np.abs(err[:, a]) / sigma[:, a])
+        f68, f95 = _quantile_regression(B, lz, NOMINAL[1]), _quantile_regression(B, lz - np.log(2.0), NOMINAL[2])
+        log_f.append(((f68 + f95) / 2).tolist())
+    return {"mag": knots.tolist(), "log_factor": log_f}
 
 
 def _output_design(cov, lo, hi, degree: int, log_sigma=None, s_lo: float = 0.0, s_hi: float = 0.0) -> np.ndarray:
@@ -143,7 +169,8 @@ def describe(calibration: dict) -> str:
     """One line: what a stored calibration is and how many stars made it."""
     n = calibration["n"] if isinstance(calibration["n"], int) else sum(calibration["n"])
     if "coef" in calibration:
-        return f"sigma calibrated on {n} stars (quantile regression on {', '.join(calibration['names'])})"
+        res = ", residual piecewise linear in magnitude" if "residual" in calibration else ""
+        return f"sigma calibrated on {n} stars (quantile regression on {', '.join(calibration['names'])}{res})"
     return f"sigma calibrated on {n} stars (factors per magnitude bin {np.round(calibration['scale'], 2).tolist()})"
 
 
@@ -206,13 +233,17 @@ def calibrated_sigma(sigma_raw: np.ndarray, cov: np.ndarray, calibration: dict |
     coef, degree = np.asarray(calibration["coef"]), calibration.get("degree", 1)
     lo, hi = calibration["lo"], calibration["hi"]
     if "sigma_lo" not in calibration:
-        return sigma_raw * np.exp(_design(cov, lo, hi, degree) @ coef.T)
-    out = np.empty_like(sigma_raw)
-    for a in range(sigma_raw.shape[1]):
-        with np.errstate(divide="ignore", invalid="ignore"):  # sigma 0 / inf / NaN: clipped into the range
-            log_s = np.nan_to_num(np.log(sigma_raw[:, a]), nan=calibration["sigma_hi"][a])
-        X = _output_design(cov, lo, hi, degree, log_s, calibration["sigma_lo"][a], calibration["sigma_hi"][a])
-        out[:, a] = sigma_raw[:, a] * np.exp(X @ coef[a])
+        out = sigma_raw * np.exp(_design(cov, lo, hi, degree) @ coef.T)
+    else:
+        out = np.empty_like(sigma_raw)
+        for a in range(sigma_raw.shape[1]):
+            with np.errstate(divide="ignore", invalid="ignore"):  # sigma 0 / inf / NaN: clipped into the range
+                log_s = np.nan_to_num(np.log(sigma_raw[:, a]), nan=calibration["sigma_hi"][a])
+            X = _output_design(cov, lo, hi, degree, log_s, calibration["sigma_lo"][a], calibration["sigma_hi"][a])
+            out[:, a] = sigma_raw[:, a] * np.exp(X @ coef[a])
+    if "residual" in calibration:  # held at the end knots' values beyond them
+        res = calibration["residual"]
+        out *= np.exp(np.stack([np.interp(cov[:, 0], res["mag"], f) for f in res["log_factor"]], axis=1))
     return out
 
 
