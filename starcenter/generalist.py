@@ -32,6 +32,9 @@ FOCUS_RANGE = (-10.0, 15.0)
 FEATURES = ("mag", "focus", "chip_x", "chip_y")
 #: Seed of a filter's calibration set = the training seed + this (other stars, other PSF epochs).
 CALIBRATION_SEED_OFFSET = 1000
+#: How the calibration set calibrates sigma (model.uncertainty.calibrate), recorded with the set: a
+#: model calibrated by an earlier method is calibrated again on a rerun.
+CALIBRATION_METHOD = "quantile regression, then a residual factor piecewise linear in magnitude"
 
 
 def training_config(filt: str, chips, exposures: int, seed: int):
@@ -99,7 +102,8 @@ def calibrate_on_own_set(out: Path, filt: str, chips, exposures: int, seed: int,
     from starcenter.model.uncertainty import recalibrate
 
     cfg = training_config(filt, chips, exposures, seed + CALIBRATION_SEED_OFFSET)
-    record = {"simulation": json.loads(cfg.to_json()), "stars": "all", "degree": 2, "sigma_covariate": True}
+    record = {"simulation": json.loads(cfg.to_json()), "stars": "all", "degree": 2, "sigma_covariate": True,
+              "method": CALIBRATION_METHOD}
     store = None
     for path, chip in zip(paths, chips):
         meta = load_metadata(path)
@@ -136,6 +140,18 @@ def ship(path) -> Path:
     path = Path(path)
     SHIPPED.mkdir(parents=True, exist_ok=True)
     dest = SHIPPED / path.name
-    load_model(str(path)).save(dest)  # loaded uncompiled: saved without the optimizer
+    model = load_model(str(path))
+    if not (dest.exists() and _same_weights(model, dest)):  # a recalibration leaves the file as it is
+        model.save(dest)  # loaded uncompiled: saved without the optimizer
     shutil.copyfile(path.with_name(path.name + ".json"), dest.with_name(dest.name + ".json"))
     return dest
+
+
+def _same_weights(model, path: Path) -> bool:
+    """Whether the model file at ``path`` holds exactly ``model``'s weights."""
+    import keras
+    import numpy as np
+
+    other = keras.models.load_model(path, compile=False, safe_mode=True).get_weights()
+    mine = model.get_weights()
+    return len(mine) == len(other) and all(np.array_equal(a, b) for a, b in zip(mine, other))

@@ -8,6 +8,7 @@ import pytest
 import xarray as xr
 
 from starcenter.cubes import constants as C
+from starcenter.generalist import CALIBRATION_METHOD
 from starcenter.model.predict import FLAGS, SHIPPED, centre, shipped_model
 
 from .conftest import derive_store
@@ -34,6 +35,7 @@ def test_shipped_model_is_small_and_says_how_it_was_made(path):
     assert cal["names"] == ["mag", "focus", "chip_x", "chip_y"] and np.all(np.isfinite(cal["coef"]))
     assert cal["n"] >= 4000 and gen["calibration_set"]["simulation"]["filter"] == filt
     assert gen["calibration_set"]["simulation"]["seed"] != gen["simulation"]["seed"]
+    assert gen["calibration_set"]["method"] == CALIBRATION_METHOD and "residual" in cal
 
 
 @pytest.fixture(scope="module")

@@ -258,8 +258,8 @@ def test_centres_of_older_rasters_are_replaced_not_mixed(store, sigma_model, tmp
 
 def test_predict_without_a_model_uses_the_shipped_one_or_says_why_not(store, sigma_model, tmp_path,
                                                                       monkeypatch, capsys):
-    """`starcenter generalist --install` ships a model without its optimizer state; `predict`
-    without --model finds it by chip and filter, and a chip with none is a clear error with
+    """`starcenter generalist --install` ships a model without its optimizer state (shipping it
+    again after a recalibration rewrites only its metadata); `predict` without --model finds it by chip and filter, and a chip with none is a clear error with
     nothing written."""
     import shutil
 
@@ -275,6 +275,11 @@ def test_predict_without_a_model_uses_the_shipped_one_or_says_why_not(store, sig
     shutil.copyfile(path.with_name(path.name + ".json"), trained.with_name(trained.name + ".json"))
     dest = ship(trained)
     assert dest.parent == tmp_path / "shipped" and dest.stat().st_size < 0.6 * trained.stat().st_size
+    shipped, meta_path = dest.read_bytes(), trained.with_name(trained.name + ".json")
+    meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "note": "recalibrated"}))
+    ship(trained)  # the same weights, new metadata (a recalibration): the model file is left as it is
+    assert dest.read_bytes() == shipped
+    assert json.loads(dest.with_name(dest.name + ".json").read_text())["note"] == "recalibrated"
     copy = tmp_path / "s.zarr"
     shutil.copytree(store, copy)
     base = ["predict", str(copy), "--scheduler", "synchronous", "--quiet"]
