@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import zipfile
 from functools import lru_cache
 from pathlib import Path
@@ -29,9 +30,15 @@ EXPOSURE_BLOCK = schema.EXPOSURE_BLOCK
 BATCH = 8192
 
 
-@lru_cache(maxsize=4)
 def load_model(path: str):
-    """The Keras model at ``path``, loaded once per process, in safe mode."""
+    """The Keras model at ``path``, loaded once per process and file version (a model rewritten
+    at the same path, e.g. trained again, is loaded again), in safe mode."""
+    st_ = os.stat(path)
+    return _load_model(str(path), (st_.st_ino, st_.st_mtime_ns, st_.st_ctime_ns, st_.st_size))
+
+
+@lru_cache(maxsize=4)
+def _load_model(path: str, version: tuple):
     quiet_tensorflow()
     import keras
 

@@ -115,6 +115,23 @@ def test_train_resume_and_predict(store, tmp_path):
         predict(store, out, "forced", chip="PC1", force=True, progress=False)
 
 
+def test_a_model_rewritten_at_the_same_path_is_loaded_again(tmp_path):
+    """predict's per-process model cache follows the file: a model trained again at the same
+    path is not served from the cache."""
+    import keras
+
+    from starcenter.model.predict import load_model
+
+    path = tmp_path / "m.keras"
+    for value in (1.0, 2.0):
+        m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, kernel_initializer="zeros",
+                                                                    bias_initializer="zeros")])
+        m.layers[0].bias.assign([value])
+        m.save(path)
+        assert float(load_model(str(path)).predict(np.zeros((1, 2)), verbose=0)[0, 0]) == value
+    assert load_model(str(path)) is load_model(str(path))  # unchanged file: loaded once
+
+
 def test_model_files_load_in_safe_mode(store, tmp_path):
     import keras
 
