@@ -149,9 +149,9 @@ def ship(path) -> Path:
 
 def _same_weights(model, path: Path) -> bool:
     """Whether the model file at ``path`` holds exactly ``model``'s weights."""
-    import keras
     import numpy as np
 
-    other = keras.models.load_model(path, compile=False, safe_mode=True).get_weights()
-    mine = model.get_weights()
+    from starcenter.model.predict import load_model
+
+    other, mine = load_model(str(path)).get_weights(), model.get_weights()
     return len(mine) == len(other) and all(np.array_equal(a, b) for a, b in zip(mine, other))
