@@ -259,8 +259,8 @@ def test_centres_of_older_rasters_are_replaced_not_mixed(store, sigma_model, tmp
 def test_predict_without_a_model_uses_the_shipped_one_or_says_why_not(store, sigma_model, tmp_path,
                                                                       monkeypatch, capsys):
     """`starcenter generalist --install` ships a model without its optimizer state (shipping it
-    again after a recalibration rewrites only its metadata); `predict` without --model finds it by chip and filter, and a chip with none is a clear error with
-    nothing written."""
+    again after a recalibration rewrites only its metadata); `predict` without --model finds it
+    by chip and filter, and a chip with none is a clear error with nothing written."""
     import shutil
 
     from starcenter import cli
