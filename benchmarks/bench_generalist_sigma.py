@@ -24,6 +24,8 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
+    from bench_uncertainty import print_tables  # this folder: the same coverage tables
+
     from starcenter.cubes import pipeline
     from starcenter.evaluation import uncertainty as U
     from starcenter.generalist import build_set, model_name, training_config
@@ -50,15 +52,8 @@ def main(argv=None) -> int:
     for method in ("generalist", U.CLASSICAL_FISHER):
         tab = U.table(U.errors_and_sigmas(store, method))
         report[method] = {"table": tab, "within_68+-3_95+-2": U.within(tab)}
-        print(f"\n== {report['label']}: {method} ==")
-        print("| chip | axis | flux e- | n | +-1 sigma % | +-2 sigma % | Spearman | mean sigma / rms |")
-        print("|---|---|---|---|---|---|---|---|")
-        for chip, axes in tab.items():
-            for ax, rows in axes.items():
-                for k, v in rows.items():
-                    if "cov1_pct" in v:
-                        print(f"| {chip} | {ax} | {k} | {v['n']} | {v['cov1_pct']} | {v['cov2_pct']} | "
-                              f"{v['spearman']} | {v['sigma_over_rms']} |")
+    print(report["label"])
+    print_tables({m: report[m] for m in ("generalist", U.CLASSICAL_FISHER)})
     (args.outdir / "generalist_sigma.json").write_text(json.dumps(report, indent=1))
     return 0
 
