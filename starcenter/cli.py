@@ -10,6 +10,7 @@ import sys
 
 from starcenter import arguments as A
 from starcenter import commands as C
+from starcenter import generalist as G
 
 
 def _add_cluster_args(p):
@@ -216,13 +217,15 @@ def _add_generalist(sub):
     p.add_argument("outdir", type=A.output_dir, help="directory for the training sets and models")
     p.add_argument("--filters", type=A.filters, default=("F555W",), help="comma-separated filters (default F555W)")
     p.add_argument("--chips", type=A.chips, default=("PC1", "WF2", "WF3", "WF4"), help="chips (default all four)")
-    p.add_argument("--exposures", type=A.integer(8, 100_000), default=48,
-                   help="simulated exposures per filter, focus drawn from -10..+15 um (default 48)")
-    p.add_argument("--epochs", type=A.integer(1, 100_000), default=12, help="training epochs (default 12)")
+    p.add_argument("--exposures", type=A.integer(8, 100_000), default=G.EXPOSURES,
+                   help=f"simulated exposures per filter, focus drawn from -10..+15 um (default {G.EXPOSURES})")
+    p.add_argument("--epochs", type=A.integer(1, 100_000), default=G.EPOCHS,
+                   help=f"training epochs (default {G.EPOCHS})")
     p.add_argument("--arch", choices=("v1", "v2", "resnet"), default="v2", help="network (default v2)")
-    p.add_argument("--calibration-exposures", type=A.integer(0, 100_000), default=0,
+    p.add_argument("--calibration-exposures", type=A.integer(0, 100_000), default=G.CALIBRATION_EXPOSURES,
                    help="recalibrate each model's sigma on every star of a calibration set of this many "
-                        "simulated exposures (another seed; default 0: the held-out exposures' calibration)")
+                        f"simulated exposures (another seed; default {G.CALIBRATION_EXPOSURES}; 0: only the "
+                        "held-out exposures' calibration)")
     p.add_argument("--install", action="store_true",
                    help="copy the models into the package: `starcenter predict` without --model uses them")
     _add_cluster_args(p)

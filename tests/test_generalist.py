@@ -2,6 +2,7 @@
 provenance, and centring simulated stars of an epoch they never saw (the tiny store's)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,3 +115,29 @@ def test_generalist_recalibrates_on_a_calibration_set_of_its_own(fitted_store, t
                          progress=False)
     assert built == ["calib-F555W.zarr"]
     assert json.loads((out / (src.name + ".json")).read_text()) == meta
+
+
+def test_the_benchmark_verdict_names_the_worst_case_of_each_floor():
+    """bench_generalist.verdict: PASS only where every held-out set and chip holds the floor, and a
+    FAIL names the set, chip and flux bin that broke it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_generalist", Path(__file__).parents[1] / "benchmarks" / "bench_generalist.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def row(ratios, robust, phase=(1.0, 2.0), outer=1.05):
+        bins = [{"flux_e": list(b), "ratio": r, "robust_mpix": m} for b, r, m in zip(bench.FLUX_BINS, ratios, robust)]
+        return {"bins": bins, "phase_p2p_mpix": list(phase), "outer_over_centre": outer}
+
+    good = {"generalist": row([2.0, 1.5, 1.2, 1.25], [40, 20, 10, 6]),
+            "classical-library": row([2.0, 1.6, 1.3, 1.3], [40, 21, 11, 7]),
+            "classical-fitted": row([2.0, 1.5, 1.2, 1.25], [41, 20, 10, 6.5])}
+    bad = dict(good, generalist=row([2.0, 1.5, 1.2, 1.4], [40, 20, 10, 7], phase=(3.5, 1.0), outer=1.2))
+    lines = bench.verdict({"held_out": {"+4.5": {"PC1": good, "WF3": good}}})
+    assert all(line.startswith("PASS") for line in lines), lines
+    lines = bench.verdict({"held_out": {"+4.5": {"PC1": good}, "-12.0": {"WF3": bad}}})
+    assert [line[:4] for line in lines] == ["FAIL", "FAIL", "FAIL", "FAIL"], lines
+    assert "1.4 (-12.0 um WF3 3e+04-1e+05)" in lines[0] and "3.5 (-12.0 um WF3)" in lines[1]
+    assert "1.2 (-12.0 um WF3)" in lines[2] and "1.08 (-12.0 um WF3 3e+04-1e+05)" in lines[3]
