@@ -141,3 +141,5 @@ def test_the_benchmark_verdict_names_the_worst_case_of_each_floor():
     assert [line[:4] for line in lines] == ["FAIL", "FAIL", "FAIL", "FAIL"], lines
     assert "1.4 (-12.0 um WF3 3e+04-1e+05)" in lines[0] and "3.5 (-12.0 um WF3)" in lines[1]
     assert "1.2 (-12.0 um WF3)" in lines[2] and "1.08 (-12.0 um WF3 3e+04-1e+05)" in lines[3]
+    lines = bench.verdict({"held_out": {"+4.5": {"PC1": good}, "+17.0": {"WF3": {"no_stars": 0}}}})
+    assert [line[:4] for line in lines] == ["FAIL"] * 5 and lines[-1].endswith("+17.0 um WF3"), lines
