@@ -269,6 +269,34 @@ def test_a_focus_outside_the_grid_is_flagged_not_guessed(tiny_store):
     assert fit.status == F.STATUS["outside_grid"] and np.isnan(fit.focus) and fit.n_stars >= 30
 
 
+def test_a_coarse_minimum_at_the_grid_end_is_refined_inside_the_grid(tiny_store):
+    """The coarse search uses the chip-centre ePSF; where that puts the minimum at the grid's end
+    but the field-dependent model has it inside, the refinement finds it there (SIMULATION +17 um
+    despace on WF3, grid to +20: 11 of 24 exposures were flagged before); a minimum the refinement
+    also puts at the end stays flagged. Synthetic families: the data's sharp ePSF blurred by the
+    distance to a family's own best focus."""
+    from scipy.ndimage import gaussian_filter
+
+    from starcenter.cubes.classical.epsf import EffectivePSF
+
+    ex = xr.open_zarr(tiny_store, group="exposures")
+    _, true = chip_epsfs(tiny_store, DetectParams("true"))
+    sharp = true["WF3"](0)
+
+    def family(best):
+        return lambda f, *node: EffectivePSF(gaussian_filter(sharp.data, 0.5 * abs(f - best)), 4).normalized()
+
+    image, dq = ex["image"].values[0, 1], ex["dq"].values[0, 1]
+    stars = F.select_stars(image, dq, 7.0, 5.0, sharp)
+    grid = np.arange(0.0, 5.0)  # coarse family best at 6: beyond the grid's end (4)
+    fit = F.fit_focus(image, stars, grid, family(6.0), 7.0, 5.0, field_at=family(2.6))
+    assert fit.status == F.STATUS["ok"] and abs(fit.focus - 2.6) < 0.3, fit
+    fit = F.fit_focus(image, stars, grid, family(6.0), 7.0, 5.0, field_at=family(4.5))
+    assert fit.status == F.STATUS["outside_grid"] and np.isnan(fit.focus), fit
+    fit = F.fit_focus(image, stars, grid, family(6.0), 7.0, 5.0)  # no field model: flagged as before
+    assert fit.status == F.STATUS["outside_grid"], fit
+
+
 def test_focus_and_diffusion_recover_the_nominal_diffusion(tiny_store, tmp_path):
     """SIMULATION (the model's own charge diffusion, +5 um): fit focus+diffusion finds d ~ 0 and
     the same focus; detect --psf fitted then uses the fitted diffusion."""

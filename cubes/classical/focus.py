@@ -196,21 +196,31 @@ def fit_focus(image, stars: FocusStars, grid: np.ndarray, epsf_at, gain: float, 
     n_dof = int(ok.sum()) * ((2 * HALF + 1) ** 2 - 4) - 1
     total = chi2[:, ok].sum(axis=1)
     f0, _, red, status = vertex(grid, total, n_dof)
+    bounds = (-np.inf, np.inf)
     if status == STATUS["outside_grid"]:
-        return FocusFit(np.nan, np.nan, len(stars), red, status)
-    if status == STATUS["no_minimum"]:  # not a parabola over 5 coarse nodes: start at the lowest
+        if field_at is None:
+            return FocusFit(np.nan, np.nan, len(stars), red, status)
+        # the coarse search's chip-centre ePSF can put the minimum at the grid's end although the
+        # field-dependent fit has it inside (SIMULATION, WF3 at +17.5..+18 um despace, grid to +20:
+        # coarse minimum at +20, refined 17.5-17.9 um at chi2_red ~4): refine inside the grid and
+        # flag only a refined minimum at its end
+        bounds = (float(grid[0]), float(grid[-1]))
+        f0 = bounds[1] - fine_half if np.argmin(total) else bounds[0] + fine_half
+    elif status == STATUS["no_minimum"]:  # not a parabola over 5 coarse nodes: start at the lowest
         f0 = float(grid[np.argmin(total)])
     keep = np.ones(len(stars), bool)
     best, err, red, status, n = _refine(image, stars, keep, f0, epsf_at, gain, read_noise, fine_step,
-                                        fine_half, field_at)
+                                        fine_half, field_at, bounds=bounds)
     if n < min_stars:
         return FocusFit(np.nan, np.nan, n, red, STATUS["too_few_stars"])
     return FocusFit(best, err, n, red, status)
 
 
-def _refine(image, stars, keep, centre, epsf_at, gain, read_noise, step, half, field_at, shifts: int = 4):
+def _refine(image, stars, keep, centre, epsf_at, gain, read_noise, step, half, field_at, shifts: int = 4,
+            bounds=(-np.inf, np.inf)):
     """The vertex on the fine lattice around ``centre``; the window moves towards the minimum
-    while the lowest node is at its edge (an asymmetric coarse profile), at most ``shifts`` times."""
+    while the lowest node is at its edge (an asymmetric coarse profile), at most ``shifts`` times,
+    never past ``bounds`` (um): a minimum at a bound is outside_grid."""
     rows: dict[float, np.ndarray] = {}  # chi-square per node, kept while the window moves
     for _ in range(shifts + 1):
         fine = fine_nodes(centre, step, half)
@@ -221,7 +231,7 @@ def _refine(image, stars, keep, centre, epsf_at, gain, read_noise, step, half, f
         use = keep & usable(chi2)
         total = chi2[:, use].sum(axis=1)
         i = int(np.argmin(total))
-        if 0 < i < len(fine) - 1:
+        if 0 < i < len(fine) - 1 or not bounds[0] < fine[i] < bounds[1]:
             break
         centre = fine[i]
     n = int(use.sum())
