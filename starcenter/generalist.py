@@ -33,9 +33,10 @@ FEATURES = ("mag", "focus", "chip_x", "chip_y")
 #: Seed of a filter's calibration set = the training seed + this (other stars, other PSF epochs).
 CALIBRATION_SEED_OFFSET = 1000
 #: The recipe of the shipped PC1 and WF3 F555W models (``starcenter generalist``'s defaults): training
-#: exposures per filter, epochs, calibration-set exposures. On 2 CPU cores a chip takes 30-40 min
-#: to train (75,000-100,000 rasters); 32 exposures and 30 epochs left the WF3 model at 1.5-2.0x the
-#: bound on an unseen epoch inside the range, 128 and 100 at 1.3-1.5x (SIMULATION, README).
+#: exposures per filter, epochs, calibration-set exposures. On 2 CPU cores a chip takes 30-50 min
+#: to train (75,000-100,000 rasters). Measured (SIMULATION, bench_generalist, unseen +4.5 um epoch,
+#: robust error over the bound at 1e4-3e4 / 3e4-1e5 e-): 32 exposures and 30 epochs gave WF3
+#: 1.24 / 1.68x, 128 and 100 give 1.06 / 1.21x.
 EXPOSURES, EPOCHS, CALIBRATION_EXPOSURES = 128, 100, 48
 #: How the calibration set calibrates sigma (model.uncertainty.calibrate), recorded with the set: a
 #: model calibrated by an earlier method is calibrated again on a rerun.
@@ -65,7 +66,8 @@ def model_name(chip: str, filt: str) -> str:
 
 def run_generalist(outdir, filters=("F555W",), chips=("PC1", "WF2", "WF3", "WF4"), exposures: int = EXPOSURES,
                    epochs: int = EPOCHS, arch: str = "v2", seed: int = 1, install: bool = False,
-                   calibration_exposures: int = 0, cluster_options=None, progress: bool = True) -> list[Path]:
+                   calibration_exposures: int = CALIBRATION_EXPOSURES, cluster_options=None,
+                   progress: bool = True) -> list[Path]:
     """Build the training set of every filter (only where a model is still to train), train one
     network per chip (two at a time), with ``calibration_exposures`` recalibrate each sigma on a
     calibration set of that many exposures, and return the model paths; ``install``: also copy
