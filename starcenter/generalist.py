@@ -32,7 +32,7 @@ FOCUS_RANGE = (-10.0, 15.0)
 FEATURES = ("mag", "focus", "chip_x", "chip_y")
 #: Seed of a filter's calibration set = the training seed + this (other stars, other PSF epochs).
 CALIBRATION_SEED_OFFSET = 1000
-#: The recipe of the shipped PC1 and WF3 F555W models (``starcenter generalist``'s defaults): training
+#: The recipe of the shipped PC1, WF2 and WF3 F555W models (``starcenter generalist``'s defaults): training
 #: exposures per filter, epochs, calibration-set exposures. On 2 CPU cores a chip takes 30-50 min
 #: to train (75,000-100,000 rasters). Measured (SIMULATION, bench_generalist, unseen +4.5 um epoch,
 #: robust error over the bound at 1e4-3e4 / 3e4-1e5 e-): 32 exposures and 30 epochs gave WF3
