@@ -1,8 +1,10 @@
 """Benchmark (SIMULATION + REAL): the shipped generalist networks on PSF epochs they never saw.
 
 Held-out SIMULATION sets (PC1 + WF3, F555W, whole chip, field-varying PSF, 1 um breathing), one
-per true focus in HELD_OUT_FOCUS (inside the generalists' -10..+15 um training range at values
-no exposure had, and beyond it), each with its own seed (stars and noise never seen). On each:
+per true focus in HELD_OUT_FOCUS (values no training exposure had; inside or beyond a model's
+training range, which its metadata gives and the floors' header prints: the first models were
+trained on -10..+15 um, the retrained ones on the PSF fit's grid), each with its own seed (stars
+and noise never seen). On each:
 ``psf --fit focus``, ``detect --psf fitted`` and ``catalog`` over the whole chip; the methods,
 scored on the same raster stars against the exact truth:
 
@@ -182,6 +184,17 @@ def held_out(outdir: Path, focus: float, n: int, seed: int, models: dict, opts, 
     return scores(store, pos)
 
 
+def training_focus(folder=None, chip: str = "PC1") -> list[float]:
+    """The true focus range (um) of a generalist's training set, from its model's metadata: the
+    shipped model, or the one in ``folder``."""
+    from starcenter.generalist import model_name
+    from starcenter.model.predict import shipped_model
+    from starcenter.model.train import load_metadata
+
+    path = shipped_model(chip, "F555W") if folder is None else Path(folder) / model_name(chip, "F555W")
+    return [float(v) for v in load_metadata(path)["generalist"]["focus_range_um"]]
+
+
 def verdict(rep: dict, method: str = "generalist") -> list[str]:
     """#13's floors for ``method`` on every held-out set and chip: within 1.3x of the bound at
     1e4-1e5 e-, phase bias p2p <= 3 mpix, outer/centre <= 1.15, no worse than the better
@@ -267,7 +280,9 @@ def print_tables(rep: dict) -> None:
                 print(f"| {m} | " + " | ".join(cells.get((lo, hi), "-") for lo, hi in FLUX_BINS) +
                       f" | {row['phase_p2p_mpix']} | {row['outer_over_centre']} |")
     for method in rep.get("generalists", ["generalist"]):
-        print(f"\n== #13 floors, {method} (SIMULATION held-out epochs) ==")
+        lo, hi = rep.get("training_focus_um", {}).get(method, (np.nan, np.nan))
+        where = ", ".join(f"{f} {'inside' if lo <= float(f) <= hi else 'beyond'}" for f in rep["held_out"])
+        print(f"\n== #13 floors, {method} (trained on {lo:+g}..{hi:+g} um; SIMULATION held-out epochs {where}) ==")
         print("\n".join(verdict(rep, method)))
     if rep.get("real"):
         print("\n== REAL DATA, ω Cen u40x010hm: fractional-pixel chi-square p (x / y) ==")
@@ -298,6 +313,7 @@ def main(argv=None) -> int:
            "held_out": {f"{f:+.1f}": held_out(args.outdir, f, args.exposures, held_out_seed(f), models, opts, others)
                         for f in (float(v) for v in args.focus.split(","))},
            "generalists": ["generalist", *others]}
+    rep["training_focus_um"] = {name: training_focus(folder) for name, folder in {"generalist": None, **others}.items()}
     rep["real"] = None if args.no_real else real(args.outdir, opts)
     (args.outdir / "generalist.json").write_text(json.dumps(rep, indent=1))
     print_tables(rep)

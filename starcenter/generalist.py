@@ -26,8 +26,11 @@ from starcenter.cubes import pipeline
 from starcenter.cubes.params import DetectParams, PSFFitParams, TransformParams
 from starcenter.cubes.sim.simulate import make_config
 
-#: True focus range of the training exposures (um, secondary-mirror despace vs the library).
-FOCUS_RANGE = (-10.0, 15.0)
+#: True focus range of the training exposures (um, secondary-mirror despace vs the library): the
+#: PSF-epoch fit's grid (PSFFitParams), so every epoch the fit can measure is one the networks saw
+#: (the secondary mirror was at +16.6 um in 1998); an epoch beyond it is flagged by the fit and the
+#: generalist gives no centre there (``no_feature``). The first models: -10..+15 um.
+FOCUS_RANGE = (PSFFitParams.grid_min, PSFFitParams.grid_max)
 #: The networks' per-star inputs beside the raster (starcenter.model.bridge.FEATURES).
 FEATURES = ("mag", "focus", "chip_x", "chip_y")
 #: Seed of a filter's calibration set = the training seed + this (other stars, other PSF epochs).

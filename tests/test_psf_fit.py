@@ -335,3 +335,38 @@ def test_crowding_cut_applies_to_the_fitted_epsf(fitted_store, tiny_store, tmp_p
             run_catalog(path, raster_params=RasterParams(max_stack_residual=0.0), progress=False)
         cut[name] = selection.stack_cut(str(path), RasterParams(), progress=False)
     assert callable(cut["fitted"]) and cut["library"] is None
+
+
+def test_the_stack_leaves_out_exposures_whose_psf_fit_was_flagged(fitted_store, tmp_path, monkeypatch):
+    """An exposure whose PSF-epoch fit was flagged is detected with the library ePSF; its residuals
+    would swamp every star's stack (a -15..+20 um sweep lost 90 % of its PC1 rasters), so the
+    stack of that chip leaves it out, and a chip left with too few exposures gets no cut at all."""
+    import zarr
+
+    from starcenter.cubes.params import RasterParams
+    from starcenter.cubes.pipeline import run_catalog
+    from starcenter.cubes.stages import selection
+
+    path = tmp_path / "flagged.zarr"
+    shutil.copytree(fitted_store, path)
+    with dask.config.set(scheduler="synchronous"):
+        run_catalog(path, raster_params=RasterParams(max_stack_residual=0.0), progress=False)
+    focus = zarr.open_group(str(path), mode="r+")["psf_fit/focus"]
+    values = focus[...]
+    values[1, 0] = np.nan  # exposure 1's fit flagged on the first chip only
+    focus[...] = values
+    seen = {}
+
+    def spy(path, c, stars, epsf_for, gain, rn, exposures, progress=False):
+        seen[c] = sorted(int(e) for e in exposures)
+        return np.zeros(len(stars)), np.zeros(len(stars))
+
+    monkeypatch.setattr(selection, "stacked_residual", spy)
+    monkeypatch.setattr(selection, "STACK_MIN_EXPOSURES", 2)
+    cut = selection.stack_cut(str(path), RasterParams(), progress=False)
+    stars = np.arange(4)
+    assert cut(0, stars) is not None and cut(1, stars) is not None
+    assert seen[0] == [0, 2] and seen[1] == [0, 1, 2], seen
+    monkeypatch.setattr(selection, "STACK_MIN_EXPOSURES", 3)
+    cut = selection.stack_cut(str(path), RasterParams(), progress=False)
+    assert cut(0, stars) is None and cut(1, stars) is not None

@@ -179,7 +179,10 @@ def select(path: str, params: RasterParams, progress: bool = True):
         selected[c] = select_stars(root, c, ref_idx, cat["count"].values[c], n_ok[c], params, reference)
         if stack_for is not None:
             stars = np.flatnonzero(selected[c])
-            stack[c, stars], noise[c, stars] = stack_for(c, stars)
+            measured = stack_for(c, stars)
+            if measured is None:  # too few exposures with a matching ePSF on this chip: no cut
+                continue
+            stack[c, stars], noise[c, stars] = measured
             selected[c, stars] &= stack[c, stars] <= stack_allowance(noise[c, stars], params.max_stack_residual)
     return selected, stack, noise
 
