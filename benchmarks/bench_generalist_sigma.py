@@ -2,7 +2,7 @@
 
 One held-out set per filter built exactly as the generalists' training and calibration sets
 (``starcenter.generalist.training_config`` and ``build_set``: every exposure's focus drawn from
--10 .. +15 um, 1 um breathing, the field-varying PSF, ``psf --fit focus``, ``detect --psf
+``FOCUS_RANGE``, -15 .. +20 um since the retrained models (-10 .. +15 before), 1 um breathing, the field-varying PSF, ``psf --fit focus``, ``detect --psf
 fitted``, the catalog over the whole chip with its crowding cut, which needs >= 20 exposures)
 under another seed: stars and PSF epochs neither the training nor the calibration saw. Each
 chip is centred with the shipped model (or the models of ``--models DIR``); printed per chip,
@@ -28,7 +28,7 @@ def main(argv=None) -> int:
 
     from starcenter.cubes import pipeline
     from starcenter.evaluation import uncertainty as U
-    from starcenter.generalist import build_set, model_name, training_config
+    from starcenter.generalist import FOCUS_RANGE, build_set, model_name, training_config
     from starcenter.model.predict import shipped_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
         model = args.models / model_name(chip, args.filter) if args.models else shipped_model(chip, args.filter)
         pipeline.run_stage("predict", store, None, False, model_path=str(model), name="generalist", chip=chip)
     report = {"label": f"SIMULATION held-out set: {args.filter}, {args.exposures} exposures, seed {args.seed}, "
-                       "focus -10..+15 um, field-varying PSF, whole chip, crowding cut",
+                       f"focus {FOCUS_RANGE[0]:+g}..{FOCUS_RANGE[1]:+g} um, field-varying PSF, whole chip, crowding cut",
               "models": str(args.models or "shipped")}
     for method in ("generalist", U.CLASSICAL_FISHER):
         tab = U.table(U.errors_and_sigmas(store, method))
