@@ -282,7 +282,8 @@ def print_tables(rep: dict) -> None:
     for method in rep.get("generalists", ["generalist"]):
         lo, hi = rep.get("training_focus_um", {}).get(method, (np.nan, np.nan))
         where = ", ".join(f"{f} {'inside' if lo <= float(f) <= hi else 'beyond'}" for f in rep["held_out"])
-        print(f"\n== #13 floors, {method} (trained on {lo:+g}..{hi:+g} um; SIMULATION held-out epochs {where}) ==")
+        print(f"\n== #13 floors, {method} (trained on {lo:+g}..{hi:+g} um; "
+              f"SIMULATION held-out epochs {where}) ==")
         print("\n".join(verdict(rep, method)))
     if rep.get("real"):
         print("\n== REAL DATA, ω Cen u40x010hm: fractional-pixel chi-square p (x / y) ==")
@@ -313,7 +314,8 @@ def main(argv=None) -> int:
            "held_out": {f"{f:+.1f}": held_out(args.outdir, f, args.exposures, held_out_seed(f), models, opts, others)
                         for f in (float(v) for v in args.focus.split(","))},
            "generalists": ["generalist", *others]}
-    rep["training_focus_um"] = {name: training_focus(folder) for name, folder in {"generalist": None, **others}.items()}
+    rep["training_focus_um"] = {name: training_focus(folder)
+                                for name, folder in {"generalist": None, **others}.items()}
     rep["real"] = None if args.no_real else real(args.outdir, opts)
     (args.outdir / "generalist.json").write_text(json.dumps(rep, indent=1))
     print_tables(rep)

@@ -2,9 +2,9 @@
 
 One held-out set per filter built exactly as the generalists' training and calibration sets
 (``starcenter.generalist.training_config`` and ``build_set``: every exposure's focus drawn from
-``FOCUS_RANGE``, -15 .. +20 um since the retrained models (-10 .. +15 before), 1 um breathing, the field-varying PSF, ``psf --fit focus``, ``detect --psf
-fitted``, the catalog over the whole chip with its crowding cut, which needs >= 20 exposures)
-under another seed: stars and PSF epochs neither the training nor the calibration saw. Each
+``FOCUS_RANGE``, -15 .. +20 um since the retrained models (-10 .. +15 before), 1 um breathing,
+the field-varying PSF, ``psf --fit focus``, ``detect --psf fitted``, the catalog over the whole
+chip with its crowding cut, which needs >= 20 exposures) under another seed: stars and PSF epochs neither the training nor the calibration saw. Each
 chip is centred with the shipped model (or the models of ``--models DIR``); printed per chip,
 axis and flux bin: the coverage of +-1 and +-2 sigma (nominal 68.27 / 95.45 %), Spearman of
 sigma with |error|, mean sigma over the rms error, for the generalist and the classical fit's
@@ -46,8 +46,9 @@ def main(argv=None) -> int:
     for chip in chips:
         model = args.models / model_name(chip, args.filter) if args.models else shipped_model(chip, args.filter)
         pipeline.run_stage("predict", store, None, False, model_path=str(model), name="generalist", chip=chip)
+    focus = f"{FOCUS_RANGE[0]:+g}..{FOCUS_RANGE[1]:+g} um"
     report = {"label": f"SIMULATION held-out set: {args.filter}, {args.exposures} exposures, seed {args.seed}, "
-                       f"focus {FOCUS_RANGE[0]:+g}..{FOCUS_RANGE[1]:+g} um, field-varying PSF, whole chip, crowding cut",
+                       f"focus {focus}, field-varying PSF, whole chip, crowding cut",
               "models": str(args.models or "shipped")}
     for method in ("generalist", U.CLASSICAL_FISHER):
         tab = U.table(U.errors_and_sigmas(store, method))

@@ -218,8 +218,8 @@ def _add_generalist(sub):
     p.add_argument("--filters", type=A.filters, default=("F555W",), help="comma-separated filters (default F555W)")
     p.add_argument("--chips", type=A.chips, default=("PC1", "WF2", "WF3", "WF4"), help="chips (default all four)")
     p.add_argument("--exposures", type=A.integer(8, 100_000), default=G.EXPOSURES,
-                   help=f"simulated exposures per filter, focus drawn from {G.FOCUS_RANGE[0]:+g}..{G.FOCUS_RANGE[1]:+g} um "
-                        f"(default {G.EXPOSURES})")
+                   help=f"simulated exposures per filter, focus drawn from {G.FOCUS_RANGE[0]:+g}.."
+                        f"{G.FOCUS_RANGE[1]:+g} um (default {G.EXPOSURES})")
     p.add_argument("--epochs", type=A.integer(1, 100_000), default=G.EPOCHS,
                    help=f"training epochs (default {G.EPOCHS})")
     p.add_argument("--arch", choices=("v1", "v2", "resnet"), default="v2", help="network (default v2)")

@@ -247,9 +247,9 @@ def stack_cut(path: str, params: RasterParams, progress: bool = True):
 def fit_flagged(path: str, psf: str, n_chips: int) -> np.ndarray:
     """(exposure, chip) bool: detections fitted with the library ePSF because the exposure's
     PSF-epoch fit was flagged (``psf`` "fitted" only). They stay out of the stack: a mismatched
-    library ePSF's residuals swamp every star's (measured, SIMULATION: a -15..+20 um focus sweep of
-    128 exposures, 4 flagged at the grid's ends: the median PC1 departure 0.020 with them, 0.013
-    without; 0 / 89 of 600 stars kept), and the cut would drop the chip's stars instead."""
+    library ePSF's residuals swamp every star's, and the cut would drop the chip's stars (measured,
+    SIMULATION, a -15..+20 um focus sweep of 128 exposures, 4 flagged at the grid's ends: of 600
+    PC1 stars, median departure 0.020 and none kept with them, 0.013 and 89 kept without)."""
     n_exp = st.open_group(path, schema.EXPOSURES).sizes["exposure"]
     if psf != "fitted" or not st.has_group(path, schema.PSF_FIT):
         return np.zeros((n_exp, n_chips), bool)
