@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import dask
 import numpy as np
@@ -213,3 +214,55 @@ def test_trainings_side_by_side_are_deterministic(store, tmp_path):
     assert [m["epochs"] for m in metas] == [1, 1] and len(done) == 2
     wa, wb = (keras.saving.load_model(tmp_path / f"{k}.keras").get_weights() for k in "ab")
     assert all(np.array_equal(a, b) for a, b in zip(wa, wb))
+
+
+_ORPHAN_PARENT = """
+import multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from starcenter.model.parallel import start_watchdog
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=ctx, initializer=start_watchdog, initargs=(os.getpid(), 0.2)) as pool:
+        print(pool.submit(os.getpid).result(), flush=True)
+        pool.submit(time.sleep, 600)
+        time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie nobody reaps, as under a container's init, counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in state
+
+
+def test_a_killed_parent_leaves_no_training_worker_behind(tmp_path):
+    """Killing ``starcenter generalist`` (SIGKILL) used to leave train_many's workers training on
+    as orphans; each worker now ends itself when its parent is gone."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs /proc (Linux)")
+    script = tmp_path / "parent.py"
+    script.write_text(_ORPHAN_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = None
+    try:
+        worker = int(parent.stdout.readline())
+        assert _alive(worker)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(30)
+        deadline = time.monotonic() + 30
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker), "the worker outlived its parent"
+    finally:
+        parent.kill()
+        if worker is not None and _alive(worker):
+            os.kill(worker, signal.SIGKILL)
