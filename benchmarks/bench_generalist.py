@@ -15,9 +15,10 @@ scored on the same raster stars against the exact truth:
 - generalist: the shipped model (``starcenter predict`` without ``--model``).
 
 Per set, chip and method: the robust error (1.4826 MAD, x and y pooled, mpix) by flux bin beside
-the Cramér–Rao bound (each star's flux and phase, the exposure's true ePSF at the chip centre);
-the pixel-phase bias (median error in 5 bins of true phase, stars > 1e4 e-, peak-to-peak per
-axis); the error in the outer two thirds of the chip over the central third. REAL DATA (ω Cen
+the Cramér–Rao bound (each star's flux and phase and its own true ePSF: its exposure's focus,
+its place on the chip; ``evaluation.truth.star_bounds``); the pixel-phase bias (median error in 5
+bins of true phase, stars > 1e4 e-, peak-to-peak per axis); the error in the outer two thirds of
+the chip over the central third, beside the same ratio of the bound (the PSF itself varies). REAL DATA (ω Cen
 u40x010hm, if stsci.tools is installed): the fractional-pixel histograms' chi-square p per chip
 and axis for the classical library and fitted fits and the generalist.
 
@@ -98,13 +99,9 @@ def scores(store: Path, positions: dict) -> dict:
     """Per chip and method: robust error and bound by flux bin, phase bias, outer/centre."""
     from starcenter.cubes import store as st
     from starcenter.cubes.classical.stats import robust_sigma
-    from starcenter.cubes.lookup import chip_epsfs
-    from starcenter.cubes.params import DetectParams
-    from starcenter.evaluation.cramer_rao import position_bound
-    from starcenter.evaluation.truth import pixel_phase
+    from starcenter.evaluation.truth import pixel_phase, star_bounds
 
     ras, ex, truth = (st.open_group(store, g) for g in ("rasters", "exposures", "truth"))
-    _, true_epsf = chip_epsfs(store, DetectParams("true"))
     sim = json.loads(st.read_attrs(store)["starcenter_simulation"])
     common = np.all([np.all(np.isfinite(p), axis=-1) for p in positions.values()], axis=0)
     out = {}
@@ -120,13 +117,19 @@ def scores(store: Path, positions: dict) -> dict:
         ex_ok = exact[ok]
         ph = pixel_phase(ex_ok)
         sky = sim.get("sky", 0.0) * float(ex["exptime"].values[0]) * float(ex["pixel_scale"].values[k]) ** 2
-        bx, by = position_bound(true_epsf[chip](0), f, sky, float(ex["read_noise"].values[k]), ph[:, 0], ph[:, 1])
+        exposure = np.broadcast_to(np.arange(ok.shape[0])[:, None], ok.shape)[ok]
+        bx, by = star_bounds(store, chip, exposure, ex_ok[:, 0], ex_ok[:, 1], f, sky,
+                             float(ex["read_noise"].values[k]))
         centre = np.all(np.abs(ex_ok - 399.5) < 133.5, axis=1)
+        bright = f >= 1e4
+        b_rms = [float(np.sqrt(np.mean(np.r_[bx[bright & sel], by[bright & sel]] ** 2)))
+                 for sel in (centre, ~centre)]  # the bound's own outer / centre
         res = {}
         for m, pos in positions.items():
             err = (pos[:, k][ok] - ex_ok) * 1e3
             err -= np.median(err, axis=0)  # a centring convention's offset is no error
-            row = {"bins": [], "phase_p2p_mpix": [], "outer_over_centre": None}
+            row = {"bins": [], "phase_p2p_mpix": [], "outer_over_centre": None,
+                   "bound_outer_over_centre": None}
             for lo, hi in FLUX_BINS:
                 s = (f >= lo) & (f < hi)
                 if s.sum() < 30:
@@ -134,13 +137,13 @@ def scores(store: Path, positions: dict) -> dict:
                 r, b = float(robust_sigma(err[s].ravel())), float(np.sqrt(np.mean(np.r_[bx[s], by[s]] ** 2)) * 1e3)
                 row["bins"].append({"flux_e": [lo, hi], "n": int(s.sum()), "robust_mpix": round(r, 2),
                                     "bound_mpix": round(b, 2), "ratio": round(r / b, 3)})
-            bright = f >= 1e4
             for a in range(2):
                 b5 = np.clip(((ph[bright, a] + 0.5) * 5).astype(int), 0, 4)
                 med = [np.median(err[bright, a][b5 == j]) for j in range(5) if np.any(b5 == j)]
                 row["phase_p2p_mpix"].append(round(float(np.max(med) - np.min(med)), 2))
             rc, ro = (float(robust_sigma(err[bright & sel].ravel())) for sel in (centre, ~centre))
             row["outer_over_centre"] = round(ro / rc, 3)
+            row["bound_outer_over_centre"] = round(b_rms[1] / b_rms[0], 3)
             res[m] = row
         out[chip] = res
     return out
@@ -270,15 +273,16 @@ def print_tables(rep: dict) -> None:
         for chip, methods in per_chip.items():
             print(f"\n== SIMULATION held-out focus {focus} um, {chip}: robust error / Cramér–Rao bound (mpix) ==")
             print("| method | " + " | ".join(f"{lo:.0e}-{hi:.0e}" for lo, hi in FLUX_BINS) +
-                  " | phase p2p x/y | outer/centre |")
-            print("|---" * (len(FLUX_BINS) + 3) + "|")
+                  " | phase p2p x/y | outer/centre | the bound's outer/centre |")
+            print("|---" * (len(FLUX_BINS) + 4) + "|")
             if "no_stars" in methods:
                 print(f"not scored: {methods['no_stars']} raster stars that every method centred")
                 continue
             for m, row in methods.items():
                 cells = {tuple(b["flux_e"]): f"{b['robust_mpix']} / {b['bound_mpix']} ({b['ratio']}x)" for b in row["bins"]}
                 print(f"| {m} | " + " | ".join(cells.get((lo, hi), "-") for lo, hi in FLUX_BINS) +
-                      f" | {row['phase_p2p_mpix']} | {row['outer_over_centre']} |")
+                      f" | {row['phase_p2p_mpix']} | {row['outer_over_centre']}"
+                      f" | {row.get('bound_outer_over_centre')} |")
     for method in rep.get("generalists", ["generalist"]):
         lo, hi = rep.get("training_focus_um", {}).get(method, (np.nan, np.nan))
         where = ", ".join(f"{f} {'inside' if lo <= float(f) <= hi else 'beyond'}" for f in rep["held_out"])

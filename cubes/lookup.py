@@ -82,6 +82,35 @@ def chip_epsfs(store, params: DetectParams):
     return chips, out
 
 
+def true_star_epsfs(store, chip: str):
+    """Simulations: ``exposure index -> (n_fy, n_fx)`` true ePSFs at the field nodes (the store's
+    psf group, linear in focus between its nodes: the simulator's ``ChipPSFs.for_exposure``), and
+    :func:`star_weights`: a star's own true ePSF, as the simulator drew it, is their mix with its
+    weights. Needs the psf group's ``true`` nodes (simulations only)."""
+    from starcenter.cubes.sim.truepsf import ChipPSFs
+
+    psf = st.open_group(store, schema.PSF) if st.has_group(store, schema.PSF) else None
+    if psf is None or "true" not in psf:
+        raise StoreMismatchError(st.store_path(store), "has no true ePSF (only simulations do)")
+    true = psf["true"].sel(chip=chip).values  # (focus, field_y, field_x, ey, ex)
+    nodes = np.empty(true.shape[:3], dtype=object)
+    for idx in np.ndindex(nodes.shape):
+        nodes[idx] = EffectivePSF(true[idx], int(psf.attrs["oversampling"]))
+    grid = ChipPSFs(None, nodes, psf[schema.FOCUS].values, psf[schema.FIELD_Y].values)
+    exp_focus = st.open_group(store, schema.EXPOSURES)["focus"].values  # before the chip offset, as nodes
+    return lambda exp: grid.for_exposure(float(exp_focus[exp]))
+
+
+def star_weights(store, x, y) -> np.ndarray:
+    """(n_fy * n_fx, n) weights of the field nodes' ePSFs (:func:`true_star_epsfs`, raveled) for
+    stars at true (x, y) (px): bilinear between the nodes, as the simulator renders them."""
+    from starcenter.cubes.sim.truepsf import field_weights
+
+    field = st.open_group(store, schema.PSF)[schema.FIELD_Y].values
+    wy, wx = field_weights(np.asarray(y, float), field), field_weights(np.asarray(x, float), field)
+    return (wy[:, None, :] * wx[None, :, :]).reshape(-1, wy.shape[1])
+
+
 def _fitted(store, c: int, chip: str, filt: str, os_: int):
     """``exposure -> ePSF`` from the psf_fit group: the model at the exposure's fitted focus
     (linear between the stored focus nodes), over the chip (a FieldEPSF) when the fit used the

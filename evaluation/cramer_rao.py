@@ -4,7 +4,8 @@ For a star of flux F (e-) on sky B (e-/px) with read noise RN (e-), fitted for (
 box of pixels with the pixel-integrated ePSF g (Mendez, Silva & Lobos 2013, PASP 125, 580; joint
 astrometry and photometry: Mendez et al. 2014, PASP 126, 798), the Fisher matrix is
 I_jk = sum_i (d mu_i / d theta_j)(d mu_i / d theta_k) / (mu_i + RN^2), mu_i = F g_i + B, and the
-bound on x is sqrt((I^-1)_xx). Vectorized over stars; the ePSF is the shared EffectivePSF.
+bound on x is sqrt((I^-1)_xx). Vectorized over stars; the ePSF is the shared EffectivePSF, or a
+per-star mixture of several (the simulator's field-varying ePSF: linear between field nodes).
 """
 
 from __future__ import annotations
@@ -14,23 +15,44 @@ import numpy as np
 from starcenter.cubes.classical.epsf import EffectivePSF
 
 
-def position_bound(epsf: EffectivePSF, flux, sky, read_noise, phase_x=0.0, phase_y=0.0,
-                   half: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def position_bound(epsf, flux, sky, read_noise, phase_x=0.0, phase_y=0.0,
+                   half: int = 2, weights=None) -> tuple[np.ndarray, np.ndarray]:
     """Cramér–Rao bounds (px) on x and y for stars of ``flux`` e- at sub-pixel phases
-    (phase_x, phase_y), fitting x, y, flux and sky over a (2*half+1)^2 box (5x5 by default)."""
-    cov, shape = _covariance(epsf, flux, sky, read_noise, phase_x, phase_y, half)
+    (phase_x, phase_y), fitting x, y, flux and sky over a (2*half+1)^2 box (5x5 by default).
+    ``epsf``: one EffectivePSF, or with ``weights`` (n_psf, n_stars) a sequence of n_psf whose
+    per-star weighted sum is each star's ePSF."""
+    cov, shape = _covariance(epsf, flux, sky, read_noise, phase_x, phase_y, half, weights)
     return np.sqrt(cov[:, 0, 0]).reshape(shape), np.sqrt(cov[:, 1, 1]).reshape(shape)
 
 
-def flux_bound(epsf: EffectivePSF, flux, sky, read_noise, phase_x=0.0, phase_y=0.0,
-               half: int = 2) -> np.ndarray:
+def flux_bound(epsf, flux, sky, read_noise, phase_x=0.0, phase_y=0.0,
+               half: int = 2, weights=None) -> np.ndarray:
     """Cramér–Rao bound (e-) on the flux of stars of ``flux`` e-, the same joint fit of x, y,
-    flux and sky over the (2*half+1)^2 box as :func:`position_bound`."""
-    cov, shape = _covariance(epsf, flux, sky, read_noise, phase_x, phase_y, half)
+    flux and sky over the (2*half+1)^2 box as :func:`position_bound` (``weights`` as there)."""
+    cov, shape = _covariance(epsf, flux, sky, read_noise, phase_x, phase_y, half, weights)
     return np.sqrt(cov[:, 2, 2]).reshape(shape)
 
 
-def _covariance(epsf: EffectivePSF, flux, sky, read_noise, phase_x, phase_y, half: int):
+def _mixture(epsfs, weights, dx, dy):
+    """Value and gradients of the per-star ePSF sum_k weights[k] * epsfs[k] at (dx, dy) (n, ...)."""
+    weights = np.asarray(weights, float)
+    if weights.shape != (len(epsfs), len(dx)):
+        raise ValueError(f"weights have shape {weights.shape}; expected ({len(epsfs)}, {len(dx)}): "
+                         "one row per ePSF, one column per star")
+    g, gx, gy = (np.zeros(dx.shape) for _ in range(3))
+    for e, w in zip(epsfs, weights):
+        use = w != 0
+        if not use.any():
+            continue
+        wk = w[use][:, None, None]
+        g[use] += wk * e.evaluate(dx[use], dy[use])
+        ex_, ey_ = e.gradient(dx[use], dy[use])
+        gx[use] += wk * ex_
+        gy[use] += wk * ey_
+    return g, gx, gy
+
+
+def _covariance(epsf, flux, sky, read_noise, phase_x, phase_y, half: int, weights=None):
     """((n, 4, 4) inverse Fisher matrices of (x, y, flux, sky), the arguments' broadcast shape)."""
     flux, sky, read_noise, phase_x, phase_y = np.broadcast_arrays(
         *(np.asarray(a, float) for a in (flux, sky, read_noise, phase_x, phase_y)))
@@ -38,8 +60,11 @@ def _covariance(epsf: EffectivePSF, flux, sky, read_noise, phase_x, phase_y, hal
     dx = k[None, None, :] - phase_x.ravel()[:, None, None]
     dy = k[None, :, None] - phase_y.ravel()[:, None, None]
     dx, dy = np.broadcast_arrays(dx, dy)
-    g = epsf.evaluate(dx, dy)
-    gx, gy = epsf.gradient(dx, dy)
+    if weights is None:
+        g = epsf.evaluate(dx, dy)
+        gx, gy = epsf.gradient(dx, dy)
+    else:
+        g, gx, gy = _mixture(list(epsf), weights, dx, dy)
     F = flux.ravel()[:, None, None]
     mu = F * g + sky.ravel()[:, None, None]
     var = np.clip(mu, 0, None) + read_noise.ravel()[:, None, None] ** 2
