@@ -297,6 +297,49 @@ def test_a_coarse_minimum_at_the_grid_end_is_refined_inside_the_grid(tiny_store)
     assert fit.status == F.STATUS["outside_grid"], fit
 
 
+def test_a_wrong_side_coarse_minimum_is_searched_again_with_the_field_model(tiny_store):
+    """The chip-centre coarse profile can have two near-equal minima, the lower on the wrong side
+    (SIMULATION, WF2 at +9..+13 um: 3 of 128 exposures flagged); when the refinement from it fails,
+    the coarse search is redone with the field-dependent model. Synthetic families as above: the
+    chip-centre family has wells at 1 and 6 um, the field model's best focus is 6.3 um."""
+    from scipy.ndimage import gaussian_filter
+
+    from starcenter.cubes.classical.epsf import EffectivePSF
+
+    ex = xr.open_zarr(tiny_store, group="exposures")
+    _, true = chip_epsfs(tiny_store, DetectParams("true"))
+    sharp = true["WF3"](0)
+
+    def blurred(sigma):  # the data prefer sigma ~0.5 (oversampled px) to the sharp ePSF
+        return EffectivePSF(gaussian_filter(sharp.data, sigma), 4).normalized()
+
+    def centre(f):
+        return blurred(0.5 + 1.5 * min(abs(f - 1.0), abs(f - 6.0) + 0.5))  # the 1 um well the lower
+
+    image, dq = ex["image"].values[0, 1], ex["dq"].values[0, 1]
+    stars = F.select_stars(image, dq, 7.0, 5.0, sharp)
+    grid = np.arange(0.0, 9.0)
+    field = lambda f, *node: blurred(0.5 + 1.5 * abs(f - 6.3))  # noqa: E731
+    fit = F.fit_focus(image, stars, grid, centre, 7.0, 5.0, field_at=field)
+    assert fit.status == F.STATUS["ok"] and abs(fit.focus - 6.3) < 0.3, fit
+    fit = F.fit_focus(image, stars, grid, centre, 7.0, 5.0)  # no field model: the chip-centre minimum
+    assert fit.status == F.STATUS["ok"] and abs(fit.focus - 1.0) < 0.3, fit
+
+
+def test_a_refinement_window_that_goes_back_and_forth_fits_around_the_lowest_node(monkeypatch):
+    """Two near-equal nodes, each the lowest of the other's window (the usable stars differ between
+    windows; SIMULATION, WF4 at +6.3 um): the fit takes the 3 nodes around the lowest of all nodes
+    instead of flagging the exposure. Chi-square and star selection are stand-ins here."""
+    stars = F.FocusStars(*(np.zeros(40) for _ in range(4)))
+    a = np.arange(40) < 20  # stars whose chi-square is lowest at 7 um; the others' at 6 um
+    monkeypatch.setattr(F, "chi2_profile", lambda image, st, epsfs, *args: np.array(
+        [45.0 + np.where(a, (f - 7.0) ** 2, (f - 6.0) ** 2) for f in epsfs]))
+    monkeypatch.setattr(F, "usable", lambda chi2: a if len(chi2) == 3 and chi2[0, 0] == 45.0 + 4.0 else ~a | (
+        len(chi2) > 3))  # the window 5..7 keeps the first group only, the window 6..8 the second only
+    best, _, _, status, _ = F._refine(None, stars, np.ones(40, bool), 5.0, lambda f: f, 7.0, 5.0, 1.0, 1.0, None)
+    assert status == F.STATUS["ok"] and 6.0 <= best <= 7.0, (best, status)
+
+
 def test_focus_and_diffusion_recover_the_nominal_diffusion(tiny_store, tmp_path):
     """SIMULATION (the model's own charge diffusion, +5 um): fit focus+diffusion finds d ~ 0 and
     the same focus; detect --psf fitted then uses the fitted diffusion."""

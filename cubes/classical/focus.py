@@ -211,9 +211,29 @@ def fit_focus(image, stars: FocusStars, grid: np.ndarray, epsf_at, gain: float, 
     keep = np.ones(len(stars), bool)
     best, err, red, status, n = _refine(image, stars, keep, f0, epsf_at, gain, read_noise, fine_step,
                                         fine_half, field_at, bounds=bounds)
+    if status != STATUS["ok"] and field_at is not None:
+        # the chip-centre coarse profile can have two near-equal minima, the lower one on the wrong
+        # side (SIMULATION, WF2 at +9..+13 um despace: 2.5 and 15 um within 2 % of each other, 3 of
+        # 128 exposures flagged); the field-dependent one has a single minimum at the right node (10,
+        # 10, 12.5 um). Only after a failed refinement: it needs the model at every lattice node.
+        f1 = _field_start(image, bright, grid, field_at, fine_step, fine_half, gain, read_noise)
+        retry = _refine(image, stars, keep, f1, epsf_at, gain, read_noise, fine_step, fine_half, field_at,
+                        bounds=(float(grid[0]), float(grid[-1])))
+        if retry[3] == STATUS["ok"]:
+            best, err, red, status, n = retry
     if n < min_stars:
         return FocusFit(np.nan, np.nan, n, red, STATUS["too_few_stars"])
     return FocusFit(best, err, n, red, status)
+
+
+def _field_start(image, bright: FocusStars, grid, field_at, step: float, half: float, gain: float,
+                 read_noise: float) -> float:
+    """Where to refine from: the lowest node of the coarse profile with every star's field-dependent
+    ePSF (:class:`FieldEPSF`, on the ``step``-um lattice), kept ``half`` um inside the grid."""
+    chi2 = chi2_profile(image, bright, [FieldEPSF(field_at, f, step) for f in grid], gain, read_noise)
+    ok = np.isfinite(chi2).all(axis=0)
+    f1 = float(grid[np.argmin(chi2[:, ok].sum(axis=1))])
+    return float(np.clip(f1, grid[0] + half, grid[-1] - half))
 
 
 def _refine(image, stars, keep, centre, epsf_at, gain, read_noise, step, half, field_at, shifts: int = 4,
@@ -234,6 +254,15 @@ def _refine(image, stars, keep, centre, epsf_at, gain, read_noise, step, half, f
         if 0 < i < len(fine) - 1 or not bounds[0] < fine[i] < bounds[1]:
             break
         centre = fine[i]
+    else:
+        # the window went back and forth between two near-equal nodes (SIMULATION, WF4 at +6.3 um:
+        # 6 and 7 um within 1e-4, each the lowest of one window): the 3 nodes around the lowest of all
+        fine = np.array(sorted(rows))
+        chi2 = np.stack([rows[f] for f in fine])
+        use = keep & usable(chi2)
+        total = chi2[:, use].sum(axis=1)
+        i = int(np.clip(np.argmin(total), 1, len(fine) - 2))
+        fine, total = fine[i - 1:i + 2], total[i - 1:i + 2]
     n = int(use.sum())
     n_dof = n * ((2 * HALF + 1) ** 2 - 4) - 1
     for points in (len(fine), 5, 3):  # fewer nodes where the profile is not a parabola that wide
