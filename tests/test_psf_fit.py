@@ -336,7 +336,8 @@ def test_a_refinement_window_that_goes_back_and_forth_fits_around_the_lowest_nod
         [45.0 + np.where(a, (f - 7.0) ** 2, (f - 6.0) ** 2) for f in epsfs]))
     monkeypatch.setattr(F, "usable", lambda chi2: a if len(chi2) == 3 and chi2[0, 0] == 45.0 + 4.0 else ~a | (
         len(chi2) > 3))  # the window 5..7 keeps the first group only, the window 6..8 the second only
-    best, _, _, status, _ = F._refine(None, stars, np.ones(40, bool), 5.0, lambda f: f, 7.0, 5.0, 1.0, 1.0, None)
+    keep = np.ones(40, bool)
+    best, _, _, status, _ = F._refine(None, stars, keep, 5.0, lambda f: f, 7.0, 5.0, 1.0, 1.0, None)
     assert status == F.STATUS["ok"] and 6.0 <= best <= 7.0, (best, status)
 
 
