@@ -95,8 +95,52 @@ def library_centres(store: Path, opts) -> np.ndarray:
     return out
 
 
+#: A star is isolated when the true stars within ISOLATION_PX px hold less than ISOLATION_FRACTION
+#: of its flux (SIMULATION truth), as the Cramér–Rao bound assumes. Measured on the -12 um held-out
+#: set (SIMULATION, classical fitted ePSF, 3e4-1e5 e-): WF3 every detection 5.6x the bound, no such
+#: neighbour within 5 px 1.58x, 8 px 1.16x, 12 px 0.89x (n = 96): the broad PSF's neighbour light.
+ISOLATION_PX, ISOLATION_FRACTION = 8.0, 0.01
+
+
+def isolated(store: Path, k: int, ok: np.ndarray) -> np.ndarray:
+    """Per measure (exposure, star) of chip ``k`` where ``ok``: isolated (ISOLATION_PX)."""
+    from scipy.spatial import cKDTree
+
+    from starcenter.cubes import store as st
+
+    ras, truth = st.open_group(store, "rasters"), st.open_group(store, "truth")
+    idx = ras["sim_index"].values[k]
+    tf = truth["flux"].values[k]
+    have = np.isfinite(tf)
+    out = np.zeros(ok.shape, bool)
+    for e in range(ok.shape[0]):
+        s = np.flatnonzero(ok[e])
+        tx, ty = truth["x"].values[e, k], truth["y"].values[e, k]
+        tree = cKDTree(np.c_[tx[have], ty[have]])
+        near = tree.query_ball_point(np.c_[tx[idx[s]], ty[idx[s]]], ISOLATION_PX)
+        light = np.array([tf[have][v].sum() for v in near]) - tf[idx[s]]
+        out[e, s] = light < ISOLATION_FRACTION * tf[idx[s]]
+    return out[ok]
+
+
+def _bins(err: np.ndarray, f: np.ndarray, bx: np.ndarray, by: np.ndarray, use: np.ndarray) -> list[dict]:
+    """Robust error (mpix, x and y pooled) beside the rms bound per flux bin of the stars ``use``."""
+    from starcenter.cubes.classical.stats import robust_sigma
+
+    rows = []
+    for lo, hi in FLUX_BINS:
+        s = use & (f >= lo) & (f < hi)
+        if s.sum() < 30:
+            continue
+        r, b = float(robust_sigma(err[s].ravel())), float(np.sqrt(np.mean(np.r_[bx[s], by[s]] ** 2)) * 1e3)
+        rows.append({"flux_e": [lo, hi], "n": int(s.sum()), "robust_mpix": round(r, 2),
+                     "bound_mpix": round(b, 2), "ratio": round(r / b, 3)})
+    return rows
+
+
 def scores(store: Path, positions: dict) -> dict:
-    """Per chip and method: robust error and bound by flux bin, phase bias, outer/centre."""
+    """Per chip and method: robust error and bound by flux bin (every star, and the isolated ones),
+    phase bias, outer/centre beside the bound's."""
     from starcenter.cubes import store as st
     from starcenter.cubes.classical.stats import robust_sigma
     from starcenter.evaluation.truth import pixel_phase, star_bounds
@@ -120,6 +164,7 @@ def scores(store: Path, positions: dict) -> dict:
         exposure = np.broadcast_to(np.arange(ok.shape[0])[:, None], ok.shape)[ok]
         bx, by = star_bounds(store, chip, exposure, ex_ok[:, 0], ex_ok[:, 1], f, sky,
                              float(ex["read_noise"].values[k]))
+        alone = isolated(store, k, ok)
         centre = np.all(np.abs(ex_ok - 399.5) < 133.5, axis=1)
         bright = f >= 1e4
         b_rms = [float(np.sqrt(np.mean(np.r_[bx[bright & sel], by[bright & sel]] ** 2)))
@@ -128,15 +173,8 @@ def scores(store: Path, positions: dict) -> dict:
         for m, pos in positions.items():
             err = (pos[:, k][ok] - ex_ok) * 1e3
             err -= np.median(err, axis=0)  # a centring convention's offset is no error
-            row = {"bins": [], "phase_p2p_mpix": [], "outer_over_centre": None,
-                   "bound_outer_over_centre": None}
-            for lo, hi in FLUX_BINS:
-                s = (f >= lo) & (f < hi)
-                if s.sum() < 30:
-                    continue
-                r, b = float(robust_sigma(err[s].ravel())), float(np.sqrt(np.mean(np.r_[bx[s], by[s]] ** 2)) * 1e3)
-                row["bins"].append({"flux_e": [lo, hi], "n": int(s.sum()), "robust_mpix": round(r, 2),
-                                    "bound_mpix": round(b, 2), "ratio": round(r / b, 3)})
+            row = {"bins": _bins(err, f, bx, by, np.ones(len(f), bool)),
+                   "bins_isolated": _bins(err, f, bx, by, alone), "phase_p2p_mpix": []}
             for a in range(2):
                 b5 = np.clip(((ph[bright, a] + 0.5) * 5).astype(int), 0, 4)
                 med = [np.median(err[bright, a][b5 == j]) for j in range(5) if np.any(b5 == j)]
@@ -201,13 +239,15 @@ def training_focus(folder=None, chip: str = "PC1") -> list[float]:
 def verdict(rep: dict, method: str = "generalist") -> list[str]:
     """#13's floors for ``method`` on every held-out set and chip: within 1.3x of the bound at
     1e4-1e5 e-, phase bias p2p <= 3 mpix, outer/centre <= 1.15, no worse than the better
-    classical fit in any flux bin (robust error). One line per floor: PASS/FAIL and the worst case;
+    classical fit in any flux bin (robust error); last, the bound floor again on the isolated stars
+    (ISOLATION_PX: the bound has no neighbours). One line per floor: PASS/FAIL and the worst case;
     a set or chip with no scored stars fails every floor and is named on a line of its own."""
-    worst = {"bound": (0.0, ""), "phase": (0.0, ""), "outer": (0.0, ""), "classical": (0.0, "")}
+    worst = {"bound": (0.0, ""), "phase": (0.0, ""), "outer": (0.0, ""), "classical": (0.0, ""),
+             "isolated": (np.nan, "not measured")}
     unjudged = []
 
     def keep(key, value, where):
-        if value > worst[key][0]:
+        if not value <= worst[key][0]:  # the first value replaces "not measured" (NaN)
             worst[key] = (value, where)
 
     for focus, per_chip in rep["held_out"].items():
@@ -225,10 +265,14 @@ def verdict(rep: dict, method: str = "generalist") -> list[str]:
                 best = [c["robust_mpix"] for m in classical for c in m["bins"] if c["flux_e"] == b["flux_e"]]
                 if best:
                     keep("classical", b["robust_mpix"] / min(best), cell)
+            for b in row.get("bins_isolated", []):
+                if b["flux_e"][0] >= 1e4:
+                    keep("isolated", b["ratio"], f"{where} {b['flux_e'][0]:.0e}-{b['flux_e'][1]:.0e}")
             keep("phase", max(row["phase_p2p_mpix"]), where)
             keep("outer", row["outer_over_centre"], where)
     limits = {"bound": ("error / bound at 1e4-1e5 e-", 1.3), "phase": ("phase bias p2p (mpix)", 3.0),
-              "outer": ("outer / centre", 1.15), "classical": ("error / best classical", 1.0)}
+              "outer": ("outer / centre", 1.15), "classical": ("error / best classical", 1.0),
+              "isolated": (f"error / bound at 1e4-1e5 e-, isolated stars ({ISOLATION_PX:g} px)", 1.3)}
     lines = [f"{'PASS' if worst[k][0] <= lim and not unjudged else 'FAIL'}  {label} <= {lim}: worst "
              f"{worst[k][0]:.3g} ({worst[k][1]})" for k, (label, lim) in limits.items()]
     return lines + [f"FAIL  not scored (no stars): {', '.join(unjudged)}"] * bool(unjudged)
@@ -268,6 +312,11 @@ def real(outdir: Path, opts) -> dict | None:
             for m, r in out.items()}
 
 
+def _cells(bins: list[dict]) -> str:
+    cells = {tuple(b["flux_e"]): f"{b['robust_mpix']} / {b['bound_mpix']} ({b['ratio']}x)" for b in bins}
+    return " | ".join(cells.get((lo, hi), "-") for lo, hi in FLUX_BINS)
+
+
 def print_tables(rep: dict) -> None:
     for focus, per_chip in rep["held_out"].items():
         for chip, methods in per_chip.items():
@@ -279,10 +328,11 @@ def print_tables(rep: dict) -> None:
                 print(f"not scored: {methods['no_stars']} raster stars that every method centred")
                 continue
             for m, row in methods.items():
-                cells = {tuple(b["flux_e"]): f"{b['robust_mpix']} / {b['bound_mpix']} ({b['ratio']}x)" for b in row["bins"]}
-                print(f"| {m} | " + " | ".join(cells.get((lo, hi), "-") for lo, hi in FLUX_BINS) +
-                      f" | {row['phase_p2p_mpix']} | {row['outer_over_centre']}"
+                print(f"| {m} | {_cells(row['bins'])} | {row['phase_p2p_mpix']} | {row['outer_over_centre']}"
                       f" | {row.get('bound_outer_over_centre')} |")
+            for m, row in methods.items():
+                if row.get("bins_isolated"):
+                    print(f"| {m}, isolated ({ISOLATION_PX:g} px) | {_cells(row['bins_isolated'])} | | | |")
     for method in rep.get("generalists", ["generalist"]):
         lo, hi = rep.get("training_focus_um", {}).get(method, (np.nan, np.nan))
         where = ", ".join(f"{f} {'inside' if lo <= float(f) <= hi else 'beyond'}" for f in rep["held_out"])

@@ -28,7 +28,8 @@ def _watch_parent(parent: int, every_s: float) -> None:
 
 def start_watchdog(parent: int, every_s: float = WATCH_EVERY_S) -> None:
     """In a pool worker: end the worker (exit 1) within ``every_s`` seconds of ``parent`` dying."""
-    threading.Thread(target=_watch_parent, args=(parent, every_s), daemon=True, name="parent-watchdog").start()
+    watchdog = threading.Thread(target=_watch_parent, args=(parent, every_s), daemon=True, name="parent-watchdog")
+    watchdog.start()
 
 
 def _init_worker(parent: int) -> None:

@@ -223,7 +223,8 @@ from starcenter.model.parallel import start_watchdog
 
 if __name__ == "__main__":
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(1, mp_context=ctx, initializer=start_watchdog, initargs=(os.getpid(), 0.2)) as pool:
+    watch = dict(initializer=start_watchdog, initargs=(os.getpid(), 0.2))
+    with ProcessPoolExecutor(1, mp_context=ctx, **watch) as pool:
         print(pool.submit(os.getpid).result(), flush=True)
         pool.submit(time.sleep, 600)
         time.sleep(600)
