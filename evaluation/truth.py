@@ -116,7 +116,8 @@ def star_bounds(store, chip: str, exposure, x, y, flux, sky_e: float, read_noise
     """Cramér–Rao bounds (px; x, y) of simulated stars, each with its own true ePSF: its exposure's
     true focus (linear between the focus nodes) at its place on the chip (linear between the field
     nodes), the ePSF the simulator drew it with. One value per measure: ``exposure`` (index), true
-    ``x``, ``y`` (px) and ``flux`` (e-); sky (e-/px) and read noise (e-) of the chip.
+    ``x``, ``y`` (px) and ``flux`` (e-); ``sky_e`` (e-/px: one value, or one per measure, e.g. the
+    local background with the crowded field's unresolved starlight) and read noise (e-).
 
     The chip-centre ePSF alone misstates the bound off the centre: SIMULATION, F555W, 3e4 e-,
     the field nodes' bound over the centre's is 0.83-1.15 (WF3, -12 um) and 0.78-1.66 (PC1, +17 um).
@@ -126,10 +127,11 @@ def star_bounds(store, chip: str, exposure, x, y, flux, sky_e: float, read_noise
 
     epsfs = true_star_epsfs(store, chip)
     exposure, x, y, flux = (np.asarray(a).ravel() for a in (exposure, x, y, flux))
+    sky = np.broadcast_to(np.asarray(sky_e, float).ravel(), x.shape)
     bx, by = np.full(x.shape, np.nan), np.full(x.shape, np.nan)
     for e in np.unique(exposure):
         s = exposure == e
-        bx[s], by[s] = position_bound(epsfs(e).ravel(), flux[s], sky_e, read_noise, x[s] - np.round(x[s]),
+        bx[s], by[s] = position_bound(epsfs(e).ravel(), flux[s], sky[s], read_noise, x[s] - np.round(x[s]),
                                       y[s] - np.round(y[s]), weights=star_weights(store, x[s], y[s]))
     return bx, by
 
