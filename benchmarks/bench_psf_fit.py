@@ -101,13 +101,10 @@ def centring(store, method: str) -> dict:
 
     from starcenter.cubes.classical.peaks import local_sky
     from starcenter.cubes.classical.stats import robust_sigma
-    from starcenter.cubes.lookup import chip_epsfs
-    from starcenter.cubes.params import DetectParams
-    from starcenter.evaluation.cramer_rao import position_bound
-    from starcenter.evaluation.truth import match_to_truth, pixel_phase
+    from starcenter.evaluation.truth import match_to_truth, pixel_phase, star_bounds
 
     ex = xr.open_zarr(store, group="exposures")
-    chips, true_epsf = chip_epsfs(store, DetectParams("true"))
+    chips = [str(c) for c in ex["chip"].values]
     out = {}
     for c, chip in enumerate(chips):
         rn, gain = float(ex.read_noise.values[c]), float(ex.gain.values[c])
@@ -121,7 +118,8 @@ def centring(store, method: str) -> dict:
             bg = local_sky(ex.image.values[e, c].astype(float)) * gain
             ix = np.clip(np.floor(m.x_true[ok] + 0.5).astype(int), 0, 799)
             iy = np.clip(np.floor(m.y_true[ok] + 0.5).astype(int), 0, 799)
-            bx, by = position_bound(true_epsf[chip](e), m.flux_true[ok], np.clip(bg[iy, ix], 0, None), rn, px, py)
+            bx, by = star_bounds(store, chip, np.full(int(ok.sum()), e), m.x_true[ok], m.y_true[ok], m.flux_true[ok],
+                                 np.clip(bg[iy, ix], 0, None), rn)  # each star's own true ePSF
             central = (np.abs(m.x_true[ok] - 400) < 400 / 3) & (np.abs(m.y_true[ok] - 400) < 400 / 3)
             rows.append(np.column_stack([m.dx[ok], m.dy[ok], m.flux_true[ok], px, py, bx, by, central]))
         a = np.concatenate(rows)
