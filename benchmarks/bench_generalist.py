@@ -257,11 +257,12 @@ def training_focus(folder=None, chip: str = "PC1") -> list[float]:
 def verdict(rep: dict, method: str = "generalist") -> list[str]:
     """#13's floors for ``method`` on every held-out set and chip: within 1.3x of the bound at
     1e4-1e5 e-, phase bias p2p <= 3 mpix, outer/centre <= 1.15, no worse than the better
-    classical fit in any flux bin (robust error); last, the bound floor again on the isolated stars
-    (ISOLATION_PX: the bound has no neighbours). One line per floor: PASS/FAIL and the worst case;
+    classical fit in any flux bin (robust error); then, the bound floor again on the isolated stars
+    (ISOLATION_PX: the bound has no neighbours) and the outer/centre floor over the bound's own
+    outer/centre (the PSF, so the bound, varies over the chip). One line per floor: PASS/FAIL and the worst case;
     a set or chip with no scored stars fails every floor and is named on a line of its own."""
     worst = {"bound": (0.0, ""), "phase": (0.0, ""), "outer": (0.0, ""), "classical": (0.0, ""),
-             "isolated": (np.nan, "not measured")}
+             "isolated": (np.nan, "not measured"), "outer_bound": (np.nan, "not measured")}
     unjudged = []
 
     def keep(key, value, where):
@@ -288,9 +289,12 @@ def verdict(rep: dict, method: str = "generalist") -> list[str]:
                     keep("isolated", b["ratio"], f"{where} {b['flux_e'][0]:.0e}-{b['flux_e'][1]:.0e}")
             keep("phase", max(row["phase_p2p_mpix"]), where)
             keep("outer", row["outer_over_centre"], where)
+            if row.get("bound_outer_over_centre"):
+                keep("outer_bound", row["outer_over_centre"] / row["bound_outer_over_centre"], where)
     limits = {"bound": ("error / bound at 1e4-1e5 e-", 1.3), "phase": ("phase bias p2p (mpix)", 3.0),
               "outer": ("outer / centre", 1.15), "classical": ("error / best classical", 1.0),
-              "isolated": (f"error / bound at 1e4-1e5 e-, isolated stars ({ISOLATION_PX:g} px)", 1.3)}
+              "isolated": (f"error / bound at 1e4-1e5 e-, isolated stars ({ISOLATION_PX:g} px)", 1.3),
+              "outer_bound": ("outer / centre over the bound's outer / centre", 1.15)}
     lines = [f"{'PASS' if worst[k][0] <= lim and not unjudged else 'FAIL'}  {label} <= {lim}: worst "
              f"{worst[k][0]:.3g} ({worst[k][1]})" for k, (label, lim) in limits.items()]
     return lines + [f"FAIL  not scored (no stars): {', '.join(unjudged)}"] * bool(unjudged)
