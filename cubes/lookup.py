@@ -83,11 +83,15 @@ def chip_epsfs(store, params: DetectParams):
 
 
 def true_star_epsfs(store, chip: str):
-    """Simulations: ``exposure index -> (n_fy, n_fx)`` true ePSFs at the field nodes (the store's
-    psf group, linear in focus between its nodes: the simulator's ``ChipPSFs.for_exposure``), and
-    :func:`star_weights`: a star's own true ePSF, as the simulator drew it, is their mix with its
-    weights. Needs the psf group's ``true`` nodes (simulations only)."""
-    from starcenter.cubes.sim.truepsf import ChipPSFs
+    """Simulations: the true ePSF of every star of ``chip``, as the simulator drew it.
+
+    Returns ``(epsfs, weights)``: ``epsfs(exposure index)`` gives the exposure's (n_fy, n_fx) true
+    ePSFs at the field nodes (the store's psf group, linear in focus between its nodes: the
+    simulator's ``ChipPSFs.for_exposure``), and ``weights(x, y)`` the (n_fy * n_fx, n) weights of
+    those ePSFs (raveled) for stars at true (x, y) (px), bilinear between the nodes: a star's own
+    ePSF is their weighted sum. Needs the psf group's ``true`` nodes (simulations only).
+    """
+    from starcenter.cubes.sim.truepsf import ChipPSFs, field_weights
 
     psf = st.open_group(store, schema.PSF) if st.has_group(store, schema.PSF) else None
     if psf is None or "true" not in psf:
@@ -96,19 +100,15 @@ def true_star_epsfs(store, chip: str):
     nodes = np.empty(true.shape[:3], dtype=object)
     for idx in np.ndindex(nodes.shape):
         nodes[idx] = EffectivePSF(true[idx], int(psf.attrs["oversampling"]))
-    grid = ChipPSFs(None, nodes, psf[schema.FOCUS].values, psf[schema.FIELD_Y].values)
+    field = psf[schema.FIELD_Y].values
+    grid = ChipPSFs(None, nodes, psf[schema.FOCUS].values, field)
     exp_focus = st.open_group(store, schema.EXPOSURES)["focus"].values  # before the chip offset, as nodes
-    return lambda exp: grid.for_exposure(float(exp_focus[exp]))
 
+    def weights(x, y) -> np.ndarray:
+        wy, wx = field_weights(np.asarray(y, float), field), field_weights(np.asarray(x, float), field)
+        return (wy[:, None, :] * wx[None, :, :]).reshape(-1, wy.shape[1])
 
-def star_weights(store, x, y) -> np.ndarray:
-    """(n_fy * n_fx, n) weights of the field nodes' ePSFs (:func:`true_star_epsfs`, raveled) for
-    stars at true (x, y) (px): bilinear between the nodes, as the simulator renders them."""
-    from starcenter.cubes.sim.truepsf import field_weights
-
-    field = st.open_group(store, schema.PSF)[schema.FIELD_Y].values
-    wy, wx = field_weights(np.asarray(y, float), field), field_weights(np.asarray(x, float), field)
-    return (wy[:, None, :] * wx[None, :, :]).reshape(-1, wy.shape[1])
+    return (lambda exp: grid.for_exposure(float(exp_focus[exp]))), weights
 
 
 def _fitted(store, c: int, chip: str, filt: str, os_: int):

@@ -122,17 +122,17 @@ def star_bounds(store, chip: str, exposure, x, y, flux, sky_e: float, read_noise
     The chip-centre ePSF alone misstates the bound off the centre: SIMULATION, F555W, 3e4 e-,
     the field nodes' bound over the centre's is 0.83-1.15 (WF3, -12 um) and 0.78-1.66 (PC1, +17 um).
     """
-    from starcenter.cubes.lookup import star_weights, true_star_epsfs
+    from starcenter.cubes.lookup import true_star_epsfs
     from starcenter.evaluation.cramer_rao import position_bound
 
-    epsfs = true_star_epsfs(store, chip)
+    epsfs, weights = true_star_epsfs(store, chip)
     exposure, x, y, flux = (np.asarray(a).ravel() for a in (exposure, x, y, flux))
     sky = np.broadcast_to(np.asarray(sky_e, float).ravel(), x.shape)
     bx, by = np.full(x.shape, np.nan), np.full(x.shape, np.nan)
     for e in np.unique(exposure):
         s = exposure == e
         bx[s], by[s] = position_bound(epsfs(e).ravel(), flux[s], sky[s], read_noise, x[s] - np.round(x[s]),
-                                      y[s] - np.round(y[s]), weights=star_weights(store, x[s], y[s]))
+                                      y[s] - np.round(y[s]), weights=weights(x[s], y[s]))
     return bx, by
 
 
