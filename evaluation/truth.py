@@ -112,7 +112,7 @@ def truth_errors(store, methods, stars: str = "scored") -> dict:
     return out
 
 
-def star_bounds(store, chip: str, exposure, x, y, flux, sky_e: float, read_noise: float):
+def star_bounds(store, chip: str, exposure, x, y, flux, sky_e, read_noise: float):
     """Cramér–Rao bounds (px; x, y) of simulated stars, each with its own true ePSF: its exposure's
     true focus (linear between the focus nodes) at its place on the chip (linear between the field
     nodes), the ePSF the simulator drew it with. One value per measure: ``exposure`` (index), true
