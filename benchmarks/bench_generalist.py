@@ -114,13 +114,14 @@ def isolated(store: Path, k: int, ok: np.ndarray) -> np.ndarray:
     idx = ras["sim_index"].values[k]
     tf = truth["flux"].values[k]
     have = np.isfinite(tf)
+    flux_have = tf[have]
     out = np.zeros(ok.shape, bool)
     for e in range(ok.shape[0]):
         s = np.flatnonzero(ok[e])
-        tx, ty = truth["x"].values[e, k], truth["y"].values[e, k]
+        tx, ty = (truth[v].isel(exposure=e, chip=k).values for v in ("x", "y"))
         tree = cKDTree(np.c_[tx[have], ty[have]])
         near = tree.query_ball_point(np.c_[tx[idx[s]], ty[idx[s]]], ISOLATION_PX)
-        light = np.array([tf[have][v].sum() for v in near]) - tf[idx[s]]
+        light = np.array([flux_have[v].sum() for v in near]) - tf[idx[s]]
         out[e, s] = light < ISOLATION_FRACTION * tf[idx[s]]
     return out[ok]
 
@@ -137,7 +138,7 @@ def background(store: Path, k: int, exposure: np.ndarray, xy: np.ndarray) -> np.
     out = np.empty(len(xy))
     for e in np.unique(exposure):
         s = exposure == e
-        sky = local_sky(ex["image"].values[e, k].astype(float)) * gain
+        sky = local_sky(ex["image"].isel(exposure=int(e), chip=k).values.astype(float)) * gain
         out[s] = np.clip(sky[iy[s], ix[s]], 0, None)
     return out
 
