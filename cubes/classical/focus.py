@@ -211,11 +211,12 @@ def fit_focus(image, stars: FocusStars, grid: np.ndarray, epsf_at, gain: float, 
     keep = np.ones(len(stars), bool)
     best, err, red, status, n = _refine(image, stars, keep, f0, epsf_at, gain, read_noise, fine_step,
                                         fine_half, field_at, bounds=bounds)
-    if status != STATUS["ok"] and field_at is not None:
+    if status != STATUS["ok"] and field_at is not None and _two_minima(total):
         # the chip-centre coarse profile can have two near-equal minima, the lower one on the wrong
         # side (SIMULATION, WF2 at +9..+13 um despace: 2.5 and 15 um within 2 % of each other, 3 of
         # 128 exposures flagged); the field-dependent one has a single minimum at the right node (10,
-        # 10, 12.5 um). Only after a failed refinement: it needs the model at every lattice node.
+        # 10, 12.5 um). Only then: it needs the model at every lattice node of the grid (~200 ePSFs
+        # per chip to compute once; REAL DATA omega Cen's flagged WF chips have one minimum each).
         f1 = _field_start(image, bright, grid, field_at, fine_step, fine_half, gain, read_noise)
         retry = _refine(image, stars, keep, f1, epsf_at, gain, read_noise, fine_step, fine_half, field_at,
                         bounds=(float(grid[0]), float(grid[-1])))
@@ -224,6 +225,17 @@ def fit_focus(image, stars: FocusStars, grid: np.ndarray, epsf_at, gain: float, 
     if n < min_stars:
         return FocusFit(np.nan, np.nan, n, red, STATUS["too_few_stars"])
     return FocusFit(best, err, n, red, status)
+
+
+#: Two interior minima of a coarse chi-square profile within this fraction of each other: ambiguous.
+AMBIGUOUS = 0.05
+
+
+def _two_minima(total: np.ndarray) -> bool:
+    """Whether the coarse profile ``total`` has two interior local minima within AMBIGUOUS."""
+    t = np.asarray(total, float)
+    mins = np.sort([t[i] for i in range(1, len(t) - 1) if t[i] < t[i - 1] and t[i] < t[i + 1]])
+    return len(mins) >= 2 and mins[1] <= (1 + AMBIGUOUS) * mins[0]
 
 
 def _field_start(image, bright: FocusStars, grid, field_at, step: float, half: float, gain: float,
