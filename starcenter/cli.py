@@ -227,10 +227,20 @@ def _add_generalist(sub):
                    help="recalibrate each model's sigma on every star of a calibration set of this many "
                         f"simulated exposures (another seed; default {G.CALIBRATION_EXPOSURES}; 0: only the "
                         "held-out exposures' calibration)")
+    p.add_argument("--members", type=A.integer(1, 100), default=1,
+                   help="networks per chip, combined into an ensemble (default 1: one network; "
+                        "member 1 trains on the training set, the others on a second one)")
     p.add_argument("--install", action="store_true",
                    help="copy the models into the package: `starcenter predict` without --model uses them")
     _add_cluster_args(p)
     p.set_defaults(func=C.cmd_generalist)
+
+
+def _add_ensemble(sub):
+    p = sub.add_parser("ensemble", help="combine trained networks into one model: the mean of their outputs")
+    p.add_argument("out", type=A.model_out, help="the ensemble's model file M.keras (metadata in M.keras.json)")
+    p.add_argument("models", nargs="+", type=A.model_file, help="two or more models of one chip, filter, raster size")
+    p.set_defaults(func=C.cmd_ensemble)
 
 
 def _add_sweep_raster_size(sub):
@@ -269,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show TensorFlow's start-up messages (hidden by default)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=A.OneLineParser)
     for add in (_add_simulate, _add_ingest, _add_export_fits, _add_fetch_mast, _add_psf, _add_detect, _add_catalog,
-                _add_train, _add_predict, _add_calibrate, _add_demo, _add_generalist, _add_sweep_raster_size, _add_evaluate, _add_verify):
+                _add_train, _add_predict, _add_calibrate, _add_demo, _add_generalist, _add_ensemble,
+                _add_sweep_raster_size, _add_evaluate, _add_verify):
         add(sub)
     return parser
 

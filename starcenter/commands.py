@@ -174,8 +174,17 @@ def cmd_generalist(args) -> int:
 
     paths = run_generalist(args.outdir, args.filters, args.chips, args.exposures, args.epochs, args.arch,
                            install=args.install, calibration_exposures=args.calibration_exposures,
-                           cluster_options=cluster_options(args), progress=not args.quiet)
+                           members=args.members, cluster_options=cluster_options(args), progress=not args.quiet)
     print("\n".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_ensemble(args) -> int:
+    from starcenter.model.ensemble import combine
+
+    out = combine(args.models, args.out)
+    print(f"{out}: the mean of {len(args.models)} networks; calibrate its sigma (`starcenter calibrate`) "
+          "before trusting it")
     return 0
 
 

@@ -19,6 +19,7 @@ never saw; :func:`starcenter.model.uncertainty.recalibrate`).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -67,32 +68,75 @@ def model_name(chip: str, filt: str) -> str:
     return f"generalist-{chip}-{filt}.keras"
 
 
+def member_name(chip: str, filt: str, k: int) -> str:
+    """File of an ensemble's member ``k`` (1..): the ensemble itself is :func:`model_name`."""
+    return f"generalist-{chip}-{filt}-m{k}.keras"
+
+
+def _jobs(out: Path, filt: str, chips, exposures: int, epochs: int, arch: str, seed: int, members: int):
+    """{training-set seed: (config, store, training jobs)}: one network per chip (``members`` 1),
+    or per chip member 1 on the set of ``seed`` (initial seed 0) and members 2.. on a second set
+    (``seed`` + 1, initial seeds 1..): other stars, other PSF epochs, other weights."""
+    def job(store, chip, k, init):
+        name = model_name(chip, filt) if members == 1 else member_name(chip, filt, k)
+        return dict(store=str(store), chip=chip, arch=arch, recipe="fast", epochs=epochs, out=str(out / name),
+                    seed=init, target="exact", verbose=0, uncertainty=True, features=FEATURES, flux=True)
+
+    sets = {}
+    for s, ks in ((seed, [1]), (seed + 1, list(range(2, members + 1)))):
+        if ks:
+            store = out / (f"train-{filt}.zarr" if s == seed else f"train-{filt}-seed{s}.zarr")
+            sets[s] = (training_config(filt, chips, exposures, s), store,
+                       [job(store, chip, k, k - 1) for k in ks for chip in chips])
+    return sets
+
+
+def _adopt_single(out: Path, filt: str, chips) -> None:
+    """A network trained by an earlier single-model run becomes member 1 (resumed as an ensemble)."""
+    from starcenter.model.train import load_metadata
+
+    for chip in chips:
+        single, first = out / model_name(chip, filt), out / member_name(chip, filt, 1)
+        if single.exists() and not first.exists() and "ensemble" not in load_metadata(single):
+            os.replace(single.with_name(single.name + ".json"), first.with_name(first.name + ".json"))
+            os.replace(single, first)
+
+
 def run_generalist(outdir, filters=("F555W",), chips=("PC1", "WF2", "WF3", "WF4"), exposures: int = EXPOSURES,
                    epochs: int = EPOCHS, arch: str = "v2", seed: int = 1, install: bool = False,
-                   calibration_exposures: int = CALIBRATION_EXPOSURES, cluster_options=None,
+                   calibration_exposures: int = CALIBRATION_EXPOSURES, members: int = 1, cluster_options=None,
                    progress: bool = True) -> list[Path]:
     """Build the training set of every filter (only where a model is still to train), train one
-    network per chip (two at a time), with ``calibration_exposures`` recalibrate each sigma on a
-    calibration set of that many exposures, and return the model paths; ``install``: also copy
-    them into the package (SHIPPED). Resumable: trained models and done calibrations are kept."""
+    network per chip (two at a time) or, with ``members`` > 1, that many per chip combined into
+    an ensemble (:mod:`starcenter.model.ensemble`; :func:`_jobs` says on what each trains), with
+    ``calibration_exposures`` recalibrate each sigma on a calibration set of that many exposures,
+    and return the model paths; ``install``: also copy them into the package (SHIPPED).
+    Resumable: trained models and done calibrations are kept."""
+    from starcenter.model.ensemble import combine, is_current
     from starcenter.model.parallel import train_many
 
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     done = []
     for filt in filters:
-        cfg, train_store = training_config(filt, chips, exposures, seed), out / f"train-{filt}.zarr"
-        jobs = [dict(store=str(train_store), chip=chip, arch=arch, recipe="fast", epochs=epochs,
-                     out=str(out / model_name(chip, filt)), seed=0, target="exact", verbose=0,
-                     uncertainty=True, features=FEATURES, flux=True) for chip in chips]
-        todo = [j for j in jobs if not Path(j["out"] + ".json").exists()]
-        if todo:
-            build_set(train_store, cfg, cluster_options, progress)
+        if members > 1:
+            _adopt_single(out, filt, chips)
+        sets = _jobs(out, filt, chips, exposures, epochs, arch, seed, members)
+        todo = [j for cfg, store, jobs in sets.values() for j in jobs if not Path(j["out"] + ".json").exists()]
+        for cfg, store, jobs in sets.values():
+            if any(j in todo for j in jobs):
+                build_set(store, cfg, cluster_options, progress)
         train_many(todo, workers=2, progress=(lambda job: print(f"== trained {Path(job['out']).name}", flush=True))
                    if progress else None)
-        paths = [Path(job["out"]) for job in jobs]
-        for path in paths:
-            _add_provenance(path, cfg, epochs)
+        for cfg, store, jobs in sets.values():
+            for job in jobs:
+                _add_provenance(Path(job["out"]), cfg, epochs)
+        paths = [out / model_name(chip, filt) for chip in chips]
+        if members > 1:
+            for chip, path in zip(chips, paths):
+                parts = [out / member_name(chip, filt, k) for k in range(1, members + 1)]
+                if not is_current(parts, path):  # a member trained again: combined again
+                    combine(parts, path)
         if calibration_exposures:
             calibrate_on_own_set(out, filt, chips, calibration_exposures, seed, paths, cluster_options, progress)
         done += paths

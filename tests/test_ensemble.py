@@ -1,0 +1,118 @@
+"""Ensembles of centring networks (model.ensemble, `starcenter ensemble`, `generalist --members`):
+one model file whose output is its members' mean, refused for members that do not fit together."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from starcenter.cubes.errors import BadArgumentError
+from starcenter.model.ensemble import check_members, combine, is_current
+from starcenter.model.predict import centre, load_model, shipped_model
+
+
+def _copy(src: Path, dest: Path, jitter: float = 0.0, seed: int = 0) -> Path:
+    """The model at ``src`` written to ``dest`` (metadata too), its weights jittered."""
+    model = load_model(str(src))
+    rng = np.random.default_rng(seed)
+    model.set_weights([w + jitter * rng.standard_normal(w.shape).astype(w.dtype) * (np.std(w) + 1e-3)
+                       for w in model.get_weights()])
+    model.save(dest)
+    shutil.copyfile(src.with_name(src.name + ".json"), dest.with_name(dest.name + ".json"))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory):
+    d = tmp_path_factory.mktemp("members")
+    src = shipped_model("WF3", "F555W")
+    return [_copy(src, d / f"m{k}.keras", jitter=0.05 * k, seed=k) for k in range(1, 4)]
+
+
+def _inputs(n: int = 64, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    r = rng.random((n, 6, 6)).astype(np.float32) + 0.01
+    r /= r.sum(axis=(1, 2), keepdims=True)
+    return r, rng.uniform(-1, 1, (n, 4)).astype(np.float32), rng.uniform(-12, -8, n)
+
+
+def test_an_ensemble_outputs_its_members_mean_and_says_what_it_is_made_of(members, tmp_path):
+    out = combine(members, tmp_path / "ens.keras")
+    r, f, mag = _inputs()
+    each = np.stack([load_model(str(m)).predict((r[..., None], f), verbose=0) for m in members])
+    assert np.ptp(each[:, :, :2], axis=0).max() > 1e-3  # px: the members differ
+    ens = load_model(str(out)).predict((r[..., None], f), verbose=0)
+    np.testing.assert_allclose(ens, each.mean(axis=0), atol=2e-5)
+    meta = json.loads(Path(str(out) + ".json").read_text())
+    first = json.loads(Path(str(members[0]) + ".json").read_text())
+    assert meta["architecture"] == "ensemble" and [m["file"] for m in meta["ensemble"]["members"]] == \
+        ["m1.keras", "m2.keras", "m3.keras"]
+    assert meta["chip"] == "WF3" and meta["features"] == first["features"] and meta["outputs"] == first["outputs"]
+    assert meta["parameters"] == sum(load_model(str(m)).count_params() for m in members)
+    assert "calibration_set" not in meta["generalist"]  # the ensemble is still to calibrate on its own
+    assert meta["calibration"]["coef"] == first["calibration"]["coef"] and "recalibrate" in meta["calibration"]["on"]
+    assert is_current(members, out) and not is_current(members[:2], out)
+    res = centre(str(out), r, f, mag, gain=7.0)  # the predict path takes it as one network
+    np.testing.assert_allclose(res["xy"], ens[:, :2], atol=1e-6)
+    assert np.all(np.isfinite(res["sigma"]))
+
+
+def test_members_that_do_not_fit_together_are_refused_by_name(members, tmp_path):
+    other = shipped_model("PC1", "F555W")
+    with pytest.raises(BadArgumentError, match=r"PC1-F555W.keras: differs from m1.keras in chip"):
+        check_members([members[0], other])
+    with pytest.raises(BadArgumentError, match="at least two"):
+        check_members(members[:1])
+    with pytest.raises(BadArgumentError, match="named twice"):
+        check_members([members[0], members[0]])
+    ens = combine(members[:2], tmp_path / "e.keras")
+    with pytest.raises(BadArgumentError, match="already an ensemble"):
+        check_members([ens, members[2]])
+    (tmp_path / "keep.keras").write_bytes(b"not replaced")
+    with pytest.raises(BadArgumentError):
+        combine([members[0], other], tmp_path / "keep.keras")
+    assert (tmp_path / "keep.keras").read_bytes() == b"not replaced"
+
+
+def test_the_cli_combines_and_names_a_bad_member(members, tmp_path, capsys):
+    from starcenter.cli import main
+
+    assert main(["ensemble", str(tmp_path / "c.keras"), str(members[0]), str(members[1])]) == 0
+    assert is_current(members[:2], tmp_path / "c.keras")
+    assert main(["ensemble", str(tmp_path / "d.keras"), str(members[0]), str(shipped_model("PC1", "F555W"))]) != 0
+    assert "differs from m1.keras in chip" in capsys.readouterr().err and not (tmp_path / "d.keras").exists()
+
+
+def test_generalist_members_train_on_two_sets_and_adopt_an_earlier_single_model(members, tmp_path, monkeypatch):
+    """`starcenter generalist --members 3` after a single-model run: that network becomes member 1
+    (not trained again), members 2 and 3 train on a second set (seed + 1) with initial seeds 1
+    and 2, the ensemble is combined; a rerun trains and combines nothing."""
+    from starcenter import generalist as G
+    from starcenter.model import parallel
+
+    built, trained = [], []
+    monkeypatch.setattr(G, "build_set", lambda path, cfg, *a: built.append((path.name, cfg.seed)) or path)
+
+    def fake_train(jobs, workers=None, progress=None):
+        for k, job in enumerate(jobs):
+            trained.append((Path(job["out"]).name, Path(job["store"]).name, job["seed"]))
+            _copy(members[0], Path(job["out"]), jitter=0.05, seed=10 + len(trained))
+
+    monkeypatch.setattr(parallel, "train_many", fake_train)
+    out = tmp_path / "gen"
+    out.mkdir()
+    _copy(members[0], out / G.model_name("WF3", "F555W"))  # the single model of an earlier run
+    run = lambda: G.run_generalist(out, chips=("WF3",), members=3, calibration_exposures=0,  # noqa: E731
+                                   progress=False, seed=1)
+    assert run() == [out / "generalist-WF3-F555W.keras"]
+    assert built == [("train-F555W-seed2.zarr", 2)]
+    assert trained == [("generalist-WF3-F555W-m2.keras", "train-F555W-seed2.zarr", 1),
+                       ("generalist-WF3-F555W-m3.keras", "train-F555W-seed2.zarr", 2)]
+    parts = [out / G.member_name("WF3", "F555W", k) for k in (1, 2, 3)]
+    assert is_current(parts, out / "generalist-WF3-F555W.keras")
+    stamp = (out / "generalist-WF3-F555W.keras").stat().st_mtime_ns
+    run()
+    assert len(trained) == 2 and len(built) == 1
+    assert (out / "generalist-WF3-F555W.keras").stat().st_mtime_ns == stamp
