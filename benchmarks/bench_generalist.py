@@ -144,8 +144,10 @@ def background(store: Path, k: int, exposure: np.ndarray, xy: np.ndarray) -> np.
 
 
 def _bins(err: np.ndarray, f: np.ndarray, bx: np.ndarray, by: np.ndarray, use: np.ndarray) -> list[dict]:
-    """Robust error (mpix, x and y pooled) beside the rms bound per flux bin of the stars ``use``."""
+    """Robust error (mpix, x and y pooled) beside the rms bound per flux bin of the stars ``use``;
+    ``ratio``: the robust sigma of each error over its own star's bound (error_over_bound)."""
     from starcenter.cubes.classical.stats import robust_sigma
+    from starcenter.evaluation.cramer_rao import error_over_bound
 
     rows = []
     for lo, hi in FLUX_BINS:
@@ -153,8 +155,9 @@ def _bins(err: np.ndarray, f: np.ndarray, bx: np.ndarray, by: np.ndarray, use: n
         if s.sum() < 30:
             continue
         r, b = float(robust_sigma(err[s].ravel())), float(np.sqrt(np.mean(np.r_[bx[s], by[s]] ** 2)) * 1e3)
+        ratio = error_over_bound(err[s], np.c_[bx[s], by[s]] * 1e3)
         rows.append({"flux_e": [lo, hi], "n": int(s.sum()), "robust_mpix": round(r, 2),
-                     "bound_mpix": round(b, 2), "ratio": round(r / b, 3)})
+                     "bound_mpix": round(b, 2), "ratio": round(ratio, 3)})
     return rows
 
 

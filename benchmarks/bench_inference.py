@@ -3,9 +3,10 @@
 Stars per second of ``model.predict`` on 6x6 rasters (batch 8192, the batch ``starcenter
 predict`` uses), for VGG6 V1, V2 and the small ResNet, with and without the per-star features
 and uncertainty outputs, at TensorFlow's default threads (one per core); parameters beside.
-Random weights: speed does not depend on them.
+Random weights: speed does not depend on them. ``--shipped``: the shipped generalist models too
+(an ensemble runs each of its members: its speed is a member's over their number).
 
-    python benchmarks/bench_inference.py [--stars 65536] [--repeats 3]
+    python benchmarks/bench_inference.py [--stars 65536] [--repeats 3] [--shipped]
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stars", type=int, default=65536)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--shipped", action="store_true", help="also time the shipped generalist models")
     args = ap.parse_args(argv)
     import os
 
@@ -53,6 +55,15 @@ def main(argv=None) -> int:
             m = build(arch, 6, **opts)
             sps = stars_per_second(m, args.stars, args.repeats, opts.get("n_features", 0))
             print(f"| {arch} | {label} | {m.count_params():,} | {sps:,.0f} |", flush=True)
+    if args.shipped:
+        from starcenter.model.predict import SHIPPED, load_model
+        from starcenter.model.train import load_metadata
+
+        for path in sorted(SHIPPED.glob("generalist-*.keras")):
+            meta, m = load_metadata(path), load_model(str(path))
+            sps = stars_per_second(m, args.stars, args.repeats, len(meta.get("features") or ()))
+            print(f"| shipped {path.stem} ({meta['architecture']}) | {meta['outputs']} (+{len(meta['features'])} "
+                  f"features) | {m.count_params():,} | {sps:,.0f} |", flush=True)
     return 0
 
 

@@ -101,6 +101,7 @@ def centring(store, method: str) -> dict:
 
     from starcenter.cubes.classical.peaks import local_sky
     from starcenter.cubes.classical.stats import robust_sigma
+    from starcenter.evaluation.cramer_rao import error_over_bound
     from starcenter.evaluation.truth import match_to_truth, pixel_phase, star_bounds
 
     ex = xr.open_zarr(store, group="exposures")
@@ -141,10 +142,9 @@ def centring(store, method: str) -> dict:
                 bias[ax] = 1e3 * np.array(med)
             res[f"{where} bias"] = {ax: {"bins_mpix": v.round(2).tolist(), "p2p_mpix": float(np.ptp(v))}
                                     for ax, v in bias.items()}
-            # crowded fields: a few blended stars set the rms; the robust sigma (1.4826 MAD) is the
-            # error of the typical star, the one the bound speaks of
-            cr = np.sqrt(np.mean((bx[b] ** 2 + by[b] ** 2) / 2))
-            res[f"{where} cr_ratio 1e4-1e5"] = float(robust_sigma(np.r_[dx[b], dy[b]]) / cr)
+            # crowded fields: a few blended stars set the rms; the robust sigma (1.4826 MAD) of each
+            # error over its own star's bound is the typical star's, the one the bound speaks of
+            res[f"{where} cr_ratio 1e4-1e5"] = error_over_bound(np.r_[dx[b], dy[b]], np.r_[bx[b], by[b]])
         out[chip] = res
     return out
 

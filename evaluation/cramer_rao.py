@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from starcenter.cubes.classical.epsf import EffectivePSF
+from starcenter.cubes.classical.stats import robust_sigma
 
 
 def position_bound(epsf, flux, sky, read_noise, phase_x=0.0, phase_y=0.0,
@@ -82,3 +83,16 @@ def phase_averaged_bound(epsf: EffectivePSF, flux, sky: float, read_noise: float
     flux = np.atleast_1d(np.asarray(flux, float))
     sx, _ = position_bound(epsf, flux[:, None], sky, read_noise, px[None, :], py[None, :])
     return np.sqrt(np.mean(sx**2, axis=1))
+
+
+def error_over_bound(err, bound) -> float:
+    """How far above its bound an estimator is, over stars whose bounds differ: the robust sigma
+    (1.4826 MAD) of each error over its own star's bound, 1 for an unbiased estimator that
+    reaches the bound. Not robust sigma(err) / rms(bound): the pooled errors of stars with different
+    bounds are a scale mixture, whose MAD is smaller than its rms (for an efficient estimator that
+    ratio reads 0.97 in a flux bin a factor 3 wide with one bound per flux, 0.86 when the bounds
+    also spread 30 % with phase and place on the chip). ``err``, ``bound``: same shape and unit."""
+    err, bound = np.asarray(err, float).ravel(), np.asarray(bound, float).ravel()
+    if err.shape != bound.shape:
+        raise ValueError(f"{err.size} errors but {bound.size} bounds")
+    return float(robust_sigma(err / bound))

@@ -232,7 +232,8 @@ def _cramer_rao_table(metrics: dict) -> list[str]:
     lines = []
     if "cramer_rao" in metrics:
         lines += ["## Against the Cramér–Rao bound (simulation; x, true ePSF, 5x5 fit of x, y, flux, sky)", "",
-                  "Efficiency = bound² / measured variance. The bound holds for unbiased estimators using "
+                  "Efficiency = 1 / (robust sigma of each error over its own star's bound)², 1 at the bound "
+                  "(bound and robust error: rms bound and robust sigma of the bin's stars). The bound holds for unbiased estimators using "
                   "the 5x5 box; a network is a biased (shrinking) estimator reading the whole raster, so an "
                   "efficiency above 1 in a faint bin is not a violation.", "",
                   "| method | chip | flux [e-] | n | bound [mpix] | robust error [mpix] | efficiency |",

@@ -13,6 +13,7 @@ from starcenter.cubes import schema
 from starcenter.cubes import store as st
 from starcenter.cubes.classical.stats import robust_sigma
 from starcenter.cubes.store import open_group
+from starcenter.evaluation.cramer_rao import error_over_bound
 from starcenter.evaluation.metrics import method_positions
 from starcenter.evaluation.summary import central_third
 
@@ -139,8 +140,8 @@ def star_bounds(store, chip: str, exposure, x, y, flux, sky_e, read_noise: float
 def efficiency(store, methods) -> dict:
     """Simulations: per method, chip and flux bin (e-), the Cramér–Rao bound (rms over stars,
     mpix, x) from each star's own true ePSF (:func:`star_bounds`), flux, the sky and read noise,
-    and the efficiency bound^2 / measured variance (robust: 1.4826 MAD) of the x errors against
-    exact truth."""
+    and the efficiency 1 / error_over_bound^2 of the x errors against exact truth (the robust
+    sigma of each error over its star's bound: 1 for an estimator that reaches the bound)."""
     ras = st.open_group(store, schema.RASTERS)
     ex = st.open_group(store, schema.EXPOSURES)
     truth = st.open_group(store, schema.TRUTH)
@@ -166,11 +167,10 @@ def efficiency(store, methods) -> dict:
                 sel = (f >= lo) & (f < hi) & np.isfinite(err)
                 if sel.sum() < 20:
                     continue
-                e = err[sel]
-                mad = robust_sigma(e)
+                mad = robust_sigma(err[sel])
                 bound = float(np.sqrt(np.mean(bx[sel] ** 2)))
                 rows.append({"flux_e": [lo, hi], "n": int(sel.sum()), "bound_mpix": round(bound * 1e3, 2),
                              "robust_error_mpix": round(float(mad) * 1e3, 2),
-                             "efficiency": round(bound**2 / float(mad) ** 2, 3)})
+                             "efficiency": round(error_over_bound(err[sel], bx[sel]) ** -2, 3)})
             out.setdefault(m, {})[chip] = rows
     return out

@@ -3,7 +3,7 @@ import pytest
 
 from starcenter.cubes.classical.psffit import fit_stars
 from starcenter.cubes.sim.optics import PSFParams, get_epsf
-from starcenter.evaluation.cramer_rao import phase_averaged_bound, position_bound
+from starcenter.evaluation.cramer_rao import error_over_bound, phase_averaged_bound, position_bound
 
 from .helpers import GAIN, READ_NOISE, SKY_E, star_grid
 
@@ -79,3 +79,22 @@ def test_star_bounds_follow_each_stars_exposure_focus_and_place_on_the_chip(tmp_
     between = EffectivePSF.interpolate(list(grid1[:2, :2].ravel()), [0.25] * 4)  # halfway: 100 .. 400
     assert (bx[1], by[1]) == pytest.approx(bound(between, 1), rel=1e-3)
     assert (bx[2], by[2]) == pytest.approx(bound(psfs.for_exposure(focus[0])[2, 0], 2), rel=1e-3)
+
+
+def efficient_errors(n: int = 100_000, spread: float = 0.3, seed: int = 3):
+    """(errors, bounds) of an estimator at the bound, stars 3e4..1e5 e- whose bounds also spread
+    ``spread`` (log) with phase and place (arbitrary unit)."""
+    rng = np.random.default_rng(seed)
+    bound = np.exp(rng.uniform(np.log(3e4), np.log(1e5), n)) ** -0.5 * np.exp(spread * rng.standard_normal(n))
+    return bound * rng.standard_normal(n), bound
+
+
+def test_error_over_bound_is_one_at_the_bound_whatever_the_spread_of_the_bounds():
+    from starcenter.cubes.classical.stats import robust_sigma
+
+    err, bound = efficient_errors()
+    assert abs(error_over_bound(err, bound) - 1) < 0.02
+    assert abs(error_over_bound(1.3 * err, bound) - 1.3) < 0.03
+    assert robust_sigma(err) / np.sqrt(np.mean(bound**2)) < 0.9  # the pooled ratio reads low
+    with pytest.raises(ValueError, match="errors but"):
+        error_over_bound(err, bound[:-1])

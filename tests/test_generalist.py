@@ -120,15 +120,35 @@ def test_generalist_recalibrates_on_a_calibration_set_of_its_own(fitted_store, t
     assert json.loads((out / (src.name + ".json")).read_text()) == meta
 
 
-def test_the_benchmark_verdict_names_the_worst_case_of_each_floor():
-    """bench_generalist.verdict: PASS only where every held-out set and chip holds the floor, and a
-    FAIL names the set, chip and flux bin that broke it."""
+def _bench():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
         "bench_generalist", Path(__file__).parents[1] / "benchmarks" / "bench_generalist.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_the_benchmark_puts_an_estimator_at_the_bound_at_one():
+    """bench_generalist's error over the bound per flux bin: 1 for errors drawn at each star's own
+    bound, though the bounds spread with phase and place (pooled robust / rms bound read 0.87)."""
+    from .test_cramer_rao import efficient_errors
+
+    bench = _bench()
+    ex, bx = efficient_errors(seed=1)
+    ey, by = efficient_errors(seed=2)
+    flux = np.full(len(ex), 5e4)
+    rows = bench._bins(np.c_[ex, ey], flux, bx * 1e-3, by * 1e-3, np.ones(len(ex), bool))
+    assert [r["flux_e"] for r in rows] == [[3e4, 1e5]] and abs(rows[0]["ratio"] - 1) < 0.02, rows
+    rows = bench._bins(np.c_[ex, ey] * 1.2, flux, bx * 1e-3, by * 1e-3, np.ones(len(ex), bool))
+    assert abs(rows[0]["ratio"] - 1.2) < 0.03, rows
+
+
+def test_the_benchmark_verdict_names_the_worst_case_of_each_floor():
+    """bench_generalist.verdict: PASS only where every held-out set and chip holds the floor, and a
+    FAIL names the set, chip and flux bin that broke it."""
+    bench = _bench()
 
     def row(ratios, robust, phase=(1.0, 2.0), outer=1.05):
         bins = [{"flux_e": list(b), "ratio": r, "robust_mpix": m} for b, r, m in zip(bench.FLUX_BINS, ratios, robust)]
