@@ -68,8 +68,8 @@ def is_current(paths, out) -> bool:
 def combine(paths, out) -> Path:
     """Write the ensemble of the models at ``paths`` to ``out`` (a ``.keras`` file, its metadata
     beside it: the first member's, ``architecture`` "ensemble", ``ensemble`` naming each member
-    with its provenance, the first member's calibration until recalibrated) and return ``out``. Written atomically: a file already at
-    ``out`` is replaced only once the new one is complete."""
+    with its provenance, the first member's calibration until recalibrated) and return ``out``.
+    Written atomically: a file already at ``out`` is replaced only once the new one is complete."""
     quiet_tensorflow()
     import keras
 
