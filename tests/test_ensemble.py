@@ -24,11 +24,28 @@ def _copy(src: Path, dest: Path, jitter: float = 0.0, seed: int = 0) -> Path:
     return dest
 
 
+def _member(dest: Path, seed: int, chip: str = "WF3") -> Path:
+    """A small untrained generalist-like network (VGG6 V1, 4 features, sigma and flux outputs)
+    with the metadata of a trained one: a shipped model's calibration, a training provenance."""
+    import keras
+
+    from starcenter.model.architectures import build
+
+    keras.utils.set_random_seed(seed)
+    build("v1", 6, n_features=4, uncertainty=True, flux=True).save(dest)
+    shipped = json.loads(Path(str(shipped_model("PC1", "F555W")) + ".json").read_text())
+    meta = {"chip": chip, "filter": "F555W", "raster_size": 6, "normalization": "sum to 1", "target": "exact",
+            "outputs": "xy+flux+sigma", "features": ["mag", "focus", "chip_x", "chip_y"], "architecture": "v1",
+            "split_seed": seed, "calibration": shipped["calibration"],
+            "generalist": {"label": "test", "calibration_set": {"seed": 1001}}}
+    Path(str(dest) + ".json").write_text(json.dumps(meta))
+    return dest
+
+
 @pytest.fixture(scope="module")
 def members(tmp_path_factory):
     d = tmp_path_factory.mktemp("members")
-    src = shipped_model("WF3", "F555W")
-    return [_copy(src, d / f"m{k}.keras", jitter=0.05 * k, seed=k) for k in range(1, 4)]
+    return [_member(d / f"m{k}.keras", seed=k) for k in range(1, 4)]
 
 
 def _inputs(n: int = 64, seed: int = 1):
@@ -50,6 +67,7 @@ def test_an_ensemble_outputs_its_members_mean_and_says_what_it_is_made_of(member
     assert meta["architecture"] == "ensemble" and [m["file"] for m in meta["ensemble"]["members"]] == \
         ["m1.keras", "m2.keras", "m3.keras"]
     assert meta["chip"] == "WF3" and meta["features"] == first["features"] and meta["outputs"] == first["outputs"]
+    assert meta["generalist"] == {"label": "test"}
     assert meta["parameters"] == sum(load_model(str(m)).count_params() for m in members)
     assert "calibration_set" not in meta["generalist"]  # the ensemble is still to calibrate on its own
     assert meta["calibration"]["coef"] == first["calibration"]["coef"] and "recalibrate" in meta["calibration"]["on"]
@@ -60,8 +78,8 @@ def test_an_ensemble_outputs_its_members_mean_and_says_what_it_is_made_of(member
 
 
 def test_members_that_do_not_fit_together_are_refused_by_name(members, tmp_path):
-    other = shipped_model("PC1", "F555W")
-    with pytest.raises(BadArgumentError, match=r"PC1-F555W.keras: differs from m1.keras in chip"):
+    other = _member(tmp_path / "pc1.keras", 5, chip="PC1")
+    with pytest.raises(BadArgumentError, match=r"pc1.keras: differs from m1.keras in chip"):
         check_members([members[0], other])
     with pytest.raises(BadArgumentError, match="at least two"):
         check_members(members[:1])
@@ -81,7 +99,8 @@ def test_the_cli_combines_and_names_a_bad_member(members, tmp_path, capsys):
 
     assert main(["ensemble", str(tmp_path / "c.keras"), str(members[0]), str(members[1])]) == 0
     assert is_current(members[:2], tmp_path / "c.keras")
-    assert main(["ensemble", str(tmp_path / "d.keras"), str(members[0]), str(shipped_model("PC1", "F555W"))]) != 0
+    other = str(_member(tmp_path / "pc1.keras", 5, chip="PC1"))
+    assert main(["ensemble", str(tmp_path / "d.keras"), str(members[0]), other]) != 0
     assert "differs from m1.keras in chip" in capsys.readouterr().err and not (tmp_path / "d.keras").exists()
 
 
