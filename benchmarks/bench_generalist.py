@@ -48,15 +48,18 @@ FLUX_BINS = ((1e3, 3e3), (3e3, 1e4), (1e4, 3e4), (3e4, 1e5))
 CHIPS = ("PC1", "WF3")
 
 
-def make_set(path: Path, focus: float, n: int, seed: int, opts, psf: str = "fitted") -> Path:
+def make_set(path: Path, focus: float, n: int, seed: int, opts, psf: str = "fitted", chips=None,
+             cti: bool = False) -> Path:
+    """A held-out set (once: ``path``.complete marks it built) of ``chips`` (default CHIPS), with
+    the simulator's WFPC2 CTE if ``cti``."""
     from starcenter.cubes import pipeline
     from starcenter.cubes.params import DetectParams, PSFFitParams, TransformParams
     from starcenter.cubes.sim.simulate import make_config
 
     done = path.with_suffix(".complete")
     if not done.exists():
-        cfg = make_config("demo", chips=CHIPS, n_exposures=n, focus_um=focus, breathing_um=1.0,
-                          field_varying=True, seed=seed)
+        cfg = make_config("demo", chips=chips or CHIPS, n_exposures=n, focus_um=focus, breathing_um=1.0,
+                          field_varying=True, seed=seed, cti=cti)
         pipeline.run(path, "simulate", "simulate", {"simulate": {"config": cfg}}, opts)
         pipeline.run(path, "psf", "psf", {"psf": {"kind": "fitted", "fit": PSFFitParams()}}, opts)
         pipeline.run(path, "detect", "detect", {"detect": {"params": DetectParams(psf)}}, opts)

@@ -46,7 +46,7 @@ def _add_simulate(sub):
     p.add_argument("--seed", type=A.integer(0, 2**32 - 1), help="random seed, 0..4294967295 (default 1)")
     p.add_argument("--bright-enhanced", action="store_true", help="over-represent bright stars")
     p.add_argument("--cosmic-rays", action="store_true", help="add cosmic rays (off by default)")
-    p.add_argument("--cti", action="store_true", help="add charge-transfer inefficiency (off by default)")
+    p.add_argument("--cti", action="store_true", help="WFPC2 parallel CTE at each exposure's date (trap model, starcenter.cubes.sim.cte; off by default)")
     _add_cluster_args(p)
     p.set_defaults(func=C.cmd_simulate)
 

@@ -100,6 +100,9 @@ def _adopt_single(out: Path, filt: str, chips) -> None:
         if single.exists() and not first.exists() and "ensemble" not in load_metadata(single):
             os.replace(single.with_name(single.name + ".json"), first.with_name(first.name + ".json"))
             os.replace(single, first)
+            history = single.with_name(single.name + ".history.csv")
+            if history.exists():  # its training history goes with it
+                os.replace(history, first.with_name(first.name + ".history.csv"))
 
 
 def run_generalist(outdir, filters=("F555W",), chips=("PC1", "WF2", "WF3", "WF4"), exposures: int = EXPOSURES,

@@ -68,14 +68,6 @@ def test_render_star_off_the_edge_partially():
     assert 0.2e5 < img.sum() < 0.6e5  # half of the first star, none of the second
 
 
-def test_cti_conserves_charge_and_trails_upward():
-    img = np.zeros((100, 5))
-    img[80, 2] = 1e4
-    out = detector.cti(img, loss_per_row=1e-4)
-    assert out.sum() == pytest.approx(img.sum())
-    assert out[81, 2] > 0 and out[79, 2] == 0
-
-
 def test_cosmic_rays_deposit_positive_charge():
     rng = np.random.default_rng(5)
     cr = detector.cosmic_rays(rng, (800, 800), 160.0)

@@ -106,7 +106,7 @@ def test_the_cli_combines_and_names_a_bad_member(members, tmp_path, capsys):
 
 def test_generalist_members_train_on_two_sets_and_adopt_an_earlier_single_model(members, tmp_path, monkeypatch):
     """`starcenter generalist --members 3` after a single-model run: that network becomes member 1
-    (not trained again), members 2 and 3 train on a second set (seed + 1) with initial seeds 1
+    (not trained again; its history moves with it), members 2 and 3 train on a second set (seed + 1) with initial seeds 1
     and 2, the ensemble is combined; a rerun trains and combines nothing."""
     from starcenter import generalist as G
     from starcenter.model import parallel
@@ -123,6 +123,7 @@ def test_generalist_members_train_on_two_sets_and_adopt_an_earlier_single_model(
     out = tmp_path / "gen"
     out.mkdir()
     _copy(members[0], out / G.model_name("WF3", "F555W"))  # the single model of an earlier run
+    (out / (G.model_name("WF3", "F555W") + ".history.csv")).write_text("epoch,loss\n0,1.0\n")
     run = lambda: G.run_generalist(out, chips=("WF3",), members=3, calibration_exposures=0,  # noqa: E731
                                    progress=False, seed=1)
     assert run() == [out / "generalist-WF3-F555W.keras"]
@@ -130,6 +131,7 @@ def test_generalist_members_train_on_two_sets_and_adopt_an_earlier_single_model(
     assert trained == [("generalist-WF3-F555W-m2.keras", "train-F555W-seed2.zarr", 1),
                        ("generalist-WF3-F555W-m3.keras", "train-F555W-seed2.zarr", 2)]
     parts = [out / G.member_name("WF3", "F555W", k) for k in (1, 2, 3)]
+    assert (out / (parts[0].name + ".history.csv")).read_text().startswith("epoch")  # moved with it
     assert is_current(parts, out / "generalist-WF3-F555W.keras")
     stamp = (out / "generalist-WF3-F555W.keras").stat().st_mtime_ns
     run()

@@ -142,17 +142,6 @@ def cosmic_rays(rng: np.random.Generator, shape, exptime: float, rate_per_s: flo
     return img
 
 
-def cti(electrons: np.ndarray, loss_per_row: float = 2e-5):
-    """Simple charge-transfer inefficiency: a pixel read after ``y`` parallel transfers loses a
-    fraction ``loss_per_row * y`` of its charge into the pixel above it (a one-pixel trail).
-    Conserves charge. Real WFPC2 CTI depends on signal and background; this is a stand-in."""
-    y = np.arange(electrons.shape[0])[:, None]
-    lost = electrons * np.clip(loss_per_row * y, 0, 1)
-    out = electrons - lost
-    out[1:] += lost[:-1]
-    return out
-
-
 def readout(rng: np.random.Generator, electrons: np.ndarray, gain: float, read_noise: float,
             flat: np.ndarray, dark_e: float, bias_dn: float = C.BIAS_DN):
     """Raw DN: flat-fielded charge plus dark, read noise, bias, digitised and clipped at the

@@ -3,9 +3,9 @@
 The paper's in-house simulator (section 4.1), rebuilt on physical optics: a 47 Tuc-like field,
 Gilliland-like sub-pixel dithers, a true ePSF whose focus differs from the library ePSF, and a
 WFPC2 detector (gain, read noise, sky, dark, Poisson noise, bleeding, A/D saturation, bias/dark/
-flat calibration; optional cosmic rays and CTI). Writing is lazy and per (exposure, chip)
-chunk; each chunk's random numbers depend only on (seed, exposure, chip), so the result is
-bit-identical whatever the number of workers, and a rerun skips chunks already written.
+flat calibration; optional cosmic rays and the parallel CTE of :mod:`.cte`). Writing is lazy and
+per (exposure, chip) chunk; each chunk's random numbers depend only on (seed, exposure, chip), so
+the result is bit-identical whatever the number of workers, and a rerun skips chunks already written.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 from starcenter.cubes import constants as C
 from starcenter.cubes import driver, schema
-from starcenter.cubes.sim import detector
+from starcenter.cubes.sim import cte, detector
 from starcenter.cubes.sim.config import (  # noqa: F401  (the config's names, re-exported)
     GILLILAND_START_MJD,
     ORBIT_DAYS,
@@ -97,8 +97,8 @@ def simulate_chunk(ctx: ChipContext, exposure: int):
         dq[cr > 0] |= C.DQ_FLAGS["cosmic_ray"]
     electrons, bled = detector.bleed(electrons)
     dq[bled] |= C.DQ_FLAGS["bleeding"]
-    if cfg.cti:
-        electrons = detector.cti(electrons)
+    if cfg.cti:  # WFPC2's parallel CTE on the exposure's date (after bleeding, as the charge is read)
+        electrons = cte.readout(electrons, cfg.start_mjd + cfg.cadence_days * exposure)
     gain = C.GAIN[cfg.atodgain][chip]
     dark_e = C.DARK_RATE * cfg.exptime
     raw, sat = detector.readout(rng, electrons, gain, C.READ_NOISE[cfg.atodgain][chip],
