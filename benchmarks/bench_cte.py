@@ -1,16 +1,18 @@
 """Benchmark (SIMULATION): what WFPC2's CTE does to centring, and what the transformations leave.
 
 Two held-out WF3 sets with the same seed (the same stars, dithers and photon noise before the
-readout), one read out without CTE and one with the simulator's WFPC2 CTE (:mod:`starcenter.cubes.
-sim.cte`, calibrated on Dolphin 2002, at the set's 1999 dates): +4.5 um, 24 exposures, field-
-varying PSF, whole chip, built as ``bench_generalist.py`` builds its sets. On each: the classical
-fit with the fitted ePSF and the shipped generalist, against the exact truth. Printed per method:
-the median y error (mpix; + is away from the readout) by flux bin and quarter of the chip in y,
-then the same after each exposure's error is fitted by a plane in (x, y) over its stars of >= 3e3
-e- and removed (a stand-in for what the exposure-to-reference transformation absorbs: a CTE shift
-that grows with y alike for every star is a y scale), and the robust y error of every star.
+readout), one read out without CTE and one with WFPC2's CTE (:mod:`starcenter.cubes.cte`,
+calibrated on Dolphin 2002, at the set's 1999 dates): +4.5 um, 24 exposures, field-varying PSF,
+whole chip, built as ``bench_generalist.py`` builds its sets; and the CTE set corrected
+(``starcenter cte``, :mod:`starcenter.cubes.stages.cte_correct`; with ``--trap-scales``
+also by models whose trap density is off by those factors) and run through the same pipeline. On each: the classical fit with the fitted ePSF and the shipped generalist, against the
+exact truth. Printed per method: the median y error (mpix; + is away from the readout) by flux
+bin and quarter of the chip in y, then the same after each exposure's error is fitted by a plane
+in (x, y) over its stars of >= 3e3 e- and removed (a stand-in for what the exposure-to-reference
+transformation absorbs: a CTE shift that grows with y alike for every star is a y scale), and
+the robust y error of every star.
 
-    python benchmarks/bench_cte.py OUTDIR [--focus 4.5] [--exposures 24]
+    python benchmarks/bench_cte.py OUTDIR [--focus 4.5] [--exposures 24] [--trap-scales 0.7,1.3]
 """
 
 from __future__ import annotations
@@ -76,19 +78,31 @@ def table(title: str, y_err: np.ndarray, exact: np.ndarray, flux: np.ndarray) ->
 def main(argv=None):
     from starcenter.cubes.classical.stats import robust_sigma
     from starcenter.cubes.cluster import ClusterOptions
+    from starcenter.cubes.stages.cte_correct import correct_store
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("outdir", type=Path)
     p.add_argument("--focus", type=float, default=4.5)
     p.add_argument("--exposures", type=int, default=B.EXPOSURES)
+    p.add_argument("--trap-scales", type=lambda t: [float(v) for v in t.split(",")], default=[],
+                   help="also correct with the model's trap density times these (a model that is off)")
     args = p.parse_args(argv)
     opts = ClusterOptions(scheduler="local", workers=1, quiet=True)
     args.outdir.mkdir(parents=True, exist_ok=True)
-    for cti in (False, True):
-        store = B.make_set(args.outdir / f"{'cte' if cti else 'no-cte'}{args.focus:+.1f}.zarr", args.focus,
-                           args.exposures, B.held_out_seed(args.focus), opts, chips=("WF3",), cti=cti)
+    stores = {"without CTE": args.outdir / f"no-cte{args.focus:+.1f}.zarr",
+              "WITH WFPC2 CTE": args.outdir / f"cte{args.focus:+.1f}.zarr"}
+    for (label, store), cti in zip(list(stores.items()), (False, True)):
+        B.make_set(store, args.focus, args.exposures, B.held_out_seed(args.focus), opts, chips=("WF3",), cti=cti)
+    for scale in [1.0, *args.trap_scales]:
+        corrected = args.outdir / (f"corrected{args.focus:+.1f}" + ("" if scale == 1 else f"-x{scale:g}") + ".zarr")
+        if not corrected.with_suffix(".complete").exists():
+            correct_store(stores["WITH WFPC2 CTE"], corrected, trap_scale=scale)
+            B.process_set(corrected, opts)
+            corrected.with_suffix(".complete").touch()
+        stores[f"WITH CTE, corrected (starcenter cte, model's traps x {scale:g})"] = corrected
+    for label, store in stores.items():
         errs, exact, flux = errors(store, opts)
-        print(f"\nSIMULATION, WF3 {args.focus:+.1f} um, {'WITH' if cti else 'without'} WFPC2 CTE ({store.name})")
+        print(f"\nSIMULATION, WF3 {args.focus:+.1f} um, {label} ({store.name})")
         for method, err in errs.items():
             print(f" {method}: robust y error, every star {robust_sigma(err[..., 1][np.isfinite(err[..., 1])]):.2f} mpix")
             table("raw", err[..., 1], exact, flux)

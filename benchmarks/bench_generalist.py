@@ -53,7 +53,6 @@ def make_set(path: Path, focus: float, n: int, seed: int, opts, psf: str = "fitt
     """A held-out set (once: ``path``.complete marks it built) of ``chips`` (default CHIPS), with
     the simulator's WFPC2 CTE if ``cti``."""
     from starcenter.cubes import pipeline
-    from starcenter.cubes.params import DetectParams, PSFFitParams, TransformParams
     from starcenter.cubes.sim.simulate import make_config
 
     done = path.with_suffix(".complete")
@@ -61,11 +60,20 @@ def make_set(path: Path, focus: float, n: int, seed: int, opts, psf: str = "fitt
         cfg = make_config("demo", chips=chips or CHIPS, n_exposures=n, focus_um=focus, breathing_um=1.0,
                           field_varying=True, seed=seed, cti=cti)
         pipeline.run(path, "simulate", "simulate", {"simulate": {"config": cfg}}, opts)
-        pipeline.run(path, "psf", "psf", {"psf": {"kind": "fitted", "fit": PSFFitParams()}}, opts)
-        pipeline.run(path, "detect", "detect", {"detect": {"params": DetectParams(psf)}}, opts)
-        pipeline.run_catalog(path, transform_params=TransformParams(central=1.0), cluster_options=opts)
+        process_set(path, opts, psf)
         done.touch()
     return path
+
+
+def process_set(path: Path, opts, psf: str = "fitted") -> None:
+    """The held-out sets' pipeline on a store with exposures: psf --fit focus, detect with the
+    ``psf`` ePSF, the catalog over the whole chip."""
+    from starcenter.cubes import pipeline
+    from starcenter.cubes.params import DetectParams, PSFFitParams, TransformParams
+
+    pipeline.run(path, "psf", "psf", {"psf": {"kind": "fitted", "fit": PSFFitParams()}}, opts)
+    pipeline.run(path, "detect", "detect", {"detect": {"params": DetectParams(psf)}}, opts)
+    pipeline.run_catalog(path, transform_params=TransformParams(central=1.0), cluster_options=opts)
 
 
 def library_centres(store: Path, opts) -> np.ndarray:

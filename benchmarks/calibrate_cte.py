@@ -1,4 +1,4 @@
-"""Calibrate the simulator's CTE trap model (:mod:`starcenter.cubes.sim.cte`) on WFPC2's published
+"""Calibrate the simulator's CTE trap model (:mod:`starcenter.cubes.cte`) on WFPC2's published
 photometric CTE, and print what it does to a star's centre (SIMULATION: noiseless WF3 F555W stars).
 
 For each star count (300 .. 3e4 e-) and background (1 .. 30 e-/px) a star at row ~790 goes through
@@ -17,7 +17,7 @@ import argparse
 
 import numpy as np
 
-from starcenter.cubes.sim import cte
+from starcenter.cubes import cte
 from starcenter.cubes.sim.detector import render_stars
 from starcenter.cubes.sim.optics import PSFParams, get_epsf
 

@@ -46,7 +46,8 @@ def _add_simulate(sub):
     p.add_argument("--seed", type=A.integer(0, 2**32 - 1), help="random seed, 0..4294967295 (default 1)")
     p.add_argument("--bright-enhanced", action="store_true", help="over-represent bright stars")
     p.add_argument("--cosmic-rays", action="store_true", help="add cosmic rays (off by default)")
-    p.add_argument("--cti", action="store_true", help="WFPC2 parallel CTE at each exposure's date (trap model, starcenter.cubes.sim.cte; off by default)")
+    p.add_argument("--cti", action="store_true",
+                   help="WFPC2 parallel CTE at each exposure's date (trap model, starcenter.cubes.cte; off by default)")
     _add_cluster_args(p)
     p.set_defaults(func=C.cmd_simulate)
 
@@ -59,6 +60,17 @@ def _add_ingest(sub):
                    help="route each filter to STORE_<FILTER>.zarr instead of refusing a mix")
     _add_cluster_args(p)
     p.set_defaults(func=C.cmd_ingest)
+
+
+def _add_cte(sub):
+    p = sub.add_parser("cte", help="correct a store's exposures for WFPC2's CTE into a new store")
+    p.add_argument("store", type=A.existing_store, help="store with complete exposures (simulated or ingested)")
+    p.add_argument("out", type=A.store, help="the corrected store (created, or resumed)")
+    p.add_argument("--iterations", type=A.integer(1, 20), default=3, help="inversion iterations (default 3)")
+    p.add_argument("--trap-scale", type=A.number(0, 100, lo_open=True), default=1.0,
+                   help="factor on the model's trap density (default 1)")
+    _add_cluster_args(p)
+    p.set_defaults(func=C.cmd_cte)
 
 
 def _add_export_fits(sub):
@@ -278,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's start-up messages (hidden by default)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=A.OneLineParser)
-    for add in (_add_simulate, _add_ingest, _add_export_fits, _add_fetch_mast, _add_psf, _add_detect, _add_catalog,
+    for add in (_add_simulate, _add_ingest, _add_cte, _add_export_fits, _add_fetch_mast, _add_psf, _add_detect, _add_catalog,
                 _add_train, _add_predict, _add_calibrate, _add_demo, _add_generalist, _add_ensemble,
                 _add_sweep_raster_size, _add_evaluate, _add_verify):
         add(sub)

@@ -62,6 +62,16 @@ def cmd_ingest(args) -> int:
     return 2 if len(out["errors"]) > out["skipped"] else 0
 
 
+def cmd_cte(args) -> int:
+    from starcenter.cubes.stages.cte_correct import correct_store
+
+    with cluster(cluster_options(args)):
+        out = correct_store(args.store, args.out, args.iterations, args.trap_scale, not args.quiet)
+    print(f"{args.out}: exposures of {args.store} corrected for CTE ({out['written']} chunks written, "
+          f"{out['skipped']} already done); next: starcenter psf {args.out} --fit focus")
+    return 0
+
+
 def cmd_export(args) -> int:
     from starcenter.cubes.archive.ingest import export_fits
 

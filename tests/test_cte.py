@@ -1,4 +1,4 @@
-"""The simulator's WFPC2 CTE (starcenter.cubes.sim.cte): charge, direction, and the dependences on
+"""The simulator's WFPC2 CTE (starcenter.cubes.cte): charge, direction, and the dependences on
 the star's charge, the background, the row and the date that WFPC2's published CTE has."""
 
 import importlib.util
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from starcenter.cubes.sim import cte
+from starcenter.cubes import cte
 
 
 def _calibration():
@@ -63,3 +63,66 @@ def test_dolphins_formula_vanishes_at_the_readout_and_grows_with_row_and_time():
     rows = cte.dolphin_loss_mag(1e3, 5.0, np.array([200.0, 800.0]), 51000.0)
     assert 0 < rows[0] < rows[1]
     assert cte.dolphin_loss_mag(1e3, 5.0, 800.0, 52000.0) > rows[1]
+
+
+@pytest.fixture(scope="module")
+def cte_store(tmp_path_factory, tiny_config):
+    """The tiny store's exposures read out with WFPC2's CTE (same seed: same stars, same noise)."""
+    from dataclasses import replace
+
+    import dask
+
+    from starcenter.cubes.sim.simulate import simulate
+
+    path = tmp_path_factory.mktemp("cte") / "tiny-cte.zarr"
+    with dask.config.set(scheduler="synchronous"):
+        simulate(path, replace(tiny_config, cti=True), progress=False)
+    return path
+
+
+def _tree(path):
+    return {p: p.stat().st_mtime_ns for p in Path(path).rglob("*") if p.is_file()}
+
+
+def test_correct_store_undoes_the_cte_in_a_new_store_and_resumes(cte_store, tiny_store, tmp_path):
+    import dask
+    import xarray as xr
+
+    from starcenter.cubes.stages.cte_correct import correct_store
+
+    source = _tree(cte_store)
+    out = tmp_path / "corrected.zarr"
+    with dask.config.set(scheduler="synchronous"):
+        assert correct_store(cte_store, out, progress=False) == {"written": 6, "skipped": 0}
+        assert correct_store(cte_store, out, progress=False) == {"written": 0, "skipped": 6}
+    assert _tree(cte_store) == source  # the source is never written
+    fixed, read, clean = (xr.open_zarr(p, group="exposures") for p in (out, cte_store, tiny_store))
+    for name in clean.coords:
+        np.testing.assert_array_equal(fixed[name].values, clean[name].values)
+    np.testing.assert_array_equal(fixed["dq"].values, read["dq"].values)
+    bright = (clean["image"].values > 200) & (clean["image"].values < 3000)  # star pixels (DN), unsaturated
+    before = np.median(np.abs(read["image"].values - clean["image"].values)[bright])
+    after = np.median(np.abs(fixed["image"].values - clean["image"].values)[bright])
+    # what is left is the A/D rounding of two different readouts (~0.33 DN median |difference|)
+    assert before > 1.0 and after < 0.4 < before / 2.5, (before, after)
+    truth = xr.open_zarr(out, group="truth")
+    np.testing.assert_array_equal(truth["x"].values, xr.open_zarr(cte_store, group="truth")["x"].values)
+
+
+def test_correct_store_refuses_another_source_or_model_and_touches_nothing(cte_store, tiny_store, tmp_path):
+    import dask
+
+    from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
+    from starcenter.cubes.stages.cte_correct import correct_store
+
+    out = tmp_path / "corrected.zarr"
+    with dask.config.set(scheduler="synchronous"):
+        correct_store(cte_store, out, progress=False)
+        kept = _tree(out)
+        with pytest.raises(StoreMismatchError, match="trap_scale"):
+            correct_store(cte_store, out, trap_scale=1.2, progress=False)
+        with pytest.raises(StoreMismatchError, match="source"):
+            correct_store(tiny_store, out, progress=False)
+        with pytest.raises(BadArgumentError, match="another store"):
+            correct_store(cte_store, cte_store, progress=False)
+    assert _tree(out) == kept

@@ -52,6 +52,8 @@ COMMANDS = {
     "demo": (["{t}/demo-out"], {"--exposures": (["8"], INT_BAD + ["1"]), "--epochs": (["1"], INT_BAD + ["0"])}),
     "sweep-raster-size": (["{t}/empty.zarr", "--chip", "WF3"], {
         "--sizes": (["5,6"], ["", "2", "abc", "6,,x", "99"]), "--epochs": (["1"], INT_BAD + ["0"])}),
+    "cte": (["{t}/empty.zarr", "{t}/cte-out.zarr"], {
+        "--iterations": (["3"], INT_BAD + ["0", "21"]), "--trap-scale": (["1"], FLOAT_BAD + ["0", "-1", "101"])}),
     "fetch-mast": (["{t}/mast"], {"--proposal": (["8267"], INT_BAD + ["0"]), "--filter": (["F555W"], ["", "XX"])}),
 }
 

@@ -22,7 +22,7 @@ class SimulationConfig:
 
     focus_um is the data set's secondary-mirror despace relative to the library ePSF (the
     PSF epoch): 0 gives a library that matches the truth. sky is in e-/s/arcsec^2. cti: WFPC2's
-    parallel CTE at each exposure's date (:mod:`starcenter.cubes.sim.cte`).
+    parallel CTE at each exposure's date (:mod:`starcenter.cubes.cte`).
     focus_sweep_um: per-exposure focus drawn (seeded) from these values, or with
     focus_sweep_range from the interval between its two values (a focus sweep for training and
     tests); chip_focus_um: per-chip focus offsets added to every exposure's focus, e.g.

@@ -3,7 +3,7 @@
 The paper's in-house simulator (section 4.1), rebuilt on physical optics: a 47 Tuc-like field,
 Gilliland-like sub-pixel dithers, a true ePSF whose focus differs from the library ePSF, and a
 WFPC2 detector (gain, read noise, sky, dark, Poisson noise, bleeding, A/D saturation, bias/dark/
-flat calibration; optional cosmic rays and the parallel CTE of :mod:`.cte`). Writing is lazy and
+flat calibration; optional cosmic rays and the parallel CTE of :mod:`..cte`). Writing is lazy and
 per (exposure, chip) chunk; each chunk's random numbers depend only on (seed, exposure, chip), so
 the result is bit-identical whatever the number of workers, and a rerun skips chunks already written.
 """
@@ -16,7 +16,8 @@ import numpy as np
 
 from starcenter.cubes import constants as C
 from starcenter.cubes import driver, schema
-from starcenter.cubes.sim import cte, detector
+from starcenter.cubes import cte
+from starcenter.cubes.sim import detector
 from starcenter.cubes.sim.config import (  # noqa: F401  (the config's names, re-exported)
     GILLILAND_START_MJD,
     ORBIT_DAYS,

@@ -100,3 +100,18 @@ def readout(electrons: np.ndarray, mjd: float, traps: float | None = None, beta:
         filled += fill * scale
         out[y] = q - captured * scale
     return out
+
+
+def correct(electrons: np.ndarray, mjd: float, iterations: int = 3, trap_scale: float = 1.0) -> np.ndarray:
+    """The image before the readout (e-) whose readout with the CTE of ``mjd`` is ``electrons``:
+    ``x <- x + (observed - readout(x))`` from ``x = observed`` (the scheme of Anderson & Bedin
+    2010, PASP 122, 1035, without their read-noise mitigation: read noise goes through it as if
+    it were charge); ``trap_scale`` scales the date's trap density (a model known to be off).
+    Three iterations leave ~1 % of the CTE's change in the brightest pixel (a 1e4 e- star at row
+    ~700: 320 e- taken, 5 e- left; more iterations do not shrink it)."""
+    observed = np.asarray(electrons, float)
+    traps = traps_per_row(mjd) * trap_scale
+    x = observed.copy()
+    for _ in range(iterations):
+        x += observed - readout(x, mjd, traps)
+    return x
