@@ -8,7 +8,11 @@ runs with each ePSF; stars well measured by all three (unsaturated, unflagged, 1
 with the chi-square p against uniform. A non-uniform histogram is pixel-phase bias. No
 simulation is involved.
 
-    python benchmarks/real_psf_fit.py OUTDIR
+With ``--cte`` the exposure is first corrected for WFPC2's CTE (``starcenter cte``: the
+simulator's trap model, calibrated on Dolphin's photometric CTE, at the exposure's date) and the
+same is done on the corrected copy.
+
+    python benchmarks/real_psf_fit.py OUTDIR [--cte]
 """
 
 from __future__ import annotations
@@ -83,12 +87,20 @@ def histogram(v: np.ndarray):
 
 
 def main(argv=None) -> int:
-    out = Path((argv or sys.argv[1:])[0])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cte = "--cte" in argv
+    out = Path([a for a in argv if a != "--cte"][0])
     from starcenter.cubes.store import open_group
 
     store = real_store(out)
+    if cte:
+        from starcenter.cubes.stages.cte_correct import correct_store
+
+        correct_store(store, out / "real-cte.zarr", progress=False)
+        store = out / "real-cte.zarr"
     ex = open_group(store, "exposures")
-    print(f"REAL DATA: ω Cen u40x010hm F555W 100 s; data quality {'from the c1f' if 'dq' in ex else 'absent'}")
+    print(f"REAL DATA: ω Cen u40x010hm F555W 100 s; data quality {'from the c1f' if 'dq' in ex else 'absent'}"
+          + ("; CTE-corrected (starcenter cte)" if cte else ""))
     from starcenter.cubes import pipeline
     from starcenter.cubes.params import PSFFitParams
 
@@ -111,7 +123,7 @@ def main(argv=None) -> int:
             report["histograms"][f"{chip} {m}"] = {"n": len(common[m]), "x": hx.tolist(), "y": hy.tolist(),
                                                    "p_x": px, "p_y": py}
             print(f"{chip:4} {m:9} {len(common[m]):5d}  {' '.join(f'{n:3d}' for n in hx)}  {px:8.1e}  {py:8.1e}")
-    (out / "real_psf_fit.json").write_text(json.dumps(report, indent=1))
+    (out / ("real_psf_fit_cte.json" if cte else "real_psf_fit.json")).write_text(json.dumps(report, indent=1))
     return 0
 
 

@@ -44,7 +44,8 @@ def _correct_chunk(source: str, out: str, e: int, c: int, gain: float, mjd: floa
     corrected = cte.correct(image * gain, mjd, iterations, trap_scale) / gain
     dst = zarr.open_group(out, mode="r+")[schema.EXPOSURES]
     dst["image"][e, c] = corrected.astype(np.float32)
-    dst["dq"][e, c] = src["dq"][e, c]
+    if "dq" in src:  # an archive exposure without its data-quality file has none
+        dst["dq"][e, c] = src["dq"][e, c]
     dst["done"][e, c] = 1  # last: the chunk counts only once its data are on disk
     return e, c
 
@@ -55,7 +56,8 @@ def _template(source: str, out: str) -> None:
         if st.has_group(source, group):
             st.write_dataset(out, group, st.open_group(source, group).load())
     ex = st.open_group(source, schema.EXPOSURES)
-    encoding = {v: {"chunks": ex[v].encoding["chunks"]} for v in ("image", "dq", "done")}  # the schema's
+    encoding = {v: {"chunks": schema.chunk_shape(schema.EXPOSURES, v, dict(ex.sizes))}
+                for v in ("image", "dq", "done") if v in ex}
     template = ex.assign(done=(ex["done"].dims, np.zeros(ex["done"].shape, ex["done"].dtype)))
     template = template.assign_coords({k: template[k].compute() for k in template.coords})  # written now
     template.attrs["cte_corrected"] = "see the root attribute " + PROVENANCE_KEY
