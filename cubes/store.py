@@ -170,7 +170,8 @@ def consolidate(store):
 
 
 def write_dataset(store, group: str, ds: xr.Dataset, encoding: dict | None = None):
-    """Write a small, in-memory dataset to ``group`` in one go (psf, catalog tables)."""
+    """Write a dataset to ``group`` in one go: small and in memory (psf, catalog tables), or lazy
+    (dask: computed chunk by chunk as it is written)."""
     with _quiet_consolidation():
         ds.to_zarr(store_path(store), group=group, mode="w", consolidated=False,
                    encoding=encoding or {})

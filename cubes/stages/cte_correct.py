@@ -53,8 +53,12 @@ def _correct_chunk(source: str, out: str, e: int, c: int, gain: float, mjd: floa
 def _template(source: str, out: str) -> None:
     """The copied groups and the exposures' template (coordinates, attributes; no image yet)."""
     for group in COPIED:
-        if st.has_group(source, group):
-            st.write_dataset(out, group, st.open_group(source, group).load())
+        if st.has_group(source, group):  # streamed chunk by chunk, in the source's chunking
+            ds = st.open_group(source, group)
+            encoding = {v: {"chunks": ds[v].encoding["chunks"]} for v in ds.variables if "chunks" in ds[v].encoding}
+            for v in ds.variables:
+                ds[v].encoding = {}
+            st.write_dataset(out, group, ds, encoding)
     ex = st.open_group(source, schema.EXPOSURES)
     encoding = {v: {"chunks": schema.chunk_shape(schema.EXPOSURES, v, dict(ex.sizes))}
                 for v in ("image", "dq", "done") if v in ex}
