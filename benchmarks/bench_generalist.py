@@ -21,7 +21,7 @@ star and for the isolated ones (no true neighbour with 1 % of the flux within 8 
 pixel-phase bias (median error in 5 bins of true phase, stars > 1e4 e-, peak-to-peak per axis);
 the error in the outer two thirds of the chip over the central third, beside the same ratio of
 the bound (the PSF itself varies over the chip). REAL DATA (ω Cen u40x010hm, if stsci.tools is
-installed): the fractional-pixel histograms' chi-square p per chip and axis for the classical
+installed; with its c1f data quality when ../shared or $STARCENTER_SHARED has it): the fractional-pixel histograms' chi-square p per chip and axis for the classical
 library and fitted fits and the generalist.
 
     python benchmarks/bench_generalist.py OUTDIR [--exposures 24] [--epochs 20] [--workers 2]
@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -331,16 +332,20 @@ def real(outdir: Path, opts) -> dict | None:
     from starcenter.evaluation.metrics import fractional_histograms
 
     try:
-        src = real_omega_cen_path()
+        real_omega_cen_path()
     except StarcenterError as err:
         print(f"REAL DATA skipped: {err}")
         return None
+    sys.path.insert(0, str(Path(__file__).parent))
+    from real_psf_fit import real_store  # the exposure with its c1f data quality when ../shared has it
+
+    ingested = real_store(outdir / "real")
     out = {}
     for psf in ("library", "fitted"):
         store = outdir / f"real-{psf}.zarr"
         if not store.with_suffix(".complete").exists():
             shutil.rmtree(store, ignore_errors=True)
-            pipeline.run(store, "ingest", "ingest", {"ingest": {"inputs": [src]}}, opts)
+            shutil.copytree(ingested, store)
             pipeline.run(store, "psf", "psf", {"psf": {"kind": "fitted", "fit": PSFFitParams()}}, opts)
             pipeline.run(store, "detect", "detect", {"detect": {"params": DetectParams(psf)}}, opts)
             pipeline.run_catalog(store, transform_params=TransformParams(central=1.0), cluster_options=opts)

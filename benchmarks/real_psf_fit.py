@@ -18,6 +18,7 @@ same is done on the corrected copy.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -39,7 +40,8 @@ def real_store(out: Path) -> Path:
     c0f = files / "u40x010hm_c0f.fits"
     if not c0f.exists():
         shutil.copy(real_omega_cen_path(), c0f)
-    dq = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "u40x010hm_c1f.fits"
+    shared = Path(os.environ.get("STARCENTER_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+    dq = shared / "data" / "real" / "u40x010hm_c1f.fits"
     if dq.exists() and not (files / dq.name).exists():
         shutil.copy(dq, files / dq.name)
     store = out / "real.zarr"
