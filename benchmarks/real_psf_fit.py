@@ -18,8 +18,6 @@ same is done on the corrected copy.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -33,20 +31,12 @@ METHODS = ("library", "fitted", "empirical")
 
 def real_store(out: Path) -> Path:
     from starcenter.cubes import pipeline
-    from starcenter.cubes.archive.wfpc2 import real_omega_cen_path
+    from starcenter.cubes.archive.wfpc2 import real_omega_cen_inputs
 
-    files = out / "files"
-    files.mkdir(parents=True, exist_ok=True)
-    c0f = files / "u40x010hm_c0f.fits"
-    if not c0f.exists():
-        shutil.copy(real_omega_cen_path(), c0f)
-    shared = Path(os.environ.get("STARCENTER_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-    dq = shared / "data" / "real" / "u40x010hm_c1f.fits"
-    if dq.exists() and not (files / dq.name).exists():
-        shutil.copy(dq, files / dq.name)
+    files = real_omega_cen_inputs(out / "files")
     store = out / "real.zarr"
     if not store.exists():
-        pipeline.run(store, "ingest", "ingest", {"ingest": {"inputs": [c0f]}})
+        pipeline.run(store, "ingest", "ingest", {"ingest": {"inputs": [files / "u40x010hm_c0f.fits"]}})
     return store
 
 

@@ -297,3 +297,24 @@ def real_omega_cen_path() -> Path:
         raise StarcenterError("stsci.tools (pinned test dependency) is needed for the sample "
                               "exposure: pip install 'stsci.tools==4.3.1'") from err
     return Path(stsci.tools.__file__).parent / "tests" / "data" / "u40x010hm_c0f.fits"
+
+
+def real_omega_cen_inputs(folder) -> Path:
+    """``folder`` holding the REAL ω Cen exposure (:func:`real_omega_cen_path`) and, when the
+    workplace's shared folder has it (``$STARCENTER_SHARED`` or ``shared/`` beside the repository),
+    its data-quality file u40x010hm_c1f.fits (from the stwcs sdist): ``starcenter ingest`` reads
+    both. Without the data quality, the WF chips' PSF-epoch fit is flagged (README)."""
+    import os
+    import shutil
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    c0f = folder / "u40x010hm_c0f.fits"
+    if not c0f.exists():
+        shutil.copy(real_omega_cen_path(), c0f)
+    shared = Path(os.environ.get("STARCENTER_SHARED", Path(__file__).resolve().parents[3] / "shared"))
+    dq = shared / "data" / "real" / "u40x010hm_c1f.fits"
+    if dq.is_file() and not (folder / dq.name).exists():
+        shutil.copy(dq, folder / dq.name)
+    return folder
+
