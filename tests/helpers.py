@@ -1,6 +1,10 @@
-"""Small synthetic images with exact truth, for fitter tests (not a fixture: plain functions)."""
+"""Small synthetic images with exact truth, for fitter tests, and the benchmarks as modules (not
+fixtures: plain functions)."""
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 
@@ -22,3 +26,11 @@ def star_grid(epsf, n: int = 20, spacing: int = 16, flux=(2e4, 8e4), seed: int =
     expected = render_stars((n * spacing + 10,) * 2, x0, y0, f, epsf) + SKY_E
     img = (rng.poisson(expected) + rng.normal(0, READ_NOISE, expected.shape)) / GAIN
     return img, x0, y0, f, expected
+
+
+def benchmark(name: str):
+    """The script ``benchmarks/<name>.py`` as a module (its helpers, without running it)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,7 +1,6 @@
 """The simulator's WFPC2 CTE (starcenter.cubes.cte): charge, direction, and the dependences on
 the star's charge, the background, the row and the date that WFPC2's published CTE has."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -9,13 +8,11 @@ import pytest
 
 from starcenter.cubes import cte
 
+from .helpers import benchmark
+
 
 def _calibration():
-    spec = importlib.util.spec_from_file_location(
-        "calibrate_cte", Path(__file__).parents[1] / "benchmarks" / "calibrate_cte.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("calibrate_cte")
 
 
 def test_readout_conserves_charge_and_moves_it_up_the_column_only():

@@ -121,13 +121,9 @@ def test_generalist_recalibrates_on_a_calibration_set_of_its_own(fitted_store, t
 
 
 def _bench():
-    import importlib.util
+    from .helpers import benchmark
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_generalist", Path(__file__).parents[1] / "benchmarks" / "bench_generalist.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return benchmark("bench_generalist")
 
 
 def test_the_benchmark_puts_an_estimator_at_the_bound_at_one():
