@@ -107,11 +107,14 @@ def _summary(out: Path, store, cfg, sim, main: dict, second: dict, real_metrics)
 
 def _real(out: Path, models: dict, progress: bool):
     """Ingest, centre and evaluate the real ω Cen exposure (skipped without stsci.tools)."""
-    from starcenter.cubes.archive.wfpc2 import real_omega_cen_inputs
+    from starcenter.cubes.archive.wfpc2 import real_omega_cen_path
     from starcenter.cubes.errors import StarcenterError
 
-    try:  # with its data quality when the shared folder has it
-        path = real_omega_cen_inputs(out / "real-files") / "u40x010hm_c0f.fits"
+    # without its c1f data quality (benchmarks/bench_generalist.py reads it): the WF chips' PSF-epoch
+    # fit then converges, and its field-dependent ePSFs at their focus (cold cache) push the demo
+    # past 10 minutes on 2 cores
+    try:
+        path = real_omega_cen_path()
     except StarcenterError as err:
         _say(progress, f"3/3 REAL DATA skipped: {err}")
         return None
