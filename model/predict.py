@@ -45,6 +45,33 @@ def _load_model(path: str, version: tuple):
     return keras.models.load_model(path, compile=False, safe_mode=True)
 
 
+def forward(model, inputs, batch_size: int = BATCH) -> np.ndarray:
+    """``model``'s outputs (n, k) float32 on ``inputs`` (an array, or a tuple of arrays for a
+    network with per-star features), ``batch_size`` stars at a time, through one traced
+    tf.function per model (the TensorFlow backend; ``model.predict`` on another).
+
+    Not ``model.predict``: on the 2-core machine it ran a 3-member ensemble at either ~6,000 or
+    exactly ~3,195 stars/s, chosen per call at random (its input pipeline's threads left the two
+    cores half idle, taking turns); this loop ran at 5,900-6,200 in 15 of 15 calls
+    (benchmarks/bench_inference.py --shipped; 2026-11-27)."""
+    quiet_tensorflow()
+    import keras
+
+    xs = inputs if isinstance(inputs, tuple) else (inputs,)
+    n = len(xs[0])
+    if keras.backend.backend() != "tensorflow":
+        return np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0))
+    import tensorflow as tf
+
+    fn = getattr(model, "_starcenter_forward", None)
+    if fn is None:
+        fn = tf.function(lambda *a: model(list(a) if len(a) > 1 else a[0], training=False),
+                         reduce_retracing=True)
+        model._starcenter_forward = fn
+    parts = [fn(*(np.asarray(x[i:i + batch_size]) for x in xs)).numpy() for i in range(0, n, batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, model.outputs[0].shape[-1]), np.float32)
+
+
 def check_compatible(meta: dict, chip: str, size: int, filt: str | None, force: bool, path):
     problems = []
     if meta.get("chip") != chip:
@@ -59,24 +86,41 @@ def check_compatible(meta: dict, chip: str, size: int, filt: str | None, force: 
     return problems
 
 
+def _trained_on(meta: dict) -> list[tuple[dict, int]]:
+    """(dataset record, split seed) of every set a model's weights learnt from: its own, each
+    of ``datasets`` (a network trained on several sets), each ensemble member's."""
+    seed = int(meta.get("split_seed", meta.get("split", {}).get("seed", 0)))
+    out = [(meta.get("dataset") or {}, seed)]
+    out += [(d, int(d.get("split_seed", seed))) for d in meta.get("datasets") or ()]
+    for m in meta.get("ensemble", {}).get("members", ()):
+        m_seed = int(m.get("split_seed") or 0)
+        out += [(m.get("dataset") or {}, m_seed)]
+        out += [(d, int(d.get("split_seed", m_seed))) for d in m.get("datasets") or ()]
+    return out
+
+
 def split_record(meta: dict, store, chip: str) -> dict:
     """What centers/NAME's evaluation must know of the model's training for ``chip``:
-    ``trained_here`` (the model was trained on this store's data: its training and validation
-    stars must not be scored), ``seed`` and ``fractions`` of its split by star, and
-    ``same_stars`` (the store's star axis is the one the split was drawn on)."""
+    ``trained_here`` (the model, or one of an ensemble's members, was trained on this store's
+    data: its training and validation stars must not be scored), ``seed`` and ``fractions`` of
+    that training's split by star, and ``same_stars`` (the store's star axis is the one the
+    split was drawn on)."""
     from starcenter.model.bridge import SPLITS, training_identity
 
     ident = training_identity(store, chip)
-    seen = meta.get("dataset", {}).get("identity")
-    if seen is None:  # a model made before identities were recorded: compare the store paths
-        here = str(meta.get("dataset", {}).get("store")) == str(store)
-        same = here
-    else:
-        here, same = seen["data"] == ident["data"], seen["stars"] == ident["stars"]
+    here, same, seed = False, False, int(meta.get("split_seed", meta.get("split", {}).get("seed", 0)))
+    for dataset, d_seed in _trained_on(meta):
+        seen = dataset.get("identity")
+        if seen is None:  # a model made before identities were recorded: compare the store paths
+            d_here = d_same = str(dataset.get("store")) == str(store)
+        else:
+            d_here, d_same = seen["data"] == ident["data"], seen["stars"] == ident["stars"]
+        if d_here:
+            here, same, seed = True, d_same, d_seed
+            break
     split = meta.get("split", {})
     return {"trained_here": bool(here), "same_stars": bool(same) and meta.get("chip") == chip,
-            "seed": int(meta.get("split_seed", split.get("seed", 0))),
-            "fractions": split.get("fractions", {k: list(v) for k, v in SPLITS.items()})}
+            "seed": seed, "fractions": split.get("fractions", {k: list(v) for k, v in SPLITS.items()})}
 
 
 #: The generalist models shipped with the package (``starcenter generalist --install``), one per
@@ -150,7 +194,7 @@ def centre(model_path: str, rasters, features=None, mag=None, saturated=None, ga
     good = flags == 0
     if good.any():
         take = (inputs[0][good], inputs[1][good]) if isinstance(inputs, tuple) else inputs[good]
-        pred = load_model(model_path).predict(take, batch_size=BATCH, verbose=0)
+        pred = forward(load_model(model_path), take)
         if with_sigma:
             mu[good], raw = split_outputs(pred)
             cov = covariates(np.asarray(mag, float)[good], None if f is None else f[good], meta.get("features") or ())

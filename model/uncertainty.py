@@ -257,12 +257,14 @@ def coverage(err: np.ndarray, sigma: np.ndarray, k: float = 1.0) -> float:
 def errors_on(model, source) -> tuple:
     """(err (n, k), raw sigma (n, k), covariates (n, p)) of a Keras ``model`` with sigma outputs
     on the stars of a bridge.RasterSource (read chunk by chunk), against its targets."""
+    from starcenter.model.predict import forward
+
     errs, sigmas, covs = [], [], []
     for i in range(source.n_chunks):
         x, t, mag = source.read_chunk(i, with_mag=True)
         if len(t) == 0:
             continue
-        mu, sigma = split_outputs(model.predict(x, batch_size=8192, verbose=0))
+        mu, sigma = split_outputs(forward(model, x))
         errs.append(mu - t)
         sigmas.append(sigma)
         covs.append(covariates(mag, x[1] if isinstance(x, tuple) else None, source.features))

@@ -28,7 +28,7 @@ def raster_size_sweep(store, chip: str, sizes=(4, 5, 6, 7, 8), arch: str = "v1",
     """Train and test one network per raster size; writes ``sweep.json`` and
     ``error_vs_raster_size.png`` into ``out_dir`` and returns the figures (mpix)."""
     from starcenter.model.bridge import RasterSource
-    from starcenter.model.predict import load_model
+    from starcenter.model.predict import forward, load_model
     from starcenter.model.train import train
 
     out_dir = Path(out_dir)
@@ -45,7 +45,7 @@ def raster_size_sweep(store, chip: str, sizes=(4, 5, 6, 7, 8), arch: str = "v1",
             path = out_dir / f"{chip}-{arch}-s{size}.keras"
             meta = train(store, chip, arch, "fast", epochs, path, seed, target, verbose=0)
             x, y = RasterSource(str(store), chip, "test", seed, target).to_numpy()
-            pred = load_model(str(path)).predict(x, batch_size=4096, verbose=0)
+            pred = forward(load_model(str(path)), x, 4096)
             d = (np.asarray(pred, np.float64) - y) * 1e3
             robust = robust_sigma(d, axis=0)
             row = {"size": int(size), "n_test": int(len(d)), "n_train": meta["n_train"],

@@ -137,3 +137,38 @@ def test_generalist_members_train_on_two_sets_and_adopt_an_earlier_single_model(
     run()
     assert len(trained) == 2 and len(built) == 1
     assert (out / "generalist-WF3-F555W.keras").stat().st_mtime_ns == stamp
+
+
+def test_forward_gives_what_keras_predict_gives_in_batches_of_any_size(members, tmp_path):
+    """starcenter's inference loop (model.predict.forward, used instead of ``model.predict``, whose
+    speed on an ensemble halved at random) returns the same outputs, whatever the batch split."""
+    from starcenter.model.predict import forward
+
+    model = load_model(str(combine(members, tmp_path / "ens.keras")))
+    r, f, _ = _inputs(n=70)
+    want = model.predict((r[..., None], f), verbose=0)
+    for batch in (70, 32, 7):
+        np.testing.assert_allclose(forward(model, (r[..., None], f), batch), want, atol=1e-6)
+    assert forward(model, (r[:0, ..., None], f[:0])).shape == (0, want.shape[1])
+
+
+def test_a_store_any_member_trained_on_is_scored_on_that_members_test_stars(tmp_path, monkeypatch):
+    """split_record: an ensemble whose second member (or one of whose members' several training
+    sets) learnt from this store is 'trained here', with that member's split seed."""
+    from starcenter.model import bridge
+    from starcenter.model.predict import split_record
+
+    tiny_store = tmp_path / "store.zarr"  # its identity, as bridge.training_identity reads it
+    monkeypatch.setattr(bridge, "training_identity", lambda store, chip: {"data": "d", "stars": "s"})
+    here = {"identity": {"data": "d", "stars": "s"}}
+    elsewhere = {"identity": {"data": "another", "stars": "another"}}
+    meta = {"chip": "WF3", "split_seed": 0, "dataset": elsewhere,
+            "ensemble": {"members": [{"split_seed": 0, "dataset": elsewhere},
+                                     {"split_seed": 7, "dataset": here}]}}
+    rec = split_record(meta, tiny_store, "WF3")
+    assert rec["trained_here"] and rec["same_stars"] and rec["seed"] == 7
+    meta["ensemble"]["members"][1] = {"split_seed": 0, "dataset": elsewhere,
+                                      "datasets": [elsewhere, {**here, "split_seed": 3}]}
+    assert split_record(meta, tiny_store, "WF3")["seed"] == 3
+    meta["ensemble"]["members"][1]["datasets"] = [elsewhere]
+    assert not split_record(meta, tiny_store, "WF3")["trained_here"]
