@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from starcenter.cubes import constants as C
-from starcenter.cubes import driver, schema
-from starcenter.cubes import cte
+from starcenter.cubes import cte, driver, schema
 from starcenter.cubes.sim import detector
 from starcenter.cubes.sim.config import (  # noqa: F401  (the config's names, re-exported)
     GILLILAND_START_MJD,
