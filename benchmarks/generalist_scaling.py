@@ -34,7 +34,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-#: The inputs of the shipped F555W generalists (starcenter.generalist).
+#: The inputs of the shipped generalists (starcenter.generalist.FEATURES; not imported: it needs
+#: zarr, which the GPU host lacks).
 FEATURES = ("mag", "focus", "chip_x", "chip_y")
 
 

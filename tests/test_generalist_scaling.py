@@ -11,7 +11,12 @@ from tests.helpers import benchmark
 S = benchmark("generalist_scaling")
 
 
-def test_its_recipe_is_the_fast_recipe():
+def test_its_recipe_and_inputs_are_the_generalists():
+    """The script keeps its own copies (the GPU host has no zarr, which model.train and
+    starcenter.generalist import)."""
+    from starcenter import generalist as G
+
+    assert S.FEATURES == G.FEATURES
     fast = RECIPES["fast"]
     assert (S.FAST.learning_rate, S.FAST.batch_size) == (fast.learning_rate, fast.batch_size)
     assert fast.schedule == "cosine" and fast.restore_best
