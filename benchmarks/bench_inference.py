@@ -2,8 +2,8 @@
 
 Stars per second of ``starcenter.model.predict.forward`` (what ``starcenter predict`` runs) on
 6x6 rasters (batch 8192, the batch ``starcenter predict`` uses), for VGG6 V1, V2 and the small
-ResNet, with and without the per-star features and uncertainty outputs, at TensorFlow's default threads (one per core); parameters beside.
-Random weights: speed does not depend on them. ``--shipped``: the shipped generalist models too
+ResNet, with and without the per-star features and uncertainty outputs, at TensorFlow's default
+threads (one per core); parameters beside. Random weights: speed does not depend on them. ``--shipped``: the shipped generalist models too
 (an ensemble runs each of its members: its speed is a member's over their number).
 
     python benchmarks/bench_inference.py [--stars 65536] [--repeats 3] [--shipped]

@@ -34,8 +34,8 @@ MUST_AGREE = ("chip", "filter", "raster_size", "normalization", "outputs", "feat
 def _member_record(path: Path, meta: dict) -> dict:
     return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16],
             "architecture": meta.get("architecture"), "split_seed": meta.get("split_seed"),
-            "dataset": meta.get("dataset"), "datasets": meta.get("datasets"), "generalist": meta.get("generalist"), "epochs": meta.get("epochs"),
-            "n_train": meta.get("n_train"), "calibration": meta.get("calibration")}
+            "dataset": meta.get("dataset"), "datasets": meta.get("datasets"), "generalist": meta.get("generalist"),
+            "epochs": meta.get("epochs"), "n_train": meta.get("n_train"), "calibration": meta.get("calibration")}
 
 
 def check_members(paths) -> list[dict]:
