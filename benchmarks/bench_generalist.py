@@ -357,6 +357,9 @@ def real(outdir: Path, opts) -> dict | None:
             for chip in (str(c) for c in st.open_group(store, "rasters")["chip"].values):
                 pipeline.run_stage("predict", store, opts, False, model_path=None, name="generalist", chip=chip)
             out["generalist"] = fractional_histograms(store, "generalist")
+            # self-calibrated on the exposure's own stars; its check is cross-validated
+            pipeline.run_stage("phase", store, opts, False, source="generalist")
+            out["generalist-phase"] = fractional_histograms(store, "generalist-phase")
     return {m: {c: {k: h[k] for k in ("n", "p_uniform_x", "p_uniform_y")} for c, h in r.items()}
             for m, r in out.items()}
 

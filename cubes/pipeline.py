@@ -1,8 +1,8 @@
 """The pipeline: its stages in data-flow order, in one place, and the driver that runs them.
 
 sources (simulate, ingest) -> exposures -> psf -> detections -> transforms -> catalog ->
-selection + rasters -> model (train, predict: centers/NAME) -> refine (second iteration) ->
-evaluation (reads only).
+selection + rasters -> model (train, predict: centers/NAME) -> phase (self-calibration) ->
+refine (second iteration) -> evaluation (reads only).
 
 :func:`run` runs a stretch of :data:`STAGES` on a store under the store's lock and in the cluster
 asked for; every stage skips the chunks it finished before (resume) and says what to run first
@@ -64,6 +64,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("train", (S.RASTERS,), (), "starcenter.model.train:train", "a VGG6 network (model file)"),
     Stage("predict", (S.RASTERS,), (S.CENTERS,), "starcenter.model.predict:predict",
           "a network's centres of every raster"),
+    Stage("phase", (S.RASTERS, S.CENTERS), (S.CENTERS,), "starcenter.cubes.stages.phase:self_calibrate",
+          "a method's centres self-calibrated for pixel-phase bias (uniform fractional pixels)"),
     Stage("refine", (S.CATALOG, S.RASTERS, S.CENTERS), (S.CATALOG, S.RASTERS),
           "starcenter.cubes.stages.refine:refine_catalog",
           "the catalog and raster targets rebuilt from a method's centres (second iteration)"),

@@ -283,7 +283,9 @@ def reference_exposure(store) -> int:
 
 def fractional_histograms(store, method: str = "classical", nbins: int = 10) -> dict:
     """Per chip: histogram of fractional x and y of well-measured centres and the chi-square
-    p-value against uniform (pixel-phase bias makes it non-uniform)."""
+    p-value against uniform (pixel-phase bias makes it non-uniform). Centres self-calibrated by
+    the phase stage are checked cross-validated (each half of the stars corrected with the other
+    half's coefficients)."""
     from scipy.stats import chisquare
 
     out = {}
@@ -303,13 +305,47 @@ def fractional_histograms(store, method: str = "classical", nbins: int = 10) -> 
         # network centres exist only for raster stars; "classical-rasters" gives the classical
         # centres of exactly those stars, the fair comparison (networks: their scored stars)
         ras = st.open_group(store, schema.RASTERS)
-        xy_all = method_positions(store, "classical" if method == "classical-rasters" else method)
+        xy_all = _self_calibrated_check(store, method)
+        halves = xy_all is not None  # cross-validated
+        if xy_all is None:
+            xy_all = method_positions(store, "classical" if method == "classical-rasters" else method)
         for k, chip in enumerate(str(c) for c in ras[schema.CHIP].values):
             xy = xy_all[:, k].reshape(-1, 2)
             xy = xy[np.all(np.isfinite(xy), axis=1)]
             if len(xy):
                 out[chip] = _hist(xy[:, 0], xy[:, 1], nbins, chisquare)
+                if halves:
+                    out[chip]["cross_validated"] = True
     return out
+
+
+def _self_calibrated_check(store, method: str):
+    """For centres of the phase stage (``starcenter phase``): its source's centres, each half of the
+    stars corrected with the coefficients of the other half (stages.phase fits and corrects the
+    same stars, whose phases are then uniform by construction); None for any other method."""
+    import json
+
+    from starcenter.cubes.classical.phase import cross_validated
+
+    if method in CLASSICAL or method == "classical-rasters":
+        return None
+    attrs = open_group(store, schema.centers_group(method)).attrs
+    if "phase_source" not in attrs:
+        return None
+    source, params = attrs["phase_source"], json.loads(attrs["phase_params"])
+    xy = method_positions(store, source)
+    # the stars the stage fits on: unflagged, without an infinite sigma
+    if source in CLASSICAL:
+        ok = ~np.any(np.isinf(open_group(store, schema.RASTERS)["prelim_err"].values), axis=-1)
+    else:
+        src = open_group(store, schema.centers_group(source))
+        ok = np.ones(xy.shape[:-1], bool)
+        if "flags" in src:
+            ok &= src["flags"].values == 0
+        if "sigma" in src:
+            ok &= ~np.any(np.isinf(src["sigma"].values), axis=-1)
+    xy = np.where(ok[..., None], xy, np.nan)
+    return np.stack([cross_validated(xy[:, c], **params) for c in range(xy.shape[1])], axis=1)
 
 
 def _hist(x, y, nbins, chisquare):

@@ -290,6 +290,9 @@ def _fractional_tables(metrics: dict) -> list[str]:
             for chip, h in res["fractional_pixel"].items():
                 lines.append(f"| {chip} | {h['n']} | {h['p_uniform_x']:.2g} / {h['p_uniform_y']:.2g} | "
                              f"{' '.join(map(str, h['hist_x']))} |")
+            if any(h.get("cross_validated") for h in res["fractional_pixel"].values()):
+                lines += ["", "Self-calibrated centres (`starcenter phase`): each half of the stars "
+                              "corrected with the coefficients of the other half (cross-validated)."]
             lines.append("")
     return lines
 

@@ -26,7 +26,7 @@ RANKS = [
     ("starcenter.cubes.stages.selection",),
     ("starcenter.cubes.stages.rasters",),
     ("starcenter.model",),
-    ("starcenter.cubes.stages.refine",),
+    ("starcenter.cubes.stages.refine", "starcenter.cubes.stages.phase"),
     ("starcenter.evaluation",),
     ("starcenter.cubes.pipeline",),
     ("starcenter.cubes", "starcenter.demo", "starcenter.sweep", "starcenter.cli", "starcenter"),

@@ -1,0 +1,156 @@
+"""Benchmark: the pixel-phase self-calibration (``starcenter phase``, cubes.stages.phase).
+
+Two checks, printed as tables with what they were made from:
+
+``sim STORE [STORE ...] [--name NET]`` (SIMULATION, exact truth): on held-out sets of
+bench_generalist (e.g. the WF3 -12 um set), the error of bright stars (>= 1e4 e-) against the truth
+after a cubic per exposure (what the transformations absorb), and the pixel-phase curve (median
+error in 5 bins of true phase), before and after the self-calibration, for the classical library
+ePSF (a store copy re-detected with it, bench_generalist.library_centres), the classical fitted
+ePSF and the network NET. A correct correction shrinks a biased method's curve and error and leaves
+an unbiased one as it is.
+
+``real DIR`` (REAL DATA, omega Cen u40x010hm with its c1f, the stores of bench_generalist's REAL
+section): per chip and axis the fractional-pixel chi-square p of each method, raw, and after a
+correction fitted on the OTHER half of the stars (cross-validated: a correction fitted and tested
+on the same stars would be uniform by construction). The truth is unknown there: uniform phases
+are necessary for unbiased centres, not proof of them.
+
+    python benchmarks/bench_phase.py sim /tmp/bgw/held-out-12.0.zarr --name ensemble
+    python benchmarks/bench_phase.py real /tmp/realgen2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+#: the settings compared: (label, regions, pool)
+SETTINGS = (("1 region, per exposure", 1, "exposure"), ("2x2 regions, per exposure", 2, "exposure"),
+            ("2x2 regions, pooled", 2, "store"))
+
+
+def cubic_residuals(err: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """``err`` (n,) less a cubic in the chip position ``xy`` (n, 2) fitted with 3-sigma clipping."""
+    from starcenter.cubes.classical.stats import robust_sigma
+
+    u, v = (xy[:, 0] - 400) / 400, (xy[:, 1] - 400) / 400
+    design = np.stack([u ** i * v ** j for i in range(4) for j in range(4 - i)], 1)
+    ok = np.ones(len(u), bool)
+    for _ in range(3):
+        coef = np.linalg.lstsq(design[ok], err[ok], rcond=None)[0]
+        res = err - design @ coef
+        ok = np.abs(res) < 3 * robust_sigma(res[ok])
+    return res
+
+
+def sim_row(xy: np.ndarray, exact: np.ndarray, bright: np.ndarray) -> str:
+    """'after-cubic robust sigma x / y; phase curve x | y' (mpix) of one chip's centres."""
+    from starcenter.cubes.classical.stats import robust_sigma
+    from starcenter.cubes.classical.phase import fractional
+
+    rows = []
+    for e in range(len(xy)):
+        ok = np.all(np.isfinite(xy[e]) & np.isfinite(exact[e]), axis=1) & bright
+        err = (xy[e, ok] - exact[e, ok]) * 1e3
+        rows.append(np.c_[cubic_residuals(err[:, 0], exact[e, ok]), cubic_residuals(err[:, 1], exact[e, ok]),
+                          fractional(exact[e, ok])])
+    r = np.concatenate(rows)
+    cells = [f"{robust_sigma(r[:, 0]):.1f} / {robust_sigma(r[:, 1]):.1f}"]
+    for ax in range(2):
+        b5 = np.clip(((r[:, 2 + ax] + 0.5) * 5).astype(int), 0, 4)
+        curve = [np.median(r[b5 == j, ax]) for j in range(5)]
+        cells.append(f"{np.ptp(curve):.1f} ({' '.join(f'{c:+.0f}' for c in curve)})")
+    return " | ".join(cells)
+
+
+def sim(stores: list[Path], name: str) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_generalist import library_centres
+
+    from starcenter.cubes import store as st
+    from starcenter.cubes.cluster import ClusterOptions
+    from starcenter.cubes.classical.phase import self_calibrated
+    from starcenter.evaluation.metrics import method_positions
+
+    opts = ClusterOptions(scheduler="local", workers=1, quiet=True)
+    for store in stores:
+        ras, truth = st.open_group(store, "rasters"), st.open_group(store, "truth")
+        exact = (ras["corner"] + ras["target_exact"]).values
+        methods = {"classical library": library_centres(store, opts),
+                   "classical fitted": method_positions(store, "classical", "all"),
+                   name: method_positions(store, name, "all")}
+        for k, chip in enumerate(str(c) for c in ras["chip"].values):
+            idx = ras["sim_index"].values[k]
+            bright = np.where(idx >= 0, truth["flux"].values[k][np.maximum(idx, 0)], 0) >= 1e4
+            print(f"\n== SIMULATION {store.name} {chip}: bright stars (>= 1e4 e-), error after a cubic per "
+                  "exposure, mpix ==\n| method | correction | robust sigma x / y | phase p2p x (curve) | "
+                  "phase p2p y (curve) |\n|---|---|---|---|---|")
+            for m, xy in methods.items():
+                print(f"| {m} | none | {sim_row(xy[:, k], exact[:, k], bright)} |")
+                for label, regions, pool in SETTINGS:
+                    fixed = self_calibrated(xy[:, k], regions=regions, pool=pool)[0]
+                    print(f"| {m} | {label} | {sim_row(fixed, exact[:, k], bright)} |")
+
+
+def half_p(xy: np.ndarray, regions: int) -> tuple[list[float], list[float]]:
+    """(raw p, cross-validated p) per axis of one chip's centres (each half of the stars corrected
+    with the other half's coefficients: starcenter.cubes.classical.phase.cross_validated)."""
+    from scipy.stats import chisquare
+
+    from starcenter.cubes.classical.phase import cross_validated, fractional
+
+    ok = np.all(np.isfinite(xy), axis=-1)
+    fixed = cross_validated(xy, ok, regions=regions)
+    raw, cv = [], []
+    for ax in range(2):
+        for pos, out in ((xy, raw), (fixed, cv)):
+            h = np.histogram(fractional(pos[..., ax][ok]), 10, (-0.5, 0.5))[0]
+            out.append(float(chisquare(h).pvalue))
+    return raw, cv
+
+
+def real(outdir: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bench_generalist
+
+    from starcenter.cubes.cluster import ClusterOptions
+    from starcenter.evaluation.metrics import method_positions
+
+    if bench_generalist.real(outdir, ClusterOptions(scheduler="local", workers=1, quiet=True)) is None:
+        return
+    methods = {"classical library": method_positions(outdir / "real-library.zarr", "classical"),
+               "classical fitted": method_positions(outdir / "real-fitted.zarr", "classical"),
+               "generalist": method_positions(outdir / "real-fitted.zarr", "generalist")}
+    print("\n== REAL DATA, omega Cen u40x010hm: fractional-pixel chi-square p x / y (raster stars); "
+          "corrected = fitted on the other half of the stars ==\n| method | chip | n | raw | corrected, 1 "
+          "region | corrected, 2x2 regions |\n|---|---|---|---|---|---|")
+    for m, xy in methods.items():
+        for k, chip in enumerate(("PC1", "WF2", "WF3", "WF4")[:xy.shape[1]]):
+            raw, cv1 = half_p(xy[:, k], 1)
+            cv2 = half_p(xy[:, k], 2)[1]
+            n = int(np.all(np.isfinite(xy[:, k]), axis=-1).sum())
+            print(f"| {m} | {chip} | {n} | " + " | ".join(f"{p[0]:.2g} / {p[1]:.2g}" for p in (raw, cv1, cv2)) + " |")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("sim", help="SIMULATION held-out stores (bench_generalist's), exact truth")
+    p.add_argument("stores", nargs="+", type=Path)
+    p.add_argument("--name", default="generalist", help="the network's centers group in the stores")
+    p = sub.add_parser("real", help="REAL DATA omega Cen (bench_generalist's REAL stores, made if absent)")
+    p.add_argument("outdir", type=Path)
+    args = ap.parse_args(argv)
+    if args.what == "sim":
+        sim(args.stores, args.name)
+    else:
+        real(args.outdir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
