@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-#: the settings compared: (label, regions, pool)
-SETTINGS = (("1 region, per exposure", 1, "exposure"), ("2x2 regions, per exposure", 2, "exposure"),
-            ("2x2 regions, pooled", 2, "store"))
+#: the settings compared: (label, order, pool)
+SETTINGS = (("order 0, per exposure", 0, "exposure"), ("order 1, per exposure", 1, "exposure"),
+            ("order 0, pooled", 0, "store"), ("order 1, pooled", 1, "store"))
 
 
 def cubic_residuals(err: np.ndarray, xy: np.ndarray) -> np.ndarray:
@@ -91,12 +91,12 @@ def sim(stores: list[Path], name: str) -> None:
                   "phase p2p y (curve) |\n|---|---|---|---|---|")
             for m, xy in methods.items():
                 print(f"| {m} | none | {sim_row(xy[:, k], exact[:, k], bright)} |")
-                for label, regions, pool in SETTINGS:
-                    fixed = self_calibrated(xy[:, k], regions=regions, pool=pool)[0]
+                for label, order, pool in SETTINGS:
+                    fixed = self_calibrated(xy[:, k], order=order, pool=pool)[0]
                     print(f"| {m} | {label} | {sim_row(fixed, exact[:, k], bright)} |")
 
 
-def half_p(xy: np.ndarray, regions: int) -> tuple[list[float], list[float]]:
+def half_p(xy: np.ndarray, order: int) -> tuple[list[float], list[float]]:
     """(raw p, cross-validated p) per axis of one chip's centres (each half of the stars corrected
     with the other half's coefficients: starcenter.cubes.classical.phase.cross_validated)."""
     from scipy.stats import chisquare
@@ -104,7 +104,7 @@ def half_p(xy: np.ndarray, regions: int) -> tuple[list[float], list[float]]:
     from starcenter.cubes.classical.phase import cross_validated, fractional
 
     ok = np.all(np.isfinite(xy), axis=-1)
-    fixed = cross_validated(xy, ok, regions=regions)
+    fixed = cross_validated(xy, ok, order=order)
     raw, cv = [], []
     for ax in range(2):
         for pos, out in ((xy, raw), (fixed, cv)):
@@ -126,14 +126,15 @@ def real(outdir: Path) -> None:
                "classical fitted": method_positions(outdir / "real-fitted.zarr", "classical"),
                "generalist": method_positions(outdir / "real-fitted.zarr", "generalist")}
     print("\n== REAL DATA, omega Cen u40x010hm: fractional-pixel chi-square p x / y (raster stars); "
-          "corrected = fitted on the other half of the stars ==\n| method | chip | n | raw | corrected, 1 "
-          "region | corrected, 2x2 regions |\n|---|---|---|---|---|---|")
+          "corrected = fitted on the other half of the stars ==\n| method | chip | n | raw | corrected, "
+          "order 0 | corrected, order 1 |\n|---|---|---|---|---|---|")
     for m, xy in methods.items():
         for k, chip in enumerate(("PC1", "WF2", "WF3", "WF4")[:xy.shape[1]]):
-            raw, cv1 = half_p(xy[:, k], 1)
-            cv2 = half_p(xy[:, k], 2)[1]
+            raw, cv1 = half_p(xy[:, k], 0)
+            cv2 = half_p(xy[:, k], 1)[1]
             n = int(np.all(np.isfinite(xy[:, k]), axis=-1).sum())
-            print(f"| {m} | {chip} | {n} | " + " | ".join(f"{p[0]:.2g} / {p[1]:.2g}" for p in (raw, cv1, cv2)) + " |")
+            cells = " | ".join(f"{p[0]:.2g} / {p[1]:.2g}" for p in (raw, cv1, cv2))
+            print(f"| {m} | {chip} | {n} | {cells} |")
 
 
 def main(argv=None) -> int:

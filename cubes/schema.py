@@ -55,8 +55,9 @@ Groups (one Zarr group per pipeline product)
                (whether the model trained on this store's data, its split seed and fractions:
                evaluation scores such a network on its test stars only). ``starcenter phase``
                writes a method's centres corrected for pixel-phase bias (stages.phase) with the
-               same variables and the coefficients phase_cos, phase_sin, phase_p(exposure, chip,
-               region, axis, harmonic) and phase_n(exposure, chip, region).
+               same variables and the coefficients phase_cos, phase_sin(exposure, chip, axis,
+               field_term, harmonic), phase_p(exposure, chip, axis, harmonic), phase_n(exposure,
+               chip).
 """
 
 from __future__ import annotations
@@ -88,11 +89,11 @@ AXIS, DET, TERM, RY, RX, BLOCK = "axis", "det", "term", "ry", "rx", "block"
 EY, EX, FOCUS, FIELD_Y, FIELD_X = "ey", "ex", "focus", "field_y", "field_x"
 #: the focus nodes (um) of the fitted ePSFs (psf_fit group)
 FOCUS_NODE = "focus_node"
-#: a region of the chip and a Fourier harmonic of the phase density (the phase stage's centres)
-REGION, HARMONIC = "region", "harmonic"
+#: a monomial of the chip position and a Fourier harmonic of the phase density (phase stage)
+FIELD_TERM, HARMONIC = "field_term", "harmonic"
 #: Every dimension name a group may use.
 DIMS = (EXPOSURE, CHIP, STAR, Y, X, AXIS, DET, TERM, RY, RX, BLOCK, EY, EX, FOCUS, FIELD_Y, FIELD_X,
-        FOCUS_NODE, REGION, HARMONIC)
+        FOCUS_NODE, FIELD_TERM, HARMONIC)
 
 #: ePSF supersampling factor (Anderson & King 2000 use 4x).
 OVERSAMPLING = 4
@@ -264,12 +265,13 @@ SPECS: dict[str, GroupSpec] = {
         "flags": _v(_ECS, "uint8", "", "centring flag bits, see attributes flag_masks / flag_meanings"),
         "flux": _v(_ECS, "float32", "e-", "the network's flux (NaN: the model predicts none)", NAN),
         "flux_err": _v(_ECS, "float32", "e-", "its calibrated 1-sigma uncertainty", NAN),
-        "phase_cos": _v((*_EC, REGION, AXIS, HARMONIC), "float64", "", "kept cosine coefficient of the "
-                        "fractional-pixel density (0: not significant; the phase stage's centres)", NAN),
-        "phase_sin": _v((*_EC, REGION, AXIS, HARMONIC), "float64", "", "kept sine coefficient", NAN),
-        "phase_p": _v((*_EC, REGION, AXIS, HARMONIC), "float64", "",
+        "phase_cos": _v((*_EC, AXIS, FIELD_TERM, HARMONIC), "float64", "", "kept cosine coefficient of "
+                        "the fractional-pixel density, per monomial of the chip position (0: not "
+                        "significant; the phase stage's centres)", NAN),
+        "phase_sin": _v((*_EC, AXIS, FIELD_TERM, HARMONIC), "float64", "", "kept sine coefficient", NAN),
+        "phase_p": _v((*_EC, AXIS, HARMONIC), "float64", "",
                       "chi-square p of the harmonic under a uniform density", NAN),
-        "phase_n": _v((*_EC, REGION), "int32", "", "centres the phase density was fitted on"),
+        "phase_n": _v(_EC, "int32", "", "centres the phase density was fitted on"),
         "done": _BLOCK_DONE,
     }, {EXPOSURE: EXPOSURE_BLOCK, CHIP: 1, BLOCK: 1}, None, "`starcenter predict`"),
 }

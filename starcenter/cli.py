@@ -203,7 +203,8 @@ def _add_predict(sub):
 
 
 def _add_phase(sub):
-    p = sub.add_parser("phase", help="a method's centres self-calibrated for pixel-phase bias -> centers/NAME")
+    p = sub.add_parser("phase", help="a method's centres self-calibrated for pixel-phase bias "
+                                     "-> centers/NAME")
     p.add_argument("store", type=A.existing_store)
     p.add_argument("--from", dest="source", type=A.name, default="classical",
                    help="the centres to correct: a centers group (e.g. generalist) or classical (the "
@@ -213,12 +214,13 @@ def _add_phase(sub):
                    help="Fourier harmonics of the fractional-pixel density (default 3; each is kept "
                         "only where significant)")
     p.add_argument("--p-value", type=A.number(0, 1, lo_open=True), default=1e-3,
-                   help="keep a harmonic where its chi-square p under uniform phases is below this (default 1e-3)")
+                   help="keep a harmonic where its chi-square p under uniform phases is below this "
+                        "(default 1e-3)")
     p.add_argument("--pool", choices=("exposure", "store"), default="exposure",
                    help="one correction per exposure (default) or per chip over the store (one PSF epoch)")
-    p.add_argument("--regions", type=A.integer(1, 8), default=1,
-                   help="an N x N grid of the chip, a correction each (default 1; each region needs a "
-                        "few hundred stars)")
+    p.add_argument("--order", type=A.integer(0, 3), default=1,
+                   help="polynomial order in the chip position of the correction (0: one for the "
+                        "chip; default 1: linear, a bias that changes across the chip)")
     _add_cluster_args(p)
     p.set_defaults(func=C.cmd_phase)
 
@@ -312,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show TensorFlow's start-up messages (hidden by default)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=A.OneLineParser)
     for add in (_add_simulate, _add_ingest, _add_cte, _add_export_fits, _add_fetch_mast, _add_psf, _add_detect, _add_catalog,
-                _add_train, _add_predict, _add_phase, _add_calibrate, _add_demo, _add_generalist, _add_ensemble,
+                _add_train, _add_predict, _add_phase, _add_calibrate, _add_demo, _add_generalist,
+                _add_ensemble,
                 _add_sweep_raster_size, _add_evaluate, _add_verify):
         add(sub)
     return parser

@@ -174,11 +174,12 @@ def cmd_predict(args) -> int:
 def cmd_phase(args) -> int:
     c = pipeline.run_stage("phase", args.store, cluster_options(args), not args.quiet, source=args.source,
                            name=args.name, harmonics=args.harmonics, p_value=args.p_value, pool=args.pool,
-                           regions=args.regions)
+                           order=args.order)
     kept = (c["phase_cos"] != 0) | (c["phase_sin"] != 0)
     for chip in (str(v) for v in c["chip"].values):
-        k = kept.sel(chip=chip).any(("region", "harmonic"))
-        print(f"{chip}: corrected in {int(k.sum('exposure')[0])} / {int(k.sum('exposure')[1])} exposures (x / y)")
+        k = kept.sel(chip=chip).any(("field_term", "harmonic"))
+        n = k.sum("exposure").values
+        print(f"{chip}: corrected in {int(n[0])} / {int(n[1])} exposures (x / y)")
     print(f"{args.store}: centers/{c.attrs['method']} written from {args.source}")
     return 0
 

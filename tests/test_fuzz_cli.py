@@ -49,8 +49,9 @@ COMMANDS = {
         "--name": (["vgg6"], ["", "a b", "../up"]), "--chip": (["WF3"], ["XX", ""])}),
     "phase": (["{t}/empty.zarr"], {
         "--from": (["generalist", "classical"], ["", "a b", "../up"]), "--name": (["g-phase"], ["", "a/b"]),
-        "--harmonics": (["3"], INT_BAD + ["0", "21"]), "--p-value": (["0.001"], FLOAT_BAD + ["0", "1.5", "-1"]),
-        "--pool": (["store"], ["", "chip"]), "--regions": (["2"], INT_BAD + ["0", "9"])}),
+        "--harmonics": (["3"], INT_BAD + ["0", "21"]),
+        "--p-value": (["0.001"], FLOAT_BAD + ["0", "1.5", "-1"]),
+        "--pool": (["store"], ["", "chip"]), "--order": (["1"], INT_BAD + ["4"])}),
     "calibrate": (["{t}/lie.keras", "{t}/empty.zarr"], {
         "--chip": (["WF3"], ["XX", ""]), "--stars": (["all"], ["", "train", "x"]), "--degree": (["2"], INT_BAD + ["3"])}),
     "demo": (["{t}/demo-out"], {"--exposures": (["8"], INT_BAD + ["1"]), "--epochs": (["1"], INT_BAD + ["0"])}),

@@ -12,10 +12,14 @@ centre moves by
 
     c(phi') = sum_k [a_k sin(2 pi k phi') - b_k cos(2 pi k phi')] / (2 pi k)    (pixels)
 
-(zero mean over a pixel: no shift of the frame). A harmonic is kept only where it is significant:
-under a uniform density (a_k^2 + b_k^2) N / 2 is chi-square with 2 degrees of freedom, and a
-harmonic with p >= ``p_value`` is set to zero, so unbiased centres are left as they are. Its
-statistical uncertainty is sqrt(sum_kept 2 / (N (2 pi k)^2)) px.
+(zero mean over a pixel: no shift of the frame). Where the bias changes across the chip, a_k and
+b_k are polynomials of order ``order`` in the chip position: 2 cos(2 pi k phi') and 2 sin(...) of
+every star are fitted by least squares on the monomials d of (u, v) = (x, y) / 400 - 1 (order 0:
+their means). A harmonic is kept only where it is significant: under a uniform density
+(a^T G a + b^T G b) / 2, G = sum d d^T, is chi-square with 2 m degrees of freedom (m monomials;
+order 0: (a_k^2 + b_k^2) N / 2, 2 degrees), and a harmonic with p >= ``p_value`` is set to zero,
+so unbiased centres are left as they are. The correction's statistical uncertainty at a star is
+sqrt(sum_kept 2 d^T G^-1 d / (2 pi k)^2) px (order 0: sqrt(sum_kept 2 / (N (2 pi k)^2))).
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ from starcenter.cubes.constants import CHIP_SIZE
 HARMONICS, P_VALUE = 3, 1e-3
 #: one correction per exposure, or one per chip over the whole store
 POOLS = ("exposure", "store")
+#: Polynomial order in the chip position of the coefficients. Measured (SIMULATION, library ePSF,
+#: bright stars after a cubic per exposure, benchmarks/bench_phase.py, per exposure): WF3 -12 um
+#: 83 / 70 mpix raw, 54 / 31 at order 0, 35 / 26 at order 1; WF3 +17 um 44 / 33, 46 / 32, 28 / 32.
+ORDER = 1
 
 
 def fractional(x) -> np.ndarray:
@@ -36,47 +44,77 @@ def fractional(x) -> np.ndarray:
     return x - np.floor(x + 0.5)
 
 
-def density_sums(phase: np.ndarray, harmonics: int) -> np.ndarray:
-    """(2, harmonics) sums of cos and sin of 2 pi k phase over the phases given (k = 1..)."""
-    t = 2 * np.pi * np.arange(1, harmonics + 1)[:, None] * np.asarray(phase, float)[None, :]
-    return np.stack([np.cos(t).sum(axis=1), np.sin(t).sum(axis=1)])
+def design(xy: np.ndarray, order: int) -> np.ndarray:
+    """(..., m) monomials u^i v^j, i + j <= order, of the chip position (u, v) = xy / 400 - 1."""
+    uv = np.asarray(xy, float) / (CHIP_SIZE / 2) - 1.0
+    return np.stack([uv[..., 0] ** (d - j) * uv[..., 1] ** j for d in range(order + 1) for j in range(d + 1)],
+                    axis=-1)
 
 
-def coefficients(sums: np.ndarray, n, p_value: float = P_VALUE):
-    """(a, b, p) from :func:`density_sums` over ``n`` phases: the density's Fourier coefficients,
-    zero where not significant, and each harmonic's chi-square p under a uniform density."""
-    n = np.maximum(np.asarray(n, float), 1.0)[..., None]
-    a, b = 2 * sums[..., 0, :] / n, 2 * sums[..., 1, :] / n
-    p = np.exp(-(a ** 2 + b ** 2) * n / 4)  # chi-square(2) survival of (a^2 + b^2) N / 2
-    keep = p < p_value
-    return np.where(keep, a, 0.0), np.where(keep, b, 0.0), p
+def normal_sums(xy: np.ndarray, ok: np.ndarray, harmonics: int, order: int):
+    """Least-squares sums of centres (exposure, star, 2) px where ``ok``: G (exposure, m, m) =
+    sum d d^T and R (exposure, axis, 2, m, harmonic) = sum d 2 (cos, sin)(2 pi k phase), k = 1.."""
+    xy = np.where(np.asarray(ok, bool)[..., None], np.asarray(xy, float), np.nan)
+    good = np.all(np.isfinite(xy), axis=-1)
+    d = np.where(good[..., None], design(np.nan_to_num(xy), order), 0.0)
+    t = 2 * np.pi * np.arange(1, harmonics + 1) * np.nan_to_num(fractional(xy))[..., None]
+    cs = np.where(good[..., None, None, None], 2 * np.stack([np.cos(t), np.sin(t)], axis=-2), 0.0)
+    return np.einsum("esm,esn->emn", d, d), np.einsum("esm,esacK->eacmK", d, cs)
+
+
+def pooled(g: np.ndarray, r: np.ndarray, pool: str):
+    """The sums per exposure, or (pool "store") summed over the store for every exposure."""
+    if pool == "store":
+        return np.broadcast_to(g.sum(axis=0), g.shape), np.broadcast_to(r.sum(axis=0), r.shape)
+    return g, r
+
+
+def coefficients(g: np.ndarray, r: np.ndarray, p_value: float = P_VALUE):
+    """(a, b, p) from :func:`normal_sums`: the density's Fourier coefficients as polynomials
+    (exposure, axis, m, harmonic), zero where not significant, and each harmonic's chi-square p
+    (exposure, axis, harmonic) under a uniform density (1 with fewer stars than monomials)."""
+    from scipy.stats import chi2
+
+    m = g.shape[-1]
+    solvable = np.linalg.matrix_rank(g) == m
+    gi = np.linalg.pinv(np.where(solvable[:, None, None], g, np.eye(m)))
+    ab = np.einsum("emn,eacnK->eacmK", gi, r)
+    stat = np.einsum("eacmK,emn,eacnK->eaK", ab, g, ab) / 2
+    p = np.where(solvable[:, None, None], chi2.sf(stat, 2 * m), 1.0)
+    ab = np.where((p < p_value)[:, :, None, None, :], ab, 0.0)
+    return ab[:, :, 0], ab[:, :, 1], p
 
 
 def correction(phase, a, b) -> np.ndarray:
-    """The shift c(phase) (px) that makes the phases uniform; ``a``, ``b`` broadcast against
-    ``phase`` with the harmonic last."""
+    """The shift c(phase) (px) that makes the phases uniform; ``a``, ``b`` (the coefficients at each
+    centre) broadcast against ``phase`` with the harmonic last."""
     k = np.arange(1, np.shape(a)[-1] + 1)
     t = 2 * np.pi * k * np.asarray(phase, float)[..., None]
     return np.sum((a * np.sin(t) - b * np.cos(t)) / (2 * np.pi * k), axis=-1)
 
 
-def correction_sigma(a, b, n) -> np.ndarray:
-    """The 1-sigma statistical uncertainty (px) of :func:`correction` at any phase."""
-    k = np.arange(1, np.shape(a)[-1] + 1)
-    kept = (np.asarray(a) != 0) | (np.asarray(b) != 0)
-    var = np.sum(np.where(kept, 2.0 / (2 * np.pi * k) ** 2, 0.0), axis=-1) / np.maximum(np.asarray(n, float), 1)
-    return np.sqrt(var)
-
-
-def region_of(xy: np.ndarray, regions: int) -> np.ndarray:
-    """Region index (row-major over a regions x regions grid of the chip) of each centre; -1 where
-    it is not finite."""
-    ij = np.clip(np.floor(np.nan_to_num(xy, nan=-1.0) * regions / CHIP_SIZE), 0, regions - 1).astype(int)
-    return np.where(np.all(np.isfinite(xy), axis=-1), ij[..., 1] * regions + ij[..., 0], -1)
+def apply(xy: np.ndarray, a: np.ndarray, b: np.ndarray, g: np.ndarray, order: int):
+    """(corrected xy, the correction's 1-sigma) (exposure, star, 2) px of centres ``xy`` with the
+    coefficients of :func:`coefficients` and the sums ``g`` they came from."""
+    xy = np.asarray(xy, float)
+    good = np.all(np.isfinite(xy), axis=-1)
+    d = design(np.nan_to_num(xy), order)
+    m = g.shape[-1]
+    gi = np.linalg.pinv(np.where((np.linalg.matrix_rank(g) == m)[:, None, None], g, np.eye(m)))
+    leverage = np.einsum("esm,emn,esn->es", d, gi, d)  # d^T G^-1 d
+    k = np.arange(1, a.shape[-1] + 1)
+    out, sig = xy.copy(), np.zeros(xy.shape)
+    for ax in range(2):
+        ak, bk = np.einsum("esm,emK->esK", d, a[:, ax]), np.einsum("esm,emK->esK", d, b[:, ax])
+        out[..., ax] += np.where(good, correction(fractional(xy[..., ax]), ak, bk), 0.0)
+        kept = np.any((a[:, ax] != 0) | (b[:, ax] != 0), axis=1)  # (exposure, harmonic)
+        per = np.sum(np.where(kept, 2.0 / (2 * np.pi * k) ** 2, 0.0), axis=-1)
+        sig[..., ax] = np.sqrt(per[:, None] * np.maximum(leverage, 0))
+    return out, sig
 
 
 def self_calibrated(xy, usable=None, harmonics: int = HARMONICS, p_value: float = P_VALUE,
-                    pool: str = "exposure", regions: int = 1, fit_on=None):
+                    pool: str = "exposure", order: int = ORDER, fit_on=None):
     """In memory, one chip: centres ``xy`` (exposure, star, 2) px corrected as the stage does.
 
     ``usable`` (exposure, star) picks the centres the density is fitted on (default: every finite
@@ -87,11 +125,9 @@ def self_calibrated(xy, usable=None, harmonics: int = HARMONICS, p_value: float 
     xy = np.asarray(xy, float)
     ok = np.all(np.isfinite(xy), axis=-1) if usable is None else np.asarray(usable, bool)
     ok = ok if fit_on is None else ok & np.asarray(fit_on, bool)
-    reg = region_of(xy, regions)
-    sums, n = sums_of(xy, ok, reg, harmonics, regions)
-    sums, n = pooled(sums, n, pool)
-    a, b, _ = coefficients(sums, n[:, :, None], p_value)
-    return apply(xy, reg, a, b, n)
+    g, r = pooled(*normal_sums(xy, ok, harmonics, order), pool)
+    a, b, _ = coefficients(g, r, p_value)
+    return apply(xy, a, b, g, order)
 
 
 def cross_validated(xy, usable=None, **params):
@@ -104,35 +140,3 @@ def cross_validated(xy, usable=None, **params):
     even = np.broadcast_to((np.arange(xy.shape[1]) % 2 == 0)[None, :], ok.shape)
     return np.where(even[..., None], self_calibrated(xy, ok, fit_on=~even, **params)[0],
                     self_calibrated(xy, ok, fit_on=even, **params)[0])
-
-
-def pooled(sums: np.ndarray, n: np.ndarray, pool: str):
-    """The sums and counts per exposure, or (pool "store") summed over the store for every exposure."""
-    if pool == "store":
-        return np.broadcast_to(sums.sum(axis=0), sums.shape), np.broadcast_to(n.sum(axis=0), n.shape)
-    return sums, n
-
-
-def apply(xy: np.ndarray, reg: np.ndarray, a: np.ndarray, b: np.ndarray, n: np.ndarray):
-    """(corrected xy, the correction's sigma) of centres (exposure, star, 2) in regions ``reg``
-    with coefficients (exposure, region, axis, harmonic) from ``n`` (exposure, region) centres."""
-    rows, r = np.arange(len(xy))[:, None], np.maximum(reg, 0)
-    out, sig = xy.copy(), np.zeros(xy.shape)
-    for ax in range(2):
-        ak, bk = a[rows, r, ax], b[rows, r, ax]
-        out[..., ax] += np.where(reg >= 0, correction(fractional(xy[..., ax]), ak, bk), 0.0)
-        sig[..., ax] = correction_sigma(ak, bk, n[rows, r])
-    return out, sig
-
-
-def sums_of(xy: np.ndarray, ok: np.ndarray, reg: np.ndarray, harmonics: int, regions: int):
-    """(exposure, region, axis, 2, harmonic) density sums and (exposure, region) counts."""
-    sums = np.zeros((len(xy), regions ** 2, 2, 2, harmonics))
-    n = np.zeros((len(xy), regions ** 2))
-    for e in range(len(xy)):
-        for r in range(regions ** 2):
-            sel = ok[e] & (reg[e] == r)
-            n[e, r] = sel.sum()
-            for ax in range(2):
-                sums[e, r, ax] = density_sums(fractional(xy[e, sel, ax]), harmonics)
-    return sums, n

@@ -1,14 +1,14 @@
 """The phase stage (``starcenter phase STORE --from NAME``): a method's centres self-calibrated
 for pixel-phase bias (:mod:`starcenter.cubes.classical.phase`: the fractional pixels of unbiased
-centres are uniform), per exposure (or over the store), chip, region of the chip and axis, the
-correction's uncertainty added to sigma in quadrature.
+centres are uniform), per exposure (or over the store), chip and axis, the correction's
+uncertainty added to sigma in quadrature.
 
-It corrects the bias of centres at a given phase averaged over the stars used (one region, or a
-regions x regions grid where the bias changes across the chip); a bias that changes with
-magnitude, or in x with the y phase, stays. Measured (SIMULATION, WF3 -12 um, library ePSF,
-bright stars, after a cubic per exposure; benchmarks/bench_phase.py): 83 / 70 mpix -> 54 / 31 (one
-region per exposure) and 33 / 26 (2 x 2 regions, pooled over the store); the fitted ePSF and the
-generalist on the same set: unchanged (no harmonic significant).
+It corrects the bias of centres at a given phase averaged over the stars used, as a polynomial of
+order ``order`` in the chip position; a bias that changes with magnitude, or in x with the y phase,
+stays. Measured (SIMULATION, WF3 -12 um, library ePSF, bright stars, after a cubic per exposure;
+benchmarks/bench_phase.py): 83 / 70 mpix -> 35 / 26 (order 1, per exposure) and 32 / 23 (pooled
+over the store); the fitted ePSF and the generalist on the same set: unchanged (no harmonic
+significant).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 
 from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
-from starcenter.cubes.classical.phase import (HARMONICS, P_VALUE, POOLS, apply, coefficients, pooled,
-                                              region_of, sums_of)
+from starcenter.cubes.classical.phase import (HARMONICS, ORDER, P_VALUE, POOLS, apply, coefficients,
+                                              normal_sums, pooled)
 from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
 from starcenter.cubes.schema import EXPOSURE_BLOCK
 
@@ -54,22 +54,21 @@ def _usable(src: dict) -> np.ndarray:
     return ok
 
 
-def _block_sums(path: str, source: str, c: int, e0: int, e1: int, harmonics: int, regions: int):
-    """(exposure, region, axis, 2, harmonic) density sums and (exposure, region) counts of a block."""
+def _block_sums(path: str, source: str, c: int, e0: int, e1: int, harmonics: int, order: int):
+    """The least-squares sums (classical.phase.normal_sums) of a block's usable centres."""
     import zarr
 
     src = _source(zarr.open_group(path, mode="r"), source, e0, e1, c)
-    return sums_of(src["xy"], _usable(src), region_of(src["xy"], regions), harmonics, regions)
+    return normal_sums(src["xy"], _usable(src), harmonics, order)
 
 
-def _write_block(path: str, source: str, name: str, c: int, e0: int, e1: int, coef: dict, regions: int):
+def _write_block(path: str, source: str, name: str, c: int, e0: int, e1: int, coef: dict, order: int):
     """Correct the block's centres with their coefficients and write them, the done marker last."""
     import zarr
 
     root = zarr.open_group(path, mode="r+")
     src = _source(root, source, e0, e1, c)
-    a, b, n = coef["phase_cos"][e0:e1], coef["phase_sin"][e0:e1], coef["phase_n"][e0:e1]
-    xy, sig = apply(src["xy"], region_of(src["xy"], regions), a, b, n)
+    xy, sig = apply(src["xy"], coef["phase_cos"][e0:e1], coef["phase_sin"][e0:e1], coef["g"][e0:e1], order)
     sigma = np.hypot(src.get("sigma", np.full(xy.shape, np.nan)).astype(float), sig)
     grp = root[schema.centers_group(name)]
     grp["xy"][e0:e1, c], grp["sigma"][e0:e1, c] = xy, sigma
@@ -81,19 +80,18 @@ def _write_block(path: str, source: str, name: str, c: int, e0: int, e1: int, co
     grp["done"][e0 // EXPOSURE_BLOCK, c] = 1
 
 
-def _coefficients(path: str, source: str, c: int, ne: int, opts: dict, progress: bool) -> dict:
-    """Per exposure of chip c: the kept coefficients (exposure, region, axis, harmonic), their p
-    and the counts (exposure, region); pooled over the store when asked."""
+def _coefficients(path: str, source: str, c: int, ne: int, opts: dict) -> dict:
+    """Per exposure of chip c: the kept coefficients (exposure, axis, field term, harmonic), their
+    p (exposure, axis, harmonic), the centres used and the sums G; pooled over the store when asked."""
     import dask
 
     blocks = [(e0, min(ne, e0 + EXPOSURE_BLOCK)) for e0 in range(0, ne, EXPOSURE_BLOCK)]
-    parts = st.run_tasks([dask.delayed(_block_sums)(path, source, c, e0, e1, opts["harmonics"], opts["regions"])
+    parts = st.run_tasks([dask.delayed(_block_sums)(path, source, c, e0, e1, opts["harmonics"], opts["order"])
                           for e0, e1 in blocks], "", False)
-    sums = np.concatenate([p[0] for p in parts])
-    n = np.concatenate([p[1] for p in parts])
-    sums, n = pooled(sums, n, opts["pool"])
-    a, b, p = coefficients(sums, n[:, :, None], opts["p_value"])
-    return {"phase_cos": a, "phase_sin": b, "phase_p": p, "phase_n": n.astype(np.int32)}
+    g, r = pooled(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), opts["pool"])
+    a, b, p = coefficients(g, r, opts["p_value"])
+    n = np.rint(g[:, 0, 0]).astype(np.int32)  # the constant monomial: the count
+    return {"phase_cos": a, "phase_sin": b, "phase_p": p, "phase_n": n, "g": g}
 
 
 def _identity(path: str, source: str) -> str:
@@ -107,10 +105,11 @@ def _identity(path: str, source: str) -> str:
     return json.dumps(ident, sort_keys=True)
 
 
-def _check(path: str, source: str, name: str, harmonics: int, p_value: float, pool: str, regions: int):
+def _check(path: str, source: str, name: str, harmonics: int, p_value: float, pool: str, order: int):
     driver.require(path, schema.RASTERS)
     if source != CLASSICAL:
-        driver.require(path, schema.centers_group(source), hint=f"run `starcenter predict --name {source}` first")
+        driver.require(path, schema.centers_group(source),
+                       hint=f"run `starcenter predict --name {source}` first")
     if name in (source, CLASSICAL):
         raise BadArgumentError(f"the corrected centres need a name of their own, not {name!r}")
     target = schema.centers_group(name)
@@ -119,20 +118,21 @@ def _check(path: str, source: str, name: str, harmonics: int, p_value: float, po
                                        "`starcenter phase`): choose another --name")
     if pool not in POOLS:
         raise BadArgumentError(f"--pool must be one of {', '.join(POOLS)}, not {pool!r}")
-    if not (1 <= harmonics <= 20 and 1 <= regions <= 8 and 0 < p_value <= 1):
-        raise BadArgumentError(f"harmonics {harmonics} (1-20), regions {regions} (1-8) and p-value "
+    if not (1 <= harmonics <= 20 and 0 <= order <= 3 and 0 < p_value <= 1):
+        raise BadArgumentError(f"harmonics {harmonics} (1-20), order {order} (0-3) and p-value "
                                f"{p_value} (0 < p <= 1) are out of range")
 
 
 def _args(store, source=CLASSICAL, name=None, harmonics=HARMONICS, p_value=P_VALUE, pool="exposure",
-          regions=1, **_):
-    return (st.store_path(store), source, name or f"{source}-phase", harmonics, p_value, pool, regions)
+          order=ORDER, **_):
+    return (st.store_path(store), source, name or f"{source}-phase", harmonics, p_value, pool, order)
 
 
 @driver.preflight(lambda store, **kw: _check(*_args(store, **kw)))
 @driver.holds_lock("phase")
 def self_calibrate(store, source: str = CLASSICAL, name: str | None = None, harmonics: int = HARMONICS,
-                   p_value: float = P_VALUE, pool: str = "exposure", regions: int = 1, progress: bool = True):
+                   p_value: float = P_VALUE, pool: str = "exposure", order: int = ORDER,
+                   progress: bool = True):
     """The phase stage: a method's centres corrected for pixel-phase bias -> ``centers/NAME``.
 
     Parameters
@@ -151,9 +151,9 @@ def self_calibrate(store, source: str = CLASSICAL, name: str | None = None, harm
     pool : {"exposure", "store"}
         One correction per exposure (its own stars), or one per chip for the whole store (every
         exposure at the same PSF epoch: N times the stars, sqrt(N) less noise).
-    regions : int
-        A regions x regions grid of the chip, each with its own correction (a bias that changes
-        across the chip); each region needs its own few hundred stars.
+    order : int
+        Polynomial order in the chip position of the coefficients (0: one correction for the chip;
+        1: linear, for a bias that changes across the chip; every order costs significance).
     progress : bool
         Progress lines.
 
@@ -162,19 +162,21 @@ def self_calibrate(store, source: str = CLASSICAL, name: str | None = None, harm
     xarray.Dataset
         ``centers/NAME``: xy corrected (px), sigma with the correction's uncertainty in quadrature,
         the source's flags and flux, the coefficients ``phase_cos``, ``phase_sin`` (0 where not
-        kept), ``phase_p`` per (exposure, chip, region, axis, harmonic) and the counts ``phase_n``.
+        kept; exposure, chip, axis, field_term, harmonic), ``phase_p`` (exposure, chip, axis,
+        harmonic) and the centres used ``phase_n`` (exposure, chip).
     """
     import dask
 
-    path, source, name, harmonics, p_value, pool, regions = _args(store, source, name, harmonics, p_value,
-                                                                  pool, regions)
-    _check(path, source, name, harmonics, p_value, pool, regions)
+    path, source, name, harmonics, p_value, pool, order = _args(store, source, name, harmonics, p_value,
+                                                                pool, order)
+    _check(path, source, name, harmonics, p_value, pool, order)
     ras = st.open_group(path, schema.RASTERS)
     ne, nc, ns = ras.sizes[schema.EXPOSURE], ras.sizes[schema.CHIP], ras.sizes[schema.STAR]
     group = schema.centers_group(name)
-    opts = {"harmonics": harmonics, "p_value": p_value, "pool": pool, "regions": regions}
-    sizes = {schema.EXPOSURE: ne, schema.CHIP: nc, schema.STAR: ns, schema.AXIS: 2, schema.REGION: regions ** 2,
-             schema.HARMONIC: harmonics, schema.BLOCK: -(-ne // EXPOSURE_BLOCK)}
+    opts = {"harmonics": harmonics, "p_value": p_value, "pool": pool, "order": order}
+    sizes = {schema.EXPOSURE: ne, schema.CHIP: nc, schema.STAR: ns, schema.AXIS: 2,
+             schema.HARMONIC: harmonics, schema.FIELD_TERM: (order + 1) * (order + 2) // 2,
+             schema.BLOCK: -(-ne // EXPOSURE_BLOCK)}
     coords = {schema.EXPOSURE: ras[schema.EXPOSURE].values, schema.CHIP: ras[schema.CHIP].values,
               schema.AXIS: np.array(["x", "y"], dtype=object)}
     attrs = {"method": name, "pixel_convention": schema.PIXEL_CONVENTION, "phase_source": source}
@@ -188,11 +190,11 @@ def self_calibrate(store, source: str = CLASSICAL, name: str | None = None, harm
     for c in range(nc):
         if done[:, c].all():
             continue
-        coef = _coefficients(path, source, c, ne, opts, progress)
+        coef = _coefficients(path, source, c, ne, opts)
         ready = np.zeros(done.shape, bool)
         ready[:, c] = True
         driver.run_chunks(path, group, done, lambda blk, k: dask.delayed(_write_block)(
-            path, source, name, k, blk * EXPOSURE_BLOCK, min(ne, (blk + 1) * EXPOSURE_BLOCK), coef, regions),
+            path, source, name, k, blk * EXPOSURE_BLOCK, min(ne, (blk + 1) * EXPOSURE_BLOCK), coef, order),
             f"phase {source} -> {name} {chips[c]} {path}", progress, ready)
     driver.finish(path, group)
     return st.open_group(path, group)
