@@ -116,6 +116,12 @@ def test_the_command_line(store, capsys):
     text = capsys.readouterr().out
     assert "centers/cli written from oracle" in text and "corrected in 3 / 3 exposures" in text
     assert xr.open_zarr(store, group="centers/cli").attrs["phase_source"] == "oracle"
+    with dask.config.set(scheduler="synchronous"):  # the same name from another source: redone
+        again = pipeline.run_stage("phase", store, None, False, source="classical", name="cli")
+    ras = xr.open_zarr(store, group="rasters")
+    assert again.attrs["phase_source"] == "classical"
+    np.testing.assert_array_equal(np.isfinite(again["xy"].values), np.isfinite(ras["prelim"].where(
+        ras["mask"]).values))
 
 
 def test_bad_input_is_refused_before_anything_is_written(store):

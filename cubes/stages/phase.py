@@ -98,7 +98,7 @@ def _identity(path: str, source: str) -> str:
     """What the source centres are: the rasters they belong to and, for a centers group, the model
     that wrote each chip (a rerun after either changed redoes the correction)."""
     ras = st.open_group(path, schema.RASTERS)
-    ident = {"rasters": ras.attrs.get("catalog_source", "") + ras.attrs.get("params", "")}
+    ident = {"source": source, "rasters": ras.attrs.get("catalog_source", "") + ras.attrs.get("params", "")}
     if source != CLASSICAL:
         attrs = st.open_group(path, schema.centers_group(source)).attrs
         ident.update({k: v for k, v in attrs.items() if k.startswith("model_")})
