@@ -16,8 +16,14 @@ correction fitted on the OTHER half of the stars (cross-validated: a correction 
 on the same stars would be uniform by construction). The truth is unknown there: uniform phases
 are necessary for unbiased centres, not proof of them.
 
+``focus STORE`` (REAL DATA, the same exposure; a ``simulate --like`` mirror as the control): the
+phase uniformity of bright isolated stars fitted with the model ePSF at every despace of the psf
+stage's grid and with more or less charge diffusion, beside the fit quality: which model makes the
+real centres unbiased?
+
     python benchmarks/bench_phase.py sim /tmp/bgw/held-out-12.0.zarr --name ensemble
     python benchmarks/bench_phase.py real /tmp/realgen2
+    python benchmarks/bench_phase.py focus /tmp/realgen2/real-fitted.zarr --chips WF3
 """
 
 from __future__ import annotations
@@ -137,6 +143,40 @@ def real(outdir: Path) -> None:
             print(f"| {m} | {chip} | {n} | {cells} |")
 
 
+def focus_scan(store: Path, chips: list[str], diffusion: list[float]) -> None:
+    """A store's first exposure (REAL DATA, or a simulation as the control): the bright isolated
+    stars of each chip fitted with the model ePSF (chip centre) at every node of the psf stage's
+    focus grid (and, at +10 um, with the charge-diffusion perturbations ``diffusion``): the first
+    harmonic a1 of the phase density (0: uniform; < 0: centres pushed away from pixel centres)
+    beside the fit quality q (median sum |residual| / flux)."""
+    from starcenter.cubes import store as st
+    from starcenter.cubes.classical.focus import diffuse, select_stars
+    from starcenter.cubes.classical.phase import fractional
+    from starcenter.cubes.classical.psffit import fit_stars
+    from starcenter.cubes.params import PSFFitParams
+    from starcenter.cubes.sim.optics import PSFParams, get_epsf
+
+    ex = st.open_group(store, "exposures")
+    filt = ex.attrs.get("filter", "F555W")
+    kind = "SIMULATION" if st.has_group(store, "truth") else "REAL DATA"
+    print(f"\n== {kind} {store}: phase-density first harmonic a1 x / y and median q of bright isolated "
+          "stars fitted with the model ePSF ==\n| chip | despace um | diffusion d | n | median q | a1 x / y |"
+          "\n|---|---|---|---|---|---|")
+    for chip in chips:
+        k = [str(c) for c in ex["chip"].values].index(chip)
+        img, dq = ex["image"].values[0, k], ex["dq"].values[0, k]
+        gain, rn = float(ex["gain"].values[k]), float(ex["read_noise"].values[k])
+        stars = select_stars(img, dq, gain, rn, get_epsf(PSFParams(chip, filt, 0.0)), min_snr=20,
+                             max_stars=1500, isolation_px=4)
+        cases = [(float(f), 0.0) for f in PSFFitParams().grid()] + [(10.0, d) for d in diffusion if d != 0]
+        for f, d in cases:
+            r = fit_stars(img, stars.ix, stars.iy, diffuse(get_epsf(PSFParams(chip, filt, f)), d), gain, rn)
+            ok = (r.flags == 0) & np.isfinite(r.x)
+            a1 = [2 * np.mean(np.cos(2 * np.pi * fractional(v[ok]))) for v in (r.x, r.y)]
+            print(f"| {chip} | {f:+.1f} | {d:+.2f} | {ok.sum()} | {np.median(r.q[ok]):.3f} | "
+                  f"{a1[0]:+.2f} / {a1[1]:+.2f} |")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -145,11 +185,18 @@ def main(argv=None) -> int:
     p.add_argument("--name", default="generalist", help="the network's centers group in the stores")
     p = sub.add_parser("real", help="REAL DATA omega Cen (bench_generalist's REAL stores, made if absent)")
     p.add_argument("outdir", type=Path)
+    p = sub.add_parser("focus", help="phase uniformity against the model's despace and diffusion")
+    p.add_argument("store", type=Path, help="a store with exposures (e.g. bench_generalist's REAL "
+                                            "real-fitted.zarr, or its `simulate --like` mirror)")
+    p.add_argument("--chips", default="PC1,WF2,WF3,WF4")
+    p.add_argument("--diffusion", default="-1,-0.5,0.5,1,2", help="perturbations d tried at +10 um")
     args = ap.parse_args(argv)
     if args.what == "sim":
         sim(args.stores, args.name)
-    else:
+    elif args.what == "real":
         real(args.outdir)
+    else:
+        focus_scan(args.store, args.chips.split(","), [float(d) for d in args.diffusion.split(",")])
     return 0
 
 

@@ -31,6 +31,16 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def like_lines(source, cfg, m: dict) -> list[str]:
+    """What ``simulate --like`` measured on ``source`` (sim.like.like_config's config and record)."""
+    lines = [f"like {source} {chip}: sky {sky:.2f} e-/s/arcsec^2 (its local sky less the probe's unresolved "
+             f"starlight), {v['stars']} stars of 1e4-1e5 e-, focus {v['focus_um']:+.2f} um"
+             for (chip, v), sky in zip(m["chips"].items(), m["sky_rate_per_chip"])]
+    return lines + [f"like {source}: {cfg.filter} {cfg.exptime:g} s, density {cfg.density:.2f} "
+                    f"stars/arcsec^2, sky {cfg.sky:.2f} e-/s/arcsec^2, cosmic rays "
+                    f"{'on' if cfg.cosmic_rays else 'off'}"]
+
+
 def simulate_like(args) -> int:
     from starcenter.cubes.errors import BadArgumentError
     from starcenter.cubes.sim.like import like_config
@@ -41,11 +51,7 @@ def simulate_like(args) -> int:
         raise BadArgumentError(f"--like takes the chips, filter, focus and sky from {args.like}; "
                                f"drop {', '.join(given)}")
     cfg, m = like_config(args.like, args.exposures, 1 if args.seed is None else args.seed)
-    for chip, v in m["chips"].items():
-        print(f"like {args.like} {chip}: sky {v['sky']:.2f} e-/s/arcsec^2, {v['stars']} stars of 1e4-1e5 e-, "
-              f"focus {v['focus_um']:+.2f} um")
-    print(f"like {args.like}: {cfg.filter} {cfg.exptime:g} s, density {cfg.density:.2f} stars/arcsec^2, "
-          f"sky {cfg.sky:.2f} e-/s/arcsec^2, cosmic rays {'on' if cfg.cosmic_rays else 'off'}")
+    print("\n".join(like_lines(args.like, cfg, m)))
     s = pipeline.run_stage("simulate", args.store, cluster_options(args), not args.quiet, config=cfg)
     print(f"{s.store}: {cfg.n_exposures} exposures x {len(cfg.chips)} chips mirroring {args.like} "
           f"({s.written} chunks written, {s.skipped} already done)")

@@ -218,6 +218,10 @@ def test_simulate_like_recovers_a_simulated_store(fitted_store, tiny_config):
     for chip, focus in cfg.chip_focus_um:
         assert focus == pytest.approx(tiny_config.focus_um, abs=0.3), chip
     assert not cfg.cosmic_rays and cfg.n_exposures == 3
+    from starcenter.commands import like_lines  # what `simulate --like` prints (it once raised KeyError)
+
+    lines = like_lines(fitted_store, cfg, m)
+    assert len(lines) == len(cfg.chips) + 1 and all(f" {c}: sky " in t for c, t in zip(cfg.chips, lines))
 
 
 def test_simulate_like_needs_a_fitted_focus(tiny_store):
