@@ -16,13 +16,18 @@ correction fitted on the OTHER half of the stars (cross-validated: a correction 
 on the same stars would be uniform by construction). The truth is unknown there: uniform phases
 are necessary for unbiased centres, not proof of them.
 
-``focus STORE`` (REAL DATA, the same exposure; a ``simulate --like`` mirror as the control): the
-phase uniformity of bright isolated stars fitted with the model ePSF at every despace of the psf
-stage's grid and with more or less charge diffusion, beside the fit quality: which model makes the
-real centres unbiased?
+``control SIMSTORE`` (SIMULATION): a ``simulate --like`` mirror of the real exposure through the
+same pipeline: uniform phases there (and in its truth) make the real non-uniformity the real chips'.
+
+``focus STORE`` (REAL DATA, or the mirror): the phase uniformity of bright isolated stars fitted
+with the model ePSF (chip centre) at every despace of the psf stage's grid and with more or less
+charge diffusion, beside the fit quality. Read it against the mirror: without the field variation
+the scan itself reads a1 = -0.1 ... -0.3 at the mirror's true despace.
 
     python benchmarks/bench_phase.py sim /tmp/bgw/held-out-12.0.zarr --name ensemble
     python benchmarks/bench_phase.py real /tmp/realgen2
+    starcenter simulate /tmp/like.zarr --like /tmp/realgen2/real-fitted.zarr
+    python benchmarks/bench_phase.py control /tmp/like.zarr
     python benchmarks/bench_phase.py focus /tmp/realgen2/real-fitted.zarr --chips WF3
 """
 
@@ -177,6 +182,39 @@ def focus_scan(store: Path, chips: list[str], diffusion: list[float]) -> None:
                   f"{a1[0]:+.2f} / {a1[1]:+.2f} |")
 
 
+def control(store: Path) -> None:
+    """SIMULATION control of the REAL check: a ``simulate --like`` mirror of the real exposure through
+    the same pipeline as bench_generalist's REAL section (psf --fit focus, detect --psf fitted,
+    catalog): fractional-pixel chi-square p and the phase density's first harmonic a1 of its raster
+    stars' classical centres and of their truth."""
+    from starcenter.cubes import pipeline
+    from starcenter.cubes import store as st
+    from starcenter.cubes.classical.phase import fractional
+    from starcenter.cubes.cluster import ClusterOptions
+    from starcenter.cubes.params import DetectParams, PSFFitParams, TransformParams
+    from starcenter.evaluation.metrics import fractional_histograms, method_positions
+
+    opts = ClusterOptions(scheduler="local", workers=1, quiet=True)
+    if not st.has_group(store, "rasters"):
+        pipeline.run(store, "psf", "psf", {"psf": {"kind": "fitted", "fit": PSFFitParams()}}, opts)
+        pipeline.run(store, "detect", "detect", {"detect": {"params": DetectParams("fitted")}}, opts)
+        pipeline.run_catalog(store, transform_params=TransformParams(central=1.0), cluster_options=opts)
+    hist = fractional_histograms(store, "classical-rasters")
+    ras = st.open_group(store, "rasters")
+    pos = {"classical fitted": method_positions(store, "classical"),
+           "truth": (ras["corner"] + ras["target_exact"]).values}
+    print(f"\n== SIMULATION {store}: raster stars, fractional-pixel p x / y and a1 x / y ==\n"
+          "| chip | n | p (classical fitted) | a1 classical fitted | a1 truth |\n|---|---|---|---|---|")
+    for k, (chip, h) in enumerate(hist.items()):
+        a1 = []
+        for xy in pos.values():
+            v = xy[:, k].reshape(-1, 2)
+            v = v[np.all(np.isfinite(v), axis=1)]
+            harm = [2 * np.mean(np.cos(2 * np.pi * fractional(v[:, a]))) for a in range(2)]
+            a1.append(f"{harm[0]:+.3f} / {harm[1]:+.3f}")
+        print(f"| {chip} | {h['n']} | {h['p_uniform_x']:.2g} / {h['p_uniform_y']:.2g} | {a1[0]} | {a1[1]} |")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -190,11 +228,16 @@ def main(argv=None) -> int:
                                             "real-fitted.zarr, or its `simulate --like` mirror)")
     p.add_argument("--chips", default="PC1,WF2,WF3,WF4")
     p.add_argument("--diffusion", default="-1,-0.5,0.5,1,2", help="perturbations d tried at +10 um")
+    p = sub.add_parser("control", help="SIMULATION: a `simulate --like` mirror of the real exposure, "
+                                       "through the same pipeline")
+    p.add_argument("store", type=Path)
     args = ap.parse_args(argv)
     if args.what == "sim":
         sim(args.stores, args.name)
     elif args.what == "real":
         real(args.outdir)
+    elif args.what == "control":
+        control(args.store)
     else:
         focus_scan(args.store, args.chips.split(","), [float(d) for d in args.diffusion.split(",")])
     return 0
