@@ -77,19 +77,30 @@ def tiny_store(tmp_path_factory, tiny_config):
 
 
 def derive_store(tiny_store, directory, psf: str = "library", catalog: bool = True):
-    """A copy of the tiny store with detections (``psf`` ePSF) and, if asked, the catalog."""
+    """A copy of the tiny store with detections (``psf`` ePSF) and, if asked, the catalog.
+
+    Each (psf, catalog) is derived once per session, beside the tiny store, and copied into
+    ``directory`` (the stages are deterministic, so a copy is what a fresh derivation writes; ten
+    test modules share three derivations, ~1 min of the suite)."""
     import shutil
 
     from starcenter.cubes.params import DetectParams
     from starcenter.cubes.pipeline import run_catalog
     from starcenter.cubes.stages.detections import detect
 
-    path = directory / f"{psf}{'-cat' if catalog else ''}.zarr"
-    shutil.copytree(tiny_store, path)
-    with dask.config.set(scheduler="synchronous"):
-        detect(path, DetectParams(psf), progress=False)
-        if catalog:
-            run_catalog(path, progress=False)
+    name = f"{psf}{'-cat' if catalog else ''}.zarr"
+    master = Path(tiny_store).parent / "derived" / name
+    if not master.exists():
+        work = master.with_name(master.name + ".partial")
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(tiny_store, work)
+        with dask.config.set(scheduler="synchronous"):
+            detect(work, DetectParams(psf), progress=False)
+            if catalog:
+                run_catalog(work, progress=False)
+        work.rename(master)
+    path = directory / name
+    shutil.copytree(master, path)
     return path
 
 
