@@ -6,6 +6,7 @@ atomic per-epoch checkpoints, metadata) and ``predict`` (centres for every raste
 Nothing here is imported by the earlier stages.
 """
 
+import logging
 import os
 import sys
 
@@ -29,6 +30,17 @@ def quiet_tensorflow() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(null)
+    logging.getLogger("tensorflow").addFilter(_NotRetracing())
+
+
+class _NotRetracing(logging.Filter):
+    """Drops TensorFlow's "N out of the last N calls to <function forward.<locals>.<lambda>>
+    triggered tf.function retracing": it counts the traces of every model's forward function
+    together (one tf.function per model, keyed by the lambda's code), so a worker that centres
+    with six models warns though each model traced once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
 
 
 def set_tensorflow_threads(threads: int | None = None) -> None:

@@ -64,11 +64,13 @@ def forward(model, inputs, batch_size: int = BATCH) -> np.ndarray:
     import tensorflow as tf
 
     fn = getattr(model, "_starcenter_forward", None)
-    if fn is None:
+    if fn is None:  # one trace per model: any number of stars, float32 as Keras feeds it
+        specs = [tf.TensorSpec((None, *tuple(i.shape[1:])), tf.float32) for i in model.inputs]
         fn = tf.function(lambda *a: model(list(a) if len(a) > 1 else a[0], training=False),
-                         reduce_retracing=True)
+                         input_signature=specs)
         model._starcenter_forward = fn
-    parts = [fn(*(np.asarray(x[i:i + batch_size]) for x in xs)).numpy() for i in range(0, n, batch_size)]
+    parts = [fn(*(np.asarray(x[i:i + batch_size], np.float32) for x in xs)).numpy()
+             for i in range(0, n, batch_size)]
     return np.concatenate(parts) if parts else np.zeros((0, model.outputs[0].shape[-1]), np.float32)
 
 
