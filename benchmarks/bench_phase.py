@@ -45,17 +45,12 @@ SETTINGS = (("order 0, per exposure", 0, "exposure"), ("order 1, per exposure", 
 
 
 def cubic_residuals(err: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """``err`` (n,) less a cubic in the chip position ``xy`` (n, 2) fitted with 3-sigma clipping."""
-    from starcenter.cubes.classical.stats import robust_sigma
+    """Errors ``err`` (n, 2) less the cubic in the chip position ``xy`` (n, 2) that a transformation
+    would absorb (the transforms stage's fit, 3-sigma culling)."""
+    from starcenter.cubes.classical.transforms import apply, fit_cubic
 
-    u, v = (xy[:, 0] - 400) / 400, (xy[:, 1] - 400) / 400
-    design = np.stack([u ** i * v ** j for i in range(4) for j in range(4 - i)], 1)
-    ok = np.ones(len(u), bool)
-    for _ in range(3):
-        coef = np.linalg.lstsq(design[ok], err[ok], rcond=None)[0]
-        res = err - design @ coef
-        ok = np.abs(res) < 3 * robust_sigma(res[ok])
-    return res
+    cx, cy, *_ = fit_cubic(xy[:, 0], xy[:, 1], err[:, 0], err[:, 1])
+    return err - np.stack(apply(cx, cy, xy[:, 0], xy[:, 1]), axis=-1)
 
 
 def sim_row(xy: np.ndarray, exact: np.ndarray, bright: np.ndarray) -> str:
@@ -67,8 +62,7 @@ def sim_row(xy: np.ndarray, exact: np.ndarray, bright: np.ndarray) -> str:
     for e in range(len(xy)):
         ok = np.all(np.isfinite(xy[e]) & np.isfinite(exact[e]), axis=1) & bright
         err = (xy[e, ok] - exact[e, ok]) * 1e3
-        rows.append(np.c_[cubic_residuals(err[:, 0], exact[e, ok]), cubic_residuals(err[:, 1], exact[e, ok]),
-                          fractional(exact[e, ok])])
+        rows.append(np.c_[cubic_residuals(err, exact[e, ok]), fractional(exact[e, ok])])
     r = np.concatenate(rows)
     cells = [f"{robust_sigma(r[:, 0]):.1f} / {robust_sigma(r[:, 1]):.1f}"]
     for ax in range(2):

@@ -349,7 +349,9 @@ def _self_calibrated_check(store, method: str):
 
 
 def _hist(x, y, nbins, chisquare):
-    fx, fy = x - np.floor(x + 0.5), y - np.floor(y + 0.5)
+    from starcenter.cubes.classical.phase import fractional
+
+    fx, fy = fractional(x), fractional(y)
     hx = np.histogram(fx, nbins, (-0.5, 0.5))[0]
     hy = np.histogram(fy, nbins, (-0.5, 0.5))[0]
     return {"n": int(len(x)), "hist_x": hx.tolist(), "hist_y": hy.tolist(),

@@ -11,6 +11,7 @@ from scipy.spatial import cKDTree
 
 from starcenter.cubes import schema
 from starcenter.cubes import store as st
+from starcenter.cubes.classical.phase import fractional
 from starcenter.cubes.classical.stats import robust_sigma
 from starcenter.cubes.store import open_group
 from starcenter.evaluation.cramer_rao import error_over_bound
@@ -87,10 +88,8 @@ def phase_profile(phase: np.ndarray, err: np.ndarray, nbins: int = 5):
     return 0.5 * (edges[1:] + edges[:-1]), mean, count
 
 
-def pixel_phase(v) -> np.ndarray:
-    """Fractional pixel of positions in the schema convention, in [-0.5, 0.5)."""
-    v = np.asarray(v, float)
-    return v - np.floor(v + 0.5)
+#: Fractional pixel of positions in the schema convention, in [-0.5, 0.5) (the phase stage's kernel).
+pixel_phase = fractional
 
 
 def truth_errors(store, methods, stars: str = "scored") -> dict:
