@@ -181,18 +181,16 @@ def control(store: Path) -> None:
     the same pipeline as bench_generalist's REAL section (psf --fit focus, detect --psf fitted,
     catalog): fractional-pixel chi-square p and the phase density's first harmonic a1 of its raster
     stars' classical centres and of their truth."""
-    from starcenter.cubes import pipeline
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_generalist import process_set
+
     from starcenter.cubes import store as st
     from starcenter.cubes.classical.phase import fractional
     from starcenter.cubes.cluster import ClusterOptions
-    from starcenter.cubes.params import DetectParams, PSFFitParams, TransformParams
     from starcenter.evaluation.metrics import fractional_histograms, method_positions
 
-    opts = ClusterOptions(scheduler="local", workers=1, quiet=True)
     if not st.has_group(store, "rasters"):
-        pipeline.run(store, "psf", "psf", {"psf": {"kind": "fitted", "fit": PSFFitParams()}}, opts)
-        pipeline.run(store, "detect", "detect", {"detect": {"params": DetectParams("fitted")}}, opts)
-        pipeline.run_catalog(store, transform_params=TransformParams(central=1.0), cluster_options=opts)
+        process_set(store, ClusterOptions(scheduler="local", workers=1, quiet=True))
     hist = fractional_histograms(store, "classical-rasters")
     ras = st.open_group(store, "rasters")
     pos = {"classical fitted": method_positions(store, "classical"),
