@@ -325,7 +325,7 @@ def _self_calibrated_check(store, method: str):
     same stars, whose phases are then uniform by construction); None for any other method."""
     import json
 
-    from starcenter.cubes.classical.phase import cross_validated
+    from starcenter.cubes.classical.phase import cross_validated, usable
 
     if method in CLASSICAL or method == "classical-rasters":
         return None
@@ -334,16 +334,12 @@ def _self_calibrated_check(store, method: str):
         return None
     source, params = attrs["phase_source"], json.loads(attrs["phase_params"])
     xy = method_positions(store, source)
-    # the stars the stage fits on: unflagged, without an infinite sigma
+    # the stars the stage fits on
     if source in CLASSICAL:
-        ok = ~np.any(np.isinf(open_group(store, schema.RASTERS)["prelim_err"].values), axis=-1)
+        ok = usable(xy, open_group(store, schema.RASTERS)["prelim_err"].values)
     else:
         src = open_group(store, schema.centers_group(source))
-        ok = np.ones(xy.shape[:-1], bool)
-        if "flags" in src:
-            ok &= src["flags"].values == 0
-        if "sigma" in src:
-            ok &= ~np.any(np.isinf(src["sigma"].values), axis=-1)
+        ok = usable(xy, *(src[v].values if v in src else None for v in ("sigma", "flags")))
     xy = np.where(ok[..., None], xy, np.nan)
     return np.stack([cross_validated(xy[:, c], **params) for c in range(xy.shape[1])], axis=1)
 

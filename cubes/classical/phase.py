@@ -44,6 +44,17 @@ def fractional(x) -> np.ndarray:
     return x - np.floor(x + 0.5)
 
 
+def usable(xy, sigma=None, flags=None) -> np.ndarray:
+    """(..., star) centres a phase density is fitted on: finite, unflagged (``flags`` 0), no
+    infinite ``sigma`` (the stage and the evaluation's cross-validated check use the same)."""
+    ok = np.all(np.isfinite(xy), axis=-1)
+    if flags is not None:
+        ok &= np.asarray(flags) == 0
+    if sigma is not None:
+        ok &= ~np.any(np.isinf(sigma), axis=-1)
+    return ok
+
+
 def design(xy: np.ndarray, order: int) -> np.ndarray:
     """(..., m) monomials u^i v^j, i + j <= order, of the chip position (u, v) = xy / 400 - 1."""
     uv = np.asarray(xy, float) / (CHIP_SIZE / 2) - 1.0

@@ -20,7 +20,7 @@ import numpy as np
 from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
 from starcenter.cubes.classical.phase import (HARMONICS, ORDER, P_VALUE, POOLS, apply, coefficients,
-                                              normal_sums, pooled)
+                                              normal_sums, pooled, usable)
 from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
 from starcenter.cubes.schema import EXPOSURE_BLOCK
 
@@ -44,22 +44,12 @@ def _source(root, source: str, e0: int, e1: int, c: int) -> dict:
     return out
 
 
-def _usable(src: dict) -> np.ndarray:
-    """(exposure, star) centres the density is fitted on: finite, unflagged, finite sigma or none."""
-    ok = np.all(np.isfinite(src["xy"]), axis=-1)
-    if "flags" in src:
-        ok &= src["flags"] == 0
-    if "sigma" in src:
-        ok &= ~np.any(np.isinf(src["sigma"]), axis=-1)
-    return ok
-
-
 def _block_sums(path: str, source: str, c: int, e0: int, e1: int, harmonics: int, order: int):
     """The least-squares sums (classical.phase.normal_sums) of a block's usable centres."""
     import zarr
 
     src = _source(zarr.open_group(path, mode="r"), source, e0, e1, c)
-    return normal_sums(src["xy"], _usable(src), harmonics, order)
+    return normal_sums(src["xy"], usable(src["xy"], src.get("sigma"), src.get("flags")), harmonics, order)
 
 
 def _write_block(path: str, source: str, name: str, c: int, e0: int, e1: int, coef: dict, order: int):
