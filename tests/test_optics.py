@@ -85,3 +85,21 @@ def test_corrupt_cache_entry_is_recomputed():
     path.write_bytes(b"not a fits file")
     b = get_epsf(p)
     np.testing.assert_allclose(a.data, b.data)
+
+
+def test_pixelate_intrapixel_response():
+    """A uniform pixel response is the plain box; one more sensitive at the pixel centre (Lauer 1999)
+    puts more of a pixel-centred star in its peak pixel."""
+    from starcenter.cubes.sim.optics import FINE, pixelate
+
+    n = 12 * FINE + 1
+    yy, xx = (np.indices((n, n)) - (n - 1) / 2) / FINE
+    psf = np.exp(-(xx**2 + yy**2) / (2 * 0.45**2))  # an undersampled core (sigma 0.45 px)
+    psf /= psf.sum()
+
+    box = pixelate(psf, 4)
+    np.testing.assert_allclose(box.data, pixelate(psf, 4, sensitivity=lambda u: np.ones_like(u)).data,
+                               atol=1e-15)
+    centred = pixelate(psf, 4, sensitivity=lambda u: 1 - 0.5 * (2 * u) ** 2)
+    peak = [e.pixel_stamp(0, 0, half=2)[2, 2] for e in (box, centred)]
+    assert peak[1] > peak[0] * 1.02

@@ -106,8 +106,9 @@ def zernike_coefficients(params: PSFParams) -> np.ndarray:
     return coeffs
 
 
-def optical_system(params: PSFParams, fine: int = FINE):
-    """The poppy optical system (pupil, aberrations, detector at ``fine`` x sampling)."""
+def optical_system(params: PSFParams, fine: int = FINE, coefficients=None):
+    """The poppy optical system (pupil, aberrations, detector at ``fine`` x sampling);
+    ``coefficients``: Noll-ordered Zernikes (m rms) instead of :func:`zernike_coefficients`."""
     import astropy.units as u
     import poppy
 
@@ -125,7 +126,8 @@ def optical_system(params: PSFParams, fine: int = FINE):
                                              support_width=spider * R * u.m, rotation=rot))
     osys = poppy.OpticalSystem(name=f"HST+WFPC2 {params.chip}", oversample=2, npix=512)
     osys.add_pupil(poppy.CompoundAnalyticOptic(opticslist=optics, name="HST+WFPC2 pupil"))
-    osys.add_pupil(poppy.ZernikeWFE(coefficients=list(zernike_coefficients(params)),
+    zern = zernike_coefficients(params) if coefficients is None else coefficients
+    osys.add_pupil(poppy.ZernikeWFE(coefficients=list(zern),
                                     radius=R * u.m))
     scale = C.PIXEL_SCALE[params.chip]
     osys.add_detector(pixelscale=scale / fine, fov_pixels=params.size_px * fine + 1, oversample=1)
@@ -134,23 +136,40 @@ def optical_system(params: PSFParams, fine: int = FINE):
 
 def compute_epsf(params: PSFParams, fine: int = FINE) -> EffectivePSF:
     """Compute an ePSF with poppy (about 0.3 s per wavelength); see :func:`get_epsf`."""
-    os_ = params.oversampling
-    if fine % os_:
-        raise BadArgumentError(f"fine sampling {fine} must be a multiple of oversampling {os_}")
-    osys = optical_system(params, fine)
+    if fine % params.oversampling:
+        raise BadArgumentError(f"fine sampling {fine} must be a multiple of oversampling "
+                               f"{params.oversampling}")
+    return pixelate(fine_psf(params, fine), params.oversampling, fine)
+
+
+def fine_psf(params: PSFParams, fine: int = FINE, coefficients=None) -> np.ndarray:
+    """The polychromatic optical PSF on a grid ``fine`` times finer than a detector pixel
+    ((size_px * fine + 1) samples a side, centred), each wavelength normalized to 1 at the
+    entrance pupil; ``coefficients`` as in :func:`optical_system`."""
+    osys = optical_system(params, fine, coefficients)
     psf = np.zeros((params.size_px * fine + 1,) * 2)
     for lam, w in zip(*band_sampling(params.filter, params.n_wavelengths)):
         hdul = osys.calc_psf(wavelength=lam, normalize="first")
         psf += w * hdul[0].data
-    # Pixel integration: trapezoid box one detector pixel wide on the fine grid.
+    return psf
+
+
+def pixelate(psf: np.ndarray, oversampling: int, fine: int = FINE, sensitivity=None) -> EffectivePSF:
+    """The ePSF of a ``fine``-sampled optical PSF: integrated over the pixel (a trapezoid box one
+    pixel wide; ``sensitivity``: a callable of the offset from the pixel centre, -0.5 ... 0.5 px,
+    weighting the box separably in x and y, an intrapixel response whose mean is made 1),
+    decimated to ``oversampling`` samples per pixel and convolved with the charge-diffusion kernel
+    (constants.CHARGE_DIFFUSION, taps one pixel apart)."""
+    os_ = oversampling
     box = np.ones(fine + 1)
     box[0] = box[-1] = 0.5
-    box /= fine
+    if sensitivity is not None:
+        box = box * sensitivity((np.arange(fine + 1) - fine / 2) / fine)
+    box /= box.sum() if sensitivity is not None else fine
     integ = convolve(psf, box[None, :], mode="constant")
     integ = convolve(integ, box[:, None], mode="constant")
     step = fine // os_
     epsf = integ[::step, ::step]  # centre sample stays centred: (n-1) is a multiple of step
-    # Charge diffusion: the 3x3 detector kernel with taps one pixel (os_ samples) apart.
     kern = np.zeros((2 * os_ + 1,) * 2)
     kern[::os_, ::os_] = C.CHARGE_DIFFUSION
     epsf = convolve(epsf, kern, mode="constant")
