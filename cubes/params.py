@@ -150,6 +150,10 @@ class TransformParams(_Stored):
         return json.dumps(d, sort_keys=True)
 
 
+#: What a raster holds of its neighbours (RasterParams.neighbours).
+NEIGHBOURS = ("keep", "subtract")
+
+
 @dataclass(frozen=True)
 class RasterParams(_Stored):
     """size: raster side (px). isolation: no other reference detection within this (px).
@@ -171,11 +175,22 @@ class RasterParams(_Stored):
     min_fraction: float = 0.5
     q_rel_max: float = 1.5
     max_stack_residual: float = 0.002
+    #: "keep": the paper's cutouts of the image; "subtract": of the image less the ePSF models of
+    #: every other detected star (the detections' fits, with their ePSF)
+    neighbours: str = "keep"
 
     def __post_init__(self):
         if not 3 <= self.size <= 21:
             raise BadArgumentError(f"raster size must be 3..21 px, got {self.size}")
+        if self.neighbours not in NEIGHBOURS:
+            raise BadArgumentError(f"unknown neighbours {self.neighbours!r}; expected one of {NEIGHBOURS}")
         if not 0 < self.min_fraction <= 1:
             raise BadArgumentError("min_fraction must be in (0, 1]")
         if self.max_stack_residual < 0:
             raise BadArgumentError("max_stack_residual must be >= 0 (0: no cut)")
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        if d["neighbours"] == "keep":  # rasters made before this option stay compatible
+            del d["neighbours"]
+        return json.dumps(d, sort_keys=True)

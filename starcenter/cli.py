@@ -150,6 +150,10 @@ def _add_catalog(sub):
                         "chip's common pattern beyond its noise, flux fraction per px (default "
                         "0.002; 0: off); made "
                         "only for detections with the catalog, fitted (or true) ePSF")
+    p.add_argument("--neighbours", default="keep", choices=("keep", "subtract"),
+                   help="keep: rasters cut from the image (the paper's, default); subtract: from the "
+                        "image less the ePSF models of every other detected star (the detections' "
+                        "fits): crowded stars' rasters without their neighbours' light")
     p.add_argument("--central", type=A.number(0.01, 1), default=1 / 3,
                    help="fraction of the chip (centred square) whose stars the transformations and "
                         "the catalog use (default 1/3, the paper's; 1: the whole chip)")

@@ -126,7 +126,8 @@ def cmd_catalog(args) -> int:
         return 0
     from starcenter.cubes.params import RasterParams, TransformParams
 
-    rp = RasterParams(size=args.raster_size, max_stack_residual=args.max_stack_residual)
+    rp = RasterParams(size=args.raster_size, max_stack_residual=args.max_stack_residual,
+                      neighbours=args.neighbours)
     tp = TransformParams(reference=args.reference, weights=args.weights, central=args.central,
                          catalog_min_flux=args.catalog_min_flux)
     ras = pipeline.run_catalog(args.store, reference=args.reference, raster_params=rp, transform_params=tp,

@@ -142,3 +142,63 @@ def test_stack_cut_allows_faint_stars_their_noise_and_still_cuts_neighbours():
     den[0] = 0
     d0, p0 = stack_statistics(stack * den, den, den * (s**2)[:, None, None])
     assert np.isinf(d0[0]) and np.isinf(p0[0]) and not d0[0] <= stack_allowance(p0[:1], 0.002)[0]
+
+
+def test_neighbour_free_takes_out_exactly_the_other_fitted_stars():
+    """Against exact truth: the raster of a star among fitted neighbours equals its raster alone
+    (with whatever was not fitted: here a saturated neighbour, which no model can hold)."""
+    from starcenter.cubes.classical.fieldpsf import modelled, neighbour_free
+    from starcenter.cubes.classical.psffit import FLAGS, model_image
+    from starcenter.cubes.sim.optics import PSFParams, get_epsf
+
+    epsf = get_epsf(PSFParams("WF3", "F555W"))
+    x, y = np.array([20.3, 23.2, 5.5, 17.0]), np.array([19.6, 21.1, 30.2, 17.5])
+    flux, flags = np.array([2e4, 5e4, 1e4, 8e3]), np.array([0, 0, 0, FLAGS["saturated"]])
+    image = 3.0 + model_image((40, 40), x, y, flux, epsf)
+    use = modelled(x, y, flux, flags)
+    assert use.tolist() == [True, True, True, False]
+    corners = np.array([[17, 17]])
+    got, ok = neighbour_free(image, x, y, flux, use, np.array([0]), corners, epsf, 6)
+    alone = 3.0 + model_image((40, 40), x[[0, 3]], y[[0, 3]], flux[[0, 3]], epsf)
+    want, _, _ = cut(alone, [20.3], [19.6], 6)
+    assert ok.all()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-8)
+    plain, _, _ = cut(image, [20.3], [19.6], 6)
+    assert np.abs(plain - want).max() > 1e-3  # the neighbour was in the raster before
+    # a raster whose own star was not fitted (own -1) keeps its light
+    got2, _ = neighbour_free(image, x[1:], y[1:], flux[1:], use[1:], np.array([-1]), corners, epsf, 6)
+    np.testing.assert_allclose(got2, want, rtol=1e-5, atol=1e-8)
+
+
+def test_rasters_without_neighbours_follow_the_detections(store, tmp_path):
+    import json
+    import shutil
+
+    import dask
+
+    from starcenter.cubes import store as st
+    from starcenter.cubes.classical.fieldpsf import modelled, neighbour_free
+    from starcenter.cubes.params import RasterParams
+    from starcenter.cubes.stages.rasters import _detections_epsf, make_rasters
+
+    path = tmp_path / "nb.zarr"
+    shutil.copytree(store, path)
+    with dask.config.set(scheduler="synchronous"):
+        make_rasters(path, RasterParams(neighbours="subtract"), progress=False)
+    ras, keep = xr.open_zarr(path, group="rasters"), xr.open_zarr(store, group="rasters")
+    assert json.loads(ras.attrs["params"])["neighbours"] == "subtract"
+    assert "neighbours" not in json.loads(keep.attrs["params"])  # older stores read the same
+    m = ras["mask"].values
+    np.testing.assert_allclose(ras["raster"].values[m].sum(axis=(1, 2)), 1.0, rtol=1e-5)
+    # the stage's rasters are the kernel's on the store's own detections
+    e, c = 1, 1
+    s = np.flatnonzero(m[e, c])
+    det = xr.open_zarr(path, group="detections").isel(exposure=e, chip=c)
+    x, y, f, fl = (det[v].values for v in ("x", "y", "flux", "flags"))
+    own = st.open_group(path, "catalog")["det_index"].values[e, c, s]
+    want, ok = neighbour_free(xr.open_zarr(path, group="exposures")["image"].values[e, c], x, y, f,
+                              modelled(x, y, f, fl), own, ras["corner"].values[e, c, s],
+                              _detections_epsf(str(path), c)(e), 6)
+    np.testing.assert_allclose(ras["raster"].values[e, c, s][ok], want[ok], rtol=1e-5, atol=1e-7)
+    diff = np.abs(ras["raster"].values[m] - keep["raster"].values[m]).max(axis=(1, 2))
+    assert (diff > 1e-4).any()  # some stars had neighbours' light in their rasters

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from starcenter.cubes.classical.epsf import EffectivePSF
-from starcenter.cubes.classical.psffit import PER_STAR, FitResult, fit_stars, model_image
+from starcenter.cubes.classical.psffit import FLAGS, PER_STAR, FitResult, fit_stars, model_image
 
 #: Chip side (px) and the chip positions (px) of the field nodes, in x and in y.
 CHIP_PX = 800
@@ -150,6 +150,62 @@ def model_grouped(shape, x, y, flux, epsf) -> np.ndarray:
     for q, idx in epsf.groups(x, y).items():
         out += model_image(shape, x[idx], y[idx], flux[idx], epsf.for_stars(q, x[idx], y[idx]))
     return out
+
+
+#: Fit flags of a star left out of a neighbour model: its flux or position cannot be trusted.
+UNMODELLED = FLAGS["saturated"] | FLAGS["not_converged"] | FLAGS["nonpositive_flux"]
+
+
+def modelled(x, y, flux, flags) -> np.ndarray:
+    """Which fitted stars go into a neighbour model: finite, positive flux, none of UNMODELLED."""
+    x, y, flux = (np.asarray(a, float) for a in (x, y, flux))
+    ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(flux) & (flux > 0)
+    return ok & ((np.asarray(flags) & UNMODELLED) == 0)
+
+
+def neighbour_free(image, x, y, flux, use, own, corners, epsf, size: int):
+    """Rasters of ``image`` less the ePSF model of every fitted star but the raster's own.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        One chip image (DN), schema pixel convention.
+    x, y, flux : numpy.ndarray
+        The chip's fitted stars (px, DN): the detections.
+    use : numpy.ndarray of bool
+        The stars modelled (:func:`modelled`).
+    own : numpy.ndarray of int
+        Per raster, the index of its own star in ``x`` (-1: none; it is then not taken out).
+    corners : numpy.ndarray (n, 2) int
+        Chip pixel (x, y) of raster pixel (0, 0), the raster inside the chip.
+    epsf : EffectivePSF or FieldEPSF
+        The ePSF the stars were fitted with.
+    size : int
+        Raster side (px).
+
+    Returns
+    -------
+    rasters : numpy.ndarray (n, size, size) float32
+        Normalized to sum 1 (as :func:`starcenter.cubes.classical.cutouts.cut`); zeros where not ok.
+    ok : numpy.ndarray (n,) bool
+        Finite with a positive sum.
+    """
+    image = np.asarray(image, float)
+    x, y, flux = (np.asarray(a, float) for a in (x, y, flux))
+    model = model_grouped(image.shape, x[use], y[use], flux[use], epsf)
+    k = np.arange(size)
+    px = np.broadcast_to(corners[:, 0, None, None] + k[None, None, :], (len(own), size, size))
+    py = np.broadcast_to(corners[:, 1, None, None] + k[None, :, None], (len(own), size, size))
+    box = image[py, px] - model[py, px]
+    mine = np.flatnonzero((own >= 0) & use[np.maximum(own, 0)])  # its own model back in
+    o = own[mine]
+    box[mine] += evaluate_at(epsf, x[o], y[o], px[mine] - x[o, None, None], py[mine] - y[o, None, None]) \
+        * flux[o, None, None]
+    s = box.sum(axis=(1, 2))
+    ok = np.isfinite(s) & (s > 0)
+    out = np.zeros(box.shape, np.float32)
+    out[ok] = box[ok] / s[ok, None, None]
+    return out, ok
 
 
 def _take(value, idx):

@@ -17,7 +17,7 @@ from starcenter.cubes import constants as C
 from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
 from starcenter.cubes.classical.epsf import EffectivePSF
-from starcenter.cubes.classical.fieldpsf import fit_grouped, model_grouped
+from starcenter.cubes.classical.fieldpsf import fit_grouped, model_grouped, modelled
 from starcenter.cubes.classical.peaks import find_peaks
 from starcenter.cubes.classical.psffit import FLAGS
 from starcenter.cubes.lookup import chip_epsfs
@@ -41,8 +41,7 @@ def detect_chunk(image, dq, epsf: EffectivePSF, gain: float, read_noise: float,
         image = np.where(C.is_bad(dq), np.nan, image)
     fit = fit_grouped(image, pk.x, pk.y, epsf, gain, read_noise, pk.saturated, sky=pk.sky)
     for _ in range(params.neighbour_passes):
-        usable = (fit.flags & (FLAGS["saturated"] | FLAGS["nonpositive_flux"] | FLAGS["not_converged"])) == 0
-        usable &= np.isfinite(fit.x) & np.isfinite(fit.y) & np.isfinite(fit.flux)
+        usable = modelled(fit.x, fit.y, fit.flux, fit.flags)
         model = model_grouped(image.shape, fit.x[usable], fit.y[usable], fit.flux[usable], epsf)
         f0 = np.where(usable, fit.flux, 0.0)
         fit = fit_grouped(image, pk.x, pk.y, epsf, gain, read_noise, pk.saturated, sky=pk.sky,

@@ -4,7 +4,10 @@ The stars are chosen by the selection step (:mod:`starcenter.cubes.stages.select
 unsaturated catalog stars of the central region, measured in most exposures, clean stacked
 residuals); this stage only cuts. Each raster is cut around the star's preliminary
 classical position in that exposure and normalized to sum 1 (as the paper, whatever the noise or
-saturation). Raster convention: pixel (ry, rx) of a raster is chip pixel (corner_y + ry,
+saturation); with ``RasterParams(neighbours="subtract")`` (``starcenter catalog --neighbours
+subtract``) it is cut from the image less the ePSF models of every other detected star (the
+detections' fits and ePSF), so a crowded star's raster holds less of its neighbours' light.
+Raster convention: pixel (ry, rx) of a raster is chip pixel (corner_y + ry,
 corner_x + rx) with corner = round(position) - size // 2, and targets are positions minus the
 corner in the schema pixel convention, so a target lies in [size//2 - 0.5, size//2 + 0.5).
 """
@@ -17,8 +20,10 @@ from scipy.spatial import cKDTree
 from starcenter.cubes import driver, schema
 from starcenter.cubes import store as st
 from starcenter.cubes.classical.cutouts import cut
+from starcenter.cubes.classical.fieldpsf import modelled, neighbour_free
 from starcenter.cubes.classical.transforms import offset_phase
-from starcenter.cubes.params import RasterParams, TransformParams
+from starcenter.cubes.lookup import chip_epsfs
+from starcenter.cubes.params import DetectParams, RasterParams, TransformParams
 from starcenter.cubes.stages.selection import (
     select_stars,
     stack_allowance,
@@ -50,6 +55,7 @@ def _write_block(path, c, e0, e1, selected, params: RasterParams):
     native = cat["native"][e0:e1, c]
     det_index = cat["det_index"][e0:e1, c]
     has_done = "done" in root[schema.EXPOSURES]
+    epsf_for = _detections_epsf(path, c) if params.neighbours == "subtract" else None
     for i, e in enumerate(range(e0, e1)):
         if has_done and not root[f"{schema.EXPOSURES}/done"][e, c]:
             continue
@@ -62,6 +68,9 @@ def _write_block(path, c, e0, e1, selected, params: RasterParams):
         image = root[f"{schema.EXPOSURES}/image"][e, c]
         r, cn, ok = cut(image, native[i, idx, 0], native[i, idx, 1], size)
         idx, r, cn = idx[ok], r[ok], cn[ok]
+        if params.neighbours == "subtract":
+            r, ok = _neighbour_free(root, e, c, image, det_index[i, idx], cn, epsf_for, size)
+            idx, r, cn = idx[ok], r[ok], cn[ok]
         if "dq" in root[schema.EXPOSURES]:
             dq[i, idx] = raster_dq(root[f"{schema.EXPOSURES}/dq"][e, c], cn, size)
         ras[i, idx] = r
@@ -85,6 +94,22 @@ def _write_block(path, c, e0, e1, selected, params: RasterParams):
     if "dq" in g:  # absent from rasters laid down before it (resumed)
         g["dq"][e0:e1, c] = dq
     g["done"][e0 // EXPOSURE_BLOCK, c] = 1
+
+
+def _detections_epsf(path: str, c: int):
+    """``exposure -> ePSF`` the detections of chip ``c`` were fitted with."""
+    det = st.open_group(path, schema.DETECTIONS)
+    chips, epsfs = chip_epsfs(path, schema.read_params(det, DetectParams))
+    return epsfs[chips[c]]
+
+
+def _neighbour_free(root, e: int, c: int, image, own, corners, epsf_for, size: int):
+    """(rasters, ok) of one exposure's chip ``c`` less its other detected stars' ePSF models
+    (:func:`starcenter.cubes.classical.fieldpsf.neighbour_free`); ``own``: each raster's detection."""
+    det = root[schema.DETECTIONS]
+    x, y, flux, flags = (np.asarray(det[v][e, c]) for v in ("x", "y", "flux", "flags"))
+    use = modelled(x, y, flux, flags)
+    return neighbour_free(image, x, y, flux, use, np.asarray(own), corners, epsf_for(e), size)
 
 
 def raster_dq(dq: np.ndarray, corners: np.ndarray, size: int) -> np.ndarray:
