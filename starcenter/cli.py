@@ -269,6 +269,9 @@ def _add_generalist(sub):
     p.add_argument("--members", type=A.integer(1, 100), default=1,
                    help="networks per chip, combined into an ensemble (default 1: one network; "
                         "member 1 trains on the training set, the others on a second one)")
+    p.add_argument("--neighbours", default="keep", choices=("keep", "subtract"),
+                   help="the training and calibration sets' rasters: keep (as cut, the shipped models') "
+                        "or subtract (without the other detected stars, `catalog --neighbours`)")
     p.add_argument("--install", action="store_true",
                    help="copy the models into the package: `starcenter predict` without --model uses them")
     _add_cluster_args(p)

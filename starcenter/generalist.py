@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 
 from starcenter.cubes import pipeline
-from starcenter.cubes.params import DetectParams, PSFFitParams, TransformParams
+from starcenter.cubes.params import DetectParams, PSFFitParams, RasterParams, TransformParams
 from starcenter.cubes.sim.simulate import make_config
 
 #: True focus range of the training exposures (um, secondary-mirror despace vs the library): the
@@ -53,14 +53,15 @@ def training_config(filt: str, chips, exposures: int, seed: int):
                        focus_sweep_range=True, breathing_um=1.0, field_varying=True, seed=seed)
 
 
-def build_set(path, cfg, cluster_options=None, progress: bool = True) -> Path:
-    """Simulate, fit each exposure's PSF epoch, detect with it and catalog the whole chip."""
+def build_set(path, cfg, cluster_options=None, progress: bool = True, neighbours: str = "keep") -> Path:
+    """Simulate, fit each exposure's PSF epoch, detect with it and catalog the whole chip (rasters
+    with their ``neighbours`` kept or subtracted: RasterParams.neighbours)."""
     path = Path(path)
     pipeline.run(path, "simulate", "simulate", {"simulate": {"config": cfg}}, cluster_options, progress)
     pipeline.run(path, "psf", "psf", {"psf": {"kind": "fitted", "fit": PSFFitParams()}}, cluster_options, progress)
     pipeline.run(path, "detect", "detect", {"detect": {"params": DetectParams("fitted")}}, cluster_options, progress)
     pipeline.run_catalog(path, transform_params=TransformParams(central=1.0), cluster_options=cluster_options,
-                         progress=progress)
+                         progress=progress, raster_params=RasterParams(neighbours=neighbours))
     return path
 
 
@@ -108,12 +109,14 @@ def _adopt_single(out: Path, filt: str, chips) -> None:
 def run_generalist(outdir, filters=("F555W",), chips=("PC1", "WF2", "WF3", "WF4"), exposures: int = EXPOSURES,
                    epochs: int = EPOCHS, arch: str = "v2", seed: int = 1, install: bool = False,
                    calibration_exposures: int = CALIBRATION_EXPOSURES, members: int = 1, cluster_options=None,
-                   progress: bool = True) -> list[Path]:
+                   progress: bool = True, neighbours: str = "keep") -> list[Path]:
     """Build the training set of every filter (only where a model is still to train), train one
     network per chip (two at a time) or, with ``members`` > 1, that many per chip combined into
     an ensemble (:mod:`starcenter.model.ensemble`; :func:`_jobs` says on what each trains), with
     ``calibration_exposures`` recalibrate each sigma on a calibration set of that many exposures,
-    and return the model paths; ``install``: also copy them into the package (SHIPPED).
+    and return the model paths; ``install``: also copy them into the package (SHIPPED);
+    ``neighbours``: the rasters of every set keep or subtract their neighbours (start a new
+    ``outdir`` to change it: trained models are kept).
     Resumable: trained models and done calibrations are kept."""
     from starcenter.model.ensemble import combine, is_current
     from starcenter.model.parallel import train_many
@@ -128,12 +131,12 @@ def run_generalist(outdir, filters=("F555W",), chips=("PC1", "WF2", "WF3", "WF4"
         todo = [j for cfg, store, jobs in sets.values() for j in jobs if not Path(j["out"] + ".json").exists()]
         for cfg, store, jobs in sets.values():
             if any(j in todo for j in jobs):
-                build_set(store, cfg, cluster_options, progress)
+                build_set(store, cfg, cluster_options, progress, neighbours)
         train_many(todo, workers=2, progress=(lambda job: print(f"== trained {Path(job['out']).name}", flush=True))
                    if progress else None)
         for cfg, store, jobs in sets.values():
             for job in jobs:
-                _add_provenance(Path(job["out"]), cfg, epochs)
+                _add_provenance(Path(job["out"]), cfg, epochs, neighbours)
         paths = [out / model_name(chip, filt) for chip in chips]
         if members > 1:
             for chip, path in zip(chips, paths):
@@ -141,7 +144,8 @@ def run_generalist(outdir, filters=("F555W",), chips=("PC1", "WF2", "WF3", "WF4"
                 if not is_current(parts, path):  # a member trained again: combined again
                     combine(parts, path)
         if calibration_exposures:
-            calibrate_on_own_set(out, filt, chips, calibration_exposures, seed, paths, cluster_options, progress)
+            calibrate_on_own_set(out, filt, chips, calibration_exposures, seed, paths, cluster_options,
+                                 progress, neighbours)
         done += paths
     if install:
         for path in done:
@@ -150,7 +154,7 @@ def run_generalist(outdir, filters=("F555W",), chips=("PC1", "WF2", "WF3", "WF4"
 
 
 def calibrate_on_own_set(out: Path, filt: str, chips, exposures: int, seed: int, paths, cluster_options=None,
-                         progress: bool = True) -> None:
+                         progress: bool = True, neighbours: str = "keep") -> None:
     """Recalibrate the sigma of each model in ``paths`` (one per chip of ``chips``) on every star
     of a calibration set (SIMULATION, the training recipe with seed + CALIBRATION_SEED_OFFSET);
     the set is recorded in the metadata ("generalist" / "calibration_set"), a model already
@@ -161,12 +165,14 @@ def calibrate_on_own_set(out: Path, filt: str, chips, exposures: int, seed: int,
     cfg = training_config(filt, chips, exposures, seed + CALIBRATION_SEED_OFFSET)
     record = {"simulation": json.loads(cfg.to_json()), "stars": "all", "degree": 2, "sigma_covariate": True,
               "method": CALIBRATION_METHOD}
+    if neighbours != "keep":  # the record of models calibrated on rasters as cut stays as it was
+        record["rasters"] = neighbours
     store = None
     for path, chip in zip(paths, chips):
         meta = load_metadata(path)
         if meta.get("generalist", {}).get("calibration_set") == record:
             continue
-        store = store or build_set(out / f"calib-{filt}.zarr", cfg, cluster_options, progress)
+        store = store or build_set(out / f"calib-{filt}.zarr", cfg, cluster_options, progress, neighbours)
         cal = recalibrate(path, store, chip, stars=record["stars"], degree=record["degree"],
                           sigma_covariate=record["sigma_covariate"])
         meta = load_metadata(path)
@@ -176,7 +182,7 @@ def calibrate_on_own_set(out: Path, filt: str, chips, exposures: int, seed: int,
             print(f"== {path.name}: sigma calibrated on {cal['n']} rasters of {store.name}", flush=True)
 
 
-def _add_provenance(path: Path, cfg, epochs: int) -> None:
+def _add_provenance(path: Path, cfg, epochs: int, neighbours: str = "keep") -> None:
     meta_path = path.with_name(path.name + ".json")
     meta = json.loads(meta_path.read_text())
     if "generalist" in meta:  # written when it was trained: a rerun keeps it
@@ -185,7 +191,7 @@ def _add_provenance(path: Path, cfg, epochs: int) -> None:
         "label": "trained on SIMULATIONS only (starcenter generalist)",
         "simulation": json.loads(cfg.to_json()), "focus_range_um": list(FOCUS_RANGE),
         "detect": "fitted ePSF (psf --fit focus)", "catalog_central": 1.0, "epochs": epochs,
-        "features": list(FEATURES)}
+        "features": list(FEATURES), "rasters": f"neighbours {neighbours}"}
     meta_path.write_text(json.dumps(meta, indent=1))
 
 

@@ -169,3 +169,29 @@ def test_the_benchmark_verdict_names_the_worst_case_of_each_floor():
     older = {m: {k: v for k, v in r.items() if k not in drop} for m, r in good.items()}
     lines = bench.verdict({"held_out": {"+4.5": {"PC1": older}}})  # a report from before these figures
     assert all(line.startswith("FAIL") and "not measured" in line for line in lines[4:]), lines
+
+
+def test_generalist_builds_and_records_sets_without_neighbours(tmp_path, monkeypatch):
+    """`starcenter generalist --neighbours subtract`: the calibration set is built with rasters
+    without neighbours and that is recorded, so a model calibrated on rasters as cut is calibrated
+    again (the set building and the calibration itself are stubbed: this is the plumbing)."""
+    import shutil
+
+    from starcenter import generalist as G
+    from starcenter.model import uncertainty
+
+    built = []
+    monkeypatch.setattr(G, "build_set",
+                        lambda path, cfg, opts, progress, nb: built.append((path.name, nb)) or path)
+    monkeypatch.setattr(uncertainty, "recalibrate", lambda *a, **k: {"n": 0})
+    out = tmp_path / "gen"
+    out.mkdir()
+    src = shipped_model("PC1", "F555W")
+    for p in (src, src.with_name(src.name + ".json")):
+        shutil.copyfile(p, out / p.name)
+    G.run_generalist(out, chips=("PC1",), calibration_exposures=16, progress=False, neighbours="subtract")
+    assert built == [("calib-F555W.zarr", "subtract")]
+    record = json.loads((out / (src.name + ".json")).read_text())["generalist"]["calibration_set"]
+    assert record["rasters"] == "subtract"
+    G.run_generalist(out, chips=("PC1",), calibration_exposures=16, progress=False, neighbours="subtract")
+    assert len(built) == 1  # calibrated on that set already
