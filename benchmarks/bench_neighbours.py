@@ -19,6 +19,7 @@ detections' ePSF) are taken out instead: what a perfect neighbour model would gi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 from pathlib import Path
@@ -31,15 +32,16 @@ def classical_passes(store: Path, passes: int = 2) -> np.ndarray:
     ``passes`` neighbour passes (nearest new detection within 1 px of the raster's prelim)."""
     from scipy.spatial import cKDTree
 
+    from starcenter.cubes import schema
     from starcenter.cubes import store as st
     from starcenter.cubes.lookup import chip_epsfs
     from starcenter.cubes.params import DetectParams
     from starcenter.cubes.stages.detections import detect_chunk
 
     ex, ras, det = (st.open_group(store, g) for g in ("exposures", "rasters", "detections"))
-    dp = st_params(det, DetectParams)
+    dp = schema.read_params(det, DetectParams)
     chips, epsfs = chip_epsfs(store, dp)
-    params = DetectParams(dp.psf, dp.threshold, dp.min_separation, passes, dp.library)
+    params = dataclasses.replace(dp, neighbour_passes=passes)
     prelim, mask = ras["prelim"].values, ras["mask"].values
     out = np.full(prelim.shape, np.nan)
     for c, chip in enumerate(chips):
@@ -56,17 +58,11 @@ def classical_passes(store: Path, passes: int = 2) -> np.ndarray:
     return out
 
 
-def st_params(group, cls):
-    from starcenter.cubes import schema
-
-    return schema.read_params(group, cls)
-
-
 def subtracted_copy(store: Path, workdir: Path) -> Path:
     """A copy of ``store`` where the shipped generalist centres its rasters as cut
     (``centers/generalist-keep``), then the rasters cut again without neighbours
     (``centers/generalist-subtract``)."""
-    from starcenter.cubes import pipeline
+    from starcenter.cubes import pipeline, schema
     from starcenter.cubes import store as st
     from starcenter.cubes.cluster import ClusterOptions
     from starcenter.cubes.params import RasterParams
@@ -76,17 +72,22 @@ def subtracted_copy(store: Path, workdir: Path) -> Path:
         return out
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(store, out)
-    chips = [str(c) for c in st.open_group(out, "rasters")["chip"].values]
-    for name in ("generalist-keep", "generalist-subtract"):
-        if name.endswith("subtract"):
-            old = st_params(st.open_group(out, "rasters"), RasterParams)
-            new = RasterParams(old.size, old.isolation, old.min_fraction, old.q_rel_max,
-                               old.max_stack_residual, "subtract")
-            pipeline.run(out, "rasters", "rasters", {"rasters": {"params": new}},
-                         ClusterOptions(scheduler="synchronous"), False)
-        for chip in chips:
-            pipeline.run_stage("predict", out, progress=False, model_path=None, name=name, chip=chip)
+    _predict_shipped(out, "generalist-keep")
+    cut = schema.read_params(st.open_group(out, "rasters"), RasterParams)
+    without = dataclasses.replace(cut, neighbours="subtract")
+    pipeline.run(out, "rasters", "rasters", {"rasters": {"params": without}},
+                 ClusterOptions(scheduler="synchronous"), False)
+    _predict_shipped(out, "generalist-subtract")
     return out
+
+
+def _predict_shipped(store: Path, name: str) -> None:
+    """The shipped generalist on every chip of ``store``'s rasters -> ``centers/NAME``."""
+    from starcenter.cubes import pipeline
+    from starcenter.cubes import store as st
+
+    for chip in (str(c) for c in st.open_group(store, "rasters")["chip"].values):
+        pipeline.run_stage("predict", store, progress=False, model_path=None, name=name, chip=chip)
 
 
 def truth_subtracted(store: Path, workdir: Path, min_flux: float) -> np.ndarray:
@@ -95,7 +96,6 @@ def truth_subtracted(store: Path, workdir: Path, min_flux: float) -> np.ndarray:
     the detections' ePSF) is taken out of its raster: what a perfect neighbour model would give."""
     import zarr
 
-    from starcenter.cubes import pipeline
     from starcenter.cubes.classical.fieldpsf import neighbour_free
     from starcenter.cubes.stages.rasters import _detections_epsf
     from starcenter.evaluation.metrics import method_positions
@@ -105,8 +105,7 @@ def truth_subtracted(store: Path, workdir: Path, min_flux: float) -> np.ndarray:
     shutil.copytree(store, out)
     root = zarr.open_group(str(out), mode="r+")
     ras, tr = root["rasters"], root["truth"]
-    chips = [str(c) for c in ras["chip"][...]]
-    for c, chip in enumerate(chips):
+    for c in range(ras["raster"].shape[1]):
         epsf_for = _detections_epsf(str(out), c)
         gain = float(np.asarray(root["exposures/gain"])[c])
         flux = np.asarray(tr["flux"][c]) / gain
@@ -120,8 +119,7 @@ def truth_subtracted(store: Path, workdir: Path, min_flux: float) -> np.ndarray:
             block = np.asarray(ras["raster"][e, c])
             block[s[ok]] = r[ok]
             ras["raster"][e, c] = block
-        pipeline.run_stage("predict", out, progress=False, model_path=None, name="generalist-truth",
-                           chip=chip)
+    _predict_shipped(out, "generalist-truth")
     return method_positions(out, "generalist-truth")
 
 

@@ -48,7 +48,8 @@ def variant_epsf(spec: str, chip: str, filt: str):
 
         with fits.open(DEFAULT) as hdul:
             return tinytim_epsf(hdul, chip, filt)
-    f, astig, blur, amp = (list(map(float, spec.split(":"))) + [1.0, 0.0, 0.0][spec.count(":"):])[:4]
+    given = [float(v) for v in spec.split(":")]
+    f, astig, blur, amp = given + [1.0, 0.0, 0.0][len(given) - 1:]  # the defaults of what is not given
     p = O.PSFParams(chip, filt, f)
     z = O.zernike_coefficients(p)
     z[4:6] *= astig  # Noll 5, 6: the two astigmatisms

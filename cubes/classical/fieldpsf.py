@@ -197,7 +197,8 @@ def neighbour_free(image, x, y, flux, use, own, corners, epsf, size: int):
     px = np.broadcast_to(corners[:, 0, None, None] + k[None, None, :], (len(own), size, size))
     py = np.broadcast_to(corners[:, 1, None, None] + k[None, :, None], (len(own), size, size))
     box = image[py, px] - model[py, px]
-    mine = np.flatnonzero((own >= 0) & use[np.maximum(own, 0)])  # its own model back in
+    mine = np.flatnonzero(own >= 0)
+    mine = mine[use[own[mine]]]  # its own model back in
     o = own[mine]
     box[mine] += evaluate_at(epsf, x[o], y[o], px[mine] - x[o, None, None], py[mine] - y[o, None, None]) \
         * flux[o, None, None]
