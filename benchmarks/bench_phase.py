@@ -150,7 +150,7 @@ def focus_scan(store: Path, chips: list[str], diffusion: list[float]) -> None:
     beside the fit quality q (median sum |residual| / flux)."""
     from starcenter.cubes import store as st
     from starcenter.cubes.classical.focus import diffuse, select_stars
-    from starcenter.cubes.classical.phase import fractional
+    from starcenter.cubes.classical.phase import first_harmonic
     from starcenter.cubes.classical.psffit import fit_stars
     from starcenter.cubes.params import PSFFitParams
     from starcenter.cubes.sim.optics import PSFParams, get_epsf
@@ -171,7 +171,7 @@ def focus_scan(store: Path, chips: list[str], diffusion: list[float]) -> None:
         for f, d in cases:
             r = fit_stars(img, stars.ix, stars.iy, diffuse(get_epsf(PSFParams(chip, filt, f)), d), gain, rn)
             ok = (r.flags == 0) & np.isfinite(r.x)
-            a1 = [2 * np.mean(np.cos(2 * np.pi * fractional(v[ok]))) for v in (r.x, r.y)]
+            a1 = [first_harmonic(v[ok]) for v in (r.x, r.y)]
             print(f"| {chip} | {f:+.1f} | {d:+.2f} | {ok.sum()} | {np.median(r.q[ok]):.3f} | "
                   f"{a1[0]:+.2f} / {a1[1]:+.2f} |")
 
@@ -185,7 +185,7 @@ def control(store: Path) -> None:
     from bench_generalist import process_set
 
     from starcenter.cubes import store as st
-    from starcenter.cubes.classical.phase import fractional
+    from starcenter.cubes.classical.phase import first_harmonic
     from starcenter.cubes.cluster import ClusterOptions
     from starcenter.evaluation.metrics import fractional_histograms, method_positions
 
@@ -202,7 +202,7 @@ def control(store: Path) -> None:
         for xy in pos.values():
             v = xy[:, k].reshape(-1, 2)
             v = v[np.all(np.isfinite(v), axis=1)]
-            harm = [2 * np.mean(np.cos(2 * np.pi * fractional(v[:, a]))) for a in range(2)]
+            harm = [first_harmonic(v[:, a]) for a in range(2)]
             a1.append(f"{harm[0]:+.3f} / {harm[1]:+.3f}")
         print(f"| {chip} | {h['n']} | {h['p_uniform_x']:.2g} / {h['p_uniform_y']:.2g} | {a1[0]} | {a1[1]} |")
 

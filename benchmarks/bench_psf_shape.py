@@ -98,7 +98,7 @@ def chip_stars(store: Path, chip: str, radius: float):
 
 def compare(store: Path, chips: list[str], radius: float, variants: list[str]) -> None:
     from starcenter.cubes import store as st
-    from starcenter.cubes.classical.phase import fractional
+    from starcenter.cubes.classical.phase import first_harmonic
     from starcenter.cubes.classical.psffit import fit_stars
 
     kind = "SIMULATION" if st.has_group(store, "truth") else "REAL DATA"
@@ -117,7 +117,7 @@ def compare(store: Path, chips: list[str], radius: float, variants: list[str]) -
                       ((rp, mp), (rr, mr)))
             r = fit_stars(img, ix, iy, e, gain, rn)
             ok = (r.flags == 0) & np.isfinite(r.x)
-            a1 = [2 * np.mean(np.cos(2 * np.pi * fractional(v[ok]))) for v in (r.x, r.y)]
+            a1 = [first_harmonic(v[ok]) for v in (r.x, r.y)]
             print(f"| {spec} | {dp:.3f} | {dr:.3f} | {np.round(np.quantile(mp, [.1, .5, .9]), 3)} | "
                   f"{np.median(r.q[ok]):.4f} | {a1[0]:+.2f} / {a1[1]:+.2f} |", flush=True)
 

@@ -155,3 +155,12 @@ def test_bad_input_is_refused_before_anything_is_written(store):
     with pytest.raises(SystemExit):  # argparse: --order is 0 to 3
         main(["phase", str(store), "--from", "oracle", "--order", "9"])
     assert sorted(p.name for p in (store / "centers").iterdir()) == before
+
+
+def test_first_harmonic_reads_uniform_and_edge_bunched_phases():
+    from starcenter.cubes.classical.phase import first_harmonic
+
+    rng = np.random.default_rng(3)
+    assert abs(first_harmonic(rng.uniform(0, 800, 20000))) < 0.03  # uniform: 0 within its noise
+    edges = np.round(rng.uniform(0, 800, 20000)) + 0.5 + rng.normal(0, 0.1, 20000)
+    assert first_harmonic(edges) < -1.5  # at the pixel edges: cos(2 pi phase) = -1

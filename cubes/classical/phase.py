@@ -44,6 +44,12 @@ def fractional(x) -> np.ndarray:
     return x - np.floor(x + 0.5)
 
 
+def first_harmonic(x) -> float:
+    """a1 of the density of the pixel phases of positions ``x`` (px): 2 mean cos(2 pi phase); 0 for
+    uniform phases, < 0 when the positions are pushed away from pixel centres."""
+    return float(2 * np.mean(np.cos(2 * np.pi * fractional(x))))
+
+
 def usable(xy, sigma=None, flags=None) -> np.ndarray:
     """(..., star) centres a phase density is fitted on: finite, unflagged (``flags`` 0), no
     infinite ``sigma`` (the stage and the evaluation's cross-validated check use the same)."""
