@@ -12,7 +12,9 @@ magnitude, :data:`starcenter.model.bridge.FEATURES`) joined to the flattened con
 before the dense layer; ``uncertainty`` makes the output 4 wide: x, y (raster px) and log sigma_x,
 log sigma_y (log px), trained with a Gaussian likelihood (:mod:`starcenter.model.uncertainty`);
 ``flux`` (with ``uncertainty``) makes it 6 wide: x, y, dlogF (the log of the star's flux over the
-classical fit's), then the three log sigmas.
+classical fit's), then the three log sigmas; ``skip`` (two feature indices) adds those features
+(the classical fit's centre in the raster, :data:`starcenter.model.bridge.SKIP`) to the x, y
+outputs through a fixed identity, so the network learns a correction to the classical centre.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ LOG_SIGMA0 = -3.9
 
 
 def _vgg6(raster_size: int, filters: tuple[int, int], kernel: int, padded: int, first_pool: tuple,
-          name: str, n_features: int = 0, uncertainty: bool = False, flux: bool = False):
+          name: str, n_features: int = 0, uncertainty: bool = False, flux: bool = False, skip=()):
     quiet_tensorflow()
     import keras
     from keras import layers
@@ -48,12 +50,15 @@ def _vgg6(raster_size: int, filters: tuple[int, int], kernel: int, padded: int, 
     # training MAE by 3-10x for 15 epochs on the demo simulations
     x = layers.BatchNormalization(momentum=0.9, name="bn2")(x)
     x = layers.MaxPooling2D(pool_size=2, name="max_pool2d_1")(x)
-    return _head(inp, x, raster_size, name, 512, n_features, uncertainty, flux)
+    return _head(inp, x, raster_size, name, 512, n_features, uncertainty, flux, skip)
 
 
-def _head(inp, x, raster_size: int, name: str, width: int, n_features: int, uncertainty: bool, flux: bool):
+def _head(inp, x, raster_size: int, name: str, width: int, n_features: int, uncertainty: bool, flux: bool,
+          skip=()):
     """Flatten, the per-star features joined, a ``width``-unit dense ReLU layer and the linear
-    output (2, 4 or 6 wide): the part every architecture shares."""
+    output (2, 4 or 6 wide), plus the features ``skip`` on x, y: the part every architecture shares."""
+    import numpy as np
+
     import keras
     from keras import layers
 
@@ -73,6 +78,14 @@ def _head(inp, x, raster_size: int, name: str, width: int, n_features: int, unce
             [c, c, LOG_SIGMA0, LOG_SIGMA0] if uncertainty else [c, c])
     out = layers.Dense(len(bias), activation="linear", name="fc_out",
                        bias_initializer=keras.initializers.Constant(bias))(x)
+    if skip:
+        if len(skip) != 2 or not all(0 <= i < n_features for i in skip):
+            raise BadArgumentError(f"skip takes two of the {n_features} feature indices, got {tuple(skip)}")
+        eye = np.zeros((n_features, len(bias)), np.float32)
+        eye[skip[0], 0] = eye[skip[1], 1] = 1.0
+        identity = layers.Dense(len(bias), use_bias=False, trainable=False, name="skip")
+        out = layers.Add(name="with_skip")([out, identity(feat)])
+        identity.set_weights([eye])  # fixed, saved with the weights (a config holds no array)
     return keras.Model(inputs, out, name=name)
 
 
@@ -88,7 +101,7 @@ def vgg6_v2(raster_size: int = 6, **options):
 
 
 def resnet(raster_size: int = 6, n_features: int = 0, uncertainty: bool = False, flux: bool = False,
-           filters: int = 32, blocks: int = 3):
+           skip=(), filters: int = 32, blocks: int = 3):
     """A small ResNet (the paper's future work; He et al. 2016): the raster padded by 1 px, a
     3x3 convolution to ``filters`` channels, ``blocks`` residual blocks (3x3 conv, batch norm,
     ReLU, 3x3 conv, batch norm, identity skip, ReLU) at full resolution -- no pooling: a 6x6
@@ -108,16 +121,17 @@ def resnet(raster_size: int = 6, n_features: int = 0, uncertainty: bool = False,
         y = layers.Conv2D(filters, 3, padding="same", name=f"block{b}_conv2")(y)
         y = layers.BatchNormalization(momentum=0.9, name=f"block{b}_bn2")(y)
         x = layers.Activation("relu", name=f"block{b}_out")(layers.Add(name=f"block{b}_add")([x, y]))
-    return _head(inp, x, raster_size, "resnet", 256, n_features, uncertainty, flux)
+    return _head(inp, x, raster_size, "resnet", 256, n_features, uncertainty, flux, skip)
 
 
 ARCHITECTURES: dict[str, Callable] = {"v1": vgg6_v1, "v2": vgg6_v2, "resnet": resnet}
 
 
 def build(arch: str, raster_size: int = 6, n_features: int = 0, uncertainty: bool = False,
-          flux: bool = False):
+          flux: bool = False, skip=()):
     """A fresh, uncompiled model of architecture ``arch`` for ``raster_size`` rasters, with
-    ``n_features`` per-star inputs and the uncertainty (and flux) outputs if asked."""
+    ``n_features`` per-star inputs, the uncertainty (and flux) outputs if asked, and the features
+    ``skip`` (indices) added to x, y."""
     if arch not in ARCHITECTURES:
         raise BadArgumentError(f"unknown architecture {arch!r}; expected one of {tuple(ARCHITECTURES)}")
-    return ARCHITECTURES[arch](raster_size, n_features=n_features, uncertainty=uncertainty, flux=flux)
+    return ARCHITECTURES[arch](raster_size, n_features=n_features, uncertainty=uncertainty, flux=flux, skip=skip)

@@ -30,15 +30,38 @@ SPLITS = {"train": (0.0, 0.7), "validation": (0.7, 0.8), "test": (0.8, 1.0)}
 #: 1e3-1e5 e- stars (F555W gain 7) span about -1.2 .. +1.3 -- a raster normalized to sum 1 no
 #: longer says how bright its star is, and its noise (hence sigma) depends on it;
 #: ``focus``: the exposure's fitted PSF epoch (psf_fit focus, um) / 10 (NaN where not fitted);
-#: ``chip_x``, ``chip_y``: the star's place on the chip, (position - 399.5) / 399.5.
+#: ``chip_x``, ``chip_y``: the star's place on the chip, (position - 399.5) / 399.5;
+#: ``classical_x``, ``classical_y``: the classical fit's centre (the detection the raster was cut
+#: around) in the raster, px from its central pixel (raster_size // 2), -0.5 .. 0.5 -- with
+#: :data:`SKIP` a network adds them to its x, y (it learns a correction to the classical fit).
 #: (offset, divisor) of the ``mag`` input: (mag + 8) / 2.
 MAG_SCALE = (8.0, 2.0)
+#: Features a network adds to its x, y outputs through a fixed identity (architectures.build skip).
+SKIP = ("classical_x", "classical_y")
 FEATURES = {
     "mag": lambda root, sl, c: (_read(root, schema.RASTERS, "mag", sl, c) + MAG_SCALE[0]) / MAG_SCALE[1],
     "focus": lambda root, sl, c: _per_exposure(root, sl, c, _read(root, schema.PSF_FIT, "focus", sl, c) / 10.0),
     "chip_x": lambda root, sl, c: (_read(root, schema.RASTERS, "prelim", sl, c)[..., 0] - 399.5) / 399.5,
     "chip_y": lambda root, sl, c: (_read(root, schema.RASTERS, "prelim", sl, c)[..., 1] - 399.5) / 399.5,
+    "classical_x": lambda root, sl, c: _classical(root, sl, c)[..., 0],
+    "classical_y": lambda root, sl, c: _classical(root, sl, c)[..., 1],
 }
+
+
+def skip_indices(features) -> tuple[int, ...]:
+    """Indices in ``features`` of the :data:`SKIP` pair, () when the network takes neither; a
+    network with one of them alone is refused (its x, y would mix a raster and a fit axis)."""
+    have = [f in features for f in SKIP]
+    if any(have) and not all(have):
+        raise BadArgumentError(f"the features {SKIP} go together, got {tuple(features)}")
+    return tuple(list(features).index(f) for f in SKIP) if all(have) else ()
+
+
+def _classical(root, sl: slice, c: int) -> np.ndarray:
+    """(exposure, star, 2) the classical centre in the raster, px from its central pixel."""
+    g = root[schema.RASTERS]
+    corner = np.asarray(g["corner"][sl, c], np.float64)
+    return _read(root, schema.RASTERS, "prelim", sl, c) - corner - g["raster"].shape[-1] // 2
 
 
 def _read(root, group: str, name: str, sl: slice, c: int) -> np.ndarray:

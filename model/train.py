@@ -207,7 +207,7 @@ def train(store, chip: str, arch: str = "v2", recipe: str = "fast", epochs: int 
         raise BadArgumentError(f"epochs must be >= 1, got {epochs}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from starcenter.model.bridge import RasterSource, dataset
+    from starcenter.model.bridge import RasterSource, dataset, skip_indices
 
     features = tuple(features) or (("mag",) if uncertainty else ())
     # with sigma outputs, a few exposures (PSF epochs) are kept out of training for the calibration
@@ -215,7 +215,7 @@ def train(store, chip: str, arch: str = "v2", recipe: str = "fast", epochs: int 
     train_src = RasterSource(store, chip, "train", seed, target, features, flux, fit)
     val_src = RasterSource(store, chip, "validation", seed, target, features, flux, fit)
     keras.utils.set_random_seed(seed)
-    model = build(arch, train_src.size, len(features), uncertainty, flux)
+    model = build(arch, train_src.size, len(features), uncertainty, flux, skip_indices(features))
     compile_model(model, rc, uncertainty=uncertainty)
     history_csv = Path(str(out) + ".history.csv")
     ckpt = EpochCheckpoint(str(out) + ".backup", history_csv)

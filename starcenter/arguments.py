@@ -105,7 +105,7 @@ def chips(text: str) -> tuple[str, ...]:
 
 def feature_list(text: str) -> tuple[str, ...]:
     """Comma-separated per-star network inputs (model.bridge.FEATURES), each once."""
-    known = ("mag", "focus", "chip_x", "chip_y")  # model.bridge.FEATURES (no TensorFlow import here)
+    known = ("mag", "focus", "chip_x", "chip_y", "classical_x", "classical_y")  # model.bridge.FEATURES (no TF)
     out = tuple(f.strip() for f in text.split(",") if f.strip())
     if not out or any(f not in known for f in out) or len(set(out)) != len(out):
         _fail(f"comma-separated features among {', '.join(known)}, each once", text)

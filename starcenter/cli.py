@@ -272,6 +272,9 @@ def _add_generalist(sub):
     p.add_argument("--neighbours", default="keep", choices=("keep", "subtract"),
                    help="the training and calibration sets' rasters: keep (as cut, the shipped models') "
                         "or subtract (without the other detected stars, `catalog --neighbours`)")
+    p.add_argument("--features", type=A.feature_list, default=G.FEATURES,
+                   help=f"the networks' per-star inputs (default {','.join(G.FEATURES)}; add classical_x,classical_y "
+                        "for networks that correct the classical fit's centre)")
     p.add_argument("--install", action="store_true",
                    help="copy the models into the package: `starcenter predict` without --model uses them")
     _add_cluster_args(p)

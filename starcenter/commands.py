@@ -205,7 +205,7 @@ def cmd_generalist(args) -> int:
     paths = run_generalist(args.outdir, args.filters, args.chips, args.exposures, args.epochs, args.arch,
                            install=args.install, calibration_exposures=args.calibration_exposures,
                            members=args.members, cluster_options=cluster_options(args),
-                           progress=not args.quiet, neighbours=args.neighbours)
+                           progress=not args.quiet, neighbours=args.neighbours, features=args.features)
     print("\n".join(str(p) for p in paths))
     return 0
 

@@ -74,14 +74,15 @@ def member_name(chip: str, filt: str, k: int) -> str:
     return f"generalist-{chip}-{filt}-m{k}.keras"
 
 
-def _jobs(out: Path, filt: str, chips, exposures: int, epochs: int, arch: str, seed: int, members: int):
+def _jobs(out: Path, filt: str, chips, exposures: int, epochs: int, arch: str, seed: int, members: int,
+          features=FEATURES):
     """{training-set seed: (config, store, training jobs)}: one network per chip (``members`` 1),
     or per chip member 1 on the set of ``seed`` (initial seed 0) and members 2.. on a second set
     (``seed`` + 1, initial seeds 1..): other stars, other PSF epochs, other weights."""
     def job(store, chip, k, init):
         name = model_name(chip, filt) if members == 1 else member_name(chip, filt, k)
         return dict(store=str(store), chip=chip, arch=arch, recipe="fast", epochs=epochs, out=str(out / name),
-                    seed=init, target="exact", verbose=0, uncertainty=True, features=FEATURES, flux=True)
+                    seed=init, target="exact", verbose=0, uncertainty=True, features=tuple(features), flux=True)
 
     sets = {}
     for s, ks in ((seed, [1]), (seed + 1, list(range(2, members + 1)))):
@@ -109,14 +110,15 @@ def _adopt_single(out: Path, filt: str, chips) -> None:
 def run_generalist(outdir, filters=("F555W",), chips=("PC1", "WF2", "WF3", "WF4"), exposures: int = EXPOSURES,
                    epochs: int = EPOCHS, arch: str = "v2", seed: int = 1, install: bool = False,
                    calibration_exposures: int = CALIBRATION_EXPOSURES, members: int = 1, cluster_options=None,
-                   progress: bool = True, neighbours: str = "keep") -> list[Path]:
+                   progress: bool = True, neighbours: str = "keep", features=FEATURES) -> list[Path]:
     """Build the training set of every filter (only where a model is still to train), train one
     network per chip (two at a time) or, with ``members`` > 1, that many per chip combined into
     an ensemble (:mod:`starcenter.model.ensemble`; :func:`_jobs` says on what each trains), with
     ``calibration_exposures`` recalibrate each sigma on a calibration set of that many exposures,
     and return the model paths; ``install``: also copy them into the package (SHIPPED);
     ``neighbours``: the rasters of every set keep or subtract their neighbours (start a new
-    ``outdir`` to change it: trained models are kept).
+    ``outdir`` to change it: trained models are kept); ``features``: the networks' per-star inputs
+    (with ``classical_x``, ``classical_y`` a network corrects the classical fit: model.bridge.SKIP).
     Resumable: trained models and done calibrations are kept."""
     from starcenter.model.ensemble import combine, is_current
     from starcenter.model.parallel import train_many
@@ -127,7 +129,7 @@ def run_generalist(outdir, filters=("F555W",), chips=("PC1", "WF2", "WF3", "WF4"
     for filt in filters:
         if members > 1:
             _adopt_single(out, filt, chips)
-        sets = _jobs(out, filt, chips, exposures, epochs, arch, seed, members)
+        sets = _jobs(out, filt, chips, exposures, epochs, arch, seed, members, features)
         todo = [j for cfg, store, jobs in sets.values() for j in jobs if not Path(j["out"] + ".json").exists()]
         for cfg, store, jobs in sets.values():
             if any(j in todo for j in jobs):
@@ -136,7 +138,7 @@ def run_generalist(outdir, filters=("F555W",), chips=("PC1", "WF2", "WF3", "WF4"
                    if progress else None)
         for cfg, store, jobs in sets.values():
             for job in jobs:
-                _add_provenance(Path(job["out"]), cfg, epochs, neighbours)
+                _add_provenance(Path(job["out"]), cfg, epochs, neighbours, job["features"])
         paths = [out / model_name(chip, filt) for chip in chips]
         if members > 1:
             for chip, path in zip(chips, paths):
@@ -182,7 +184,7 @@ def calibrate_on_own_set(out: Path, filt: str, chips, exposures: int, seed: int,
             print(f"== {path.name}: sigma calibrated on {cal['n']} rasters of {store.name}", flush=True)
 
 
-def _add_provenance(path: Path, cfg, epochs: int, neighbours: str = "keep") -> None:
+def _add_provenance(path: Path, cfg, epochs: int, neighbours: str = "keep", features=FEATURES) -> None:
     meta_path = path.with_name(path.name + ".json")
     meta = json.loads(meta_path.read_text())
     if "generalist" in meta:  # written when it was trained: a rerun keeps it
@@ -191,7 +193,7 @@ def _add_provenance(path: Path, cfg, epochs: int, neighbours: str = "keep") -> N
         "label": "trained on SIMULATIONS only (starcenter generalist)",
         "simulation": json.loads(cfg.to_json()), "focus_range_um": list(FOCUS_RANGE),
         "detect": "fitted ePSF (psf --fit focus)", "catalog_central": 1.0, "epochs": epochs,
-        "features": list(FEATURES), "rasters": f"neighbours {neighbours}"}
+        "features": list(features), "rasters": f"neighbours {neighbours}"}
     meta_path.write_text(json.dumps(meta, indent=1))
 
 

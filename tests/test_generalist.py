@@ -195,3 +195,22 @@ def test_generalist_builds_and_records_sets_without_neighbours(tmp_path, monkeyp
     assert record["rasters"] == "subtract"
     G.run_generalist(out, chips=("PC1",), calibration_exposures=16, progress=False, neighbours="subtract")
     assert len(built) == 1  # calibrated on that set already
+
+
+def test_generalist_features_reach_every_network_and_its_provenance(tmp_path):
+    """`starcenter generalist --features ...,classical_x,classical_y`: every training job takes
+    them, and each model's provenance records them (the default stays Paper II's inputs + focus)."""
+    from starcenter import generalist as G
+    from starcenter.cli import build_parser
+
+    args = build_parser().parse_args(["generalist", str(tmp_path / "g"), "--features",
+                                      "mag,focus,chip_x,chip_y,classical_x,classical_y"])
+    assert args.features[-2:] == ("classical_x", "classical_y")
+    assert build_parser().parse_args(["generalist", str(tmp_path / "g")]).features == G.FEATURES
+    sets = G._jobs(tmp_path, "F555W", ("WF3", "WF4"), 8, 1, "v2", 1, 3, features=args.features)
+    jobs = [j for _, _, js in sets.values() for j in js]
+    assert len(jobs) == 6 and all(j["features"] == args.features for j in jobs)
+    model = tmp_path / "m.keras"
+    model.with_name("m.keras.json").write_text(json.dumps({"chip": "WF3"}))
+    G._add_provenance(model, G.training_config("F555W", ("WF3",), 8, 1), 1, features=args.features)
+    assert json.loads(model.with_name("m.keras.json").read_text())["generalist"]["features"] == list(args.features)

@@ -56,6 +56,37 @@ def test_small_resnet_builds_with_every_option_and_learns_centres():
     assert min(h.history["val_loss"]) < 0.1
 
 
+def test_skip_adds_the_classical_centre_to_x_y_and_survives_a_save(tmp_path):
+    """With ``skip`` the x, y outputs move one for one with the two skipped features (the
+    classical centre), the identity is not trained, it is saved with the weights, and a network
+    with one of the pair alone is refused."""
+    import keras
+
+    from starcenter.cubes.errors import BadArgumentError
+    from starcenter.model.architectures import build
+    from starcenter.model.bridge import SKIP, skip_indices
+
+    m = build("v2", 6, 3, uncertainty=True, flux=True, skip=(1, 2))
+    # Table 1's V2, 4 more outputs, 3 features into the 512 dense units, the fixed 3x6 identity
+    assert m.count_params() == 214_754 + 4 * 513 + 3 * 512 + 3 * 6
+    assert not m.get_layer("skip").trainable
+    rng = np.random.default_rng(1)
+    x, f = rng.random((5, 6, 6, 1), np.float32), rng.uniform(-0.5, 0.5, (5, 3)).astype(np.float32)
+    out = m.get_layer("fc_out")
+    kernel, bias = out.get_weights()
+    out.set_weights([np.zeros_like(kernel), bias])  # the network's own part silenced: x, y = bias + skip
+    np.testing.assert_allclose(m.predict([x, f], verbose=0)[:, :2], 3 + f[:, 1:], atol=1e-6)
+    out.set_weights([kernel, bias])
+    m.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(again.predict([x, f], verbose=0), m.predict([x, f], verbose=0))
+    assert skip_indices(("mag", *SKIP)) == (1, 2) and skip_indices(("mag", "focus")) == ()
+    with pytest.raises(BadArgumentError, match="go together"):
+        skip_indices(("mag", "classical_x"))
+    with pytest.raises(BadArgumentError, match="skip takes two"):
+        build("v1", 6, 1, skip=(0, 1))
+
+
 def test_split_is_by_star_deterministic_and_70_10_20():
     from starcenter.model.bridge import star_subset
 
@@ -90,6 +121,27 @@ def test_bridge_streams_every_valid_raster_once_without_leaks(store):
     k = list(ras.chip.values).index("WF3")
     n_valid = int((ras["mask"].isel(chip=k) & ras["target"].isel(chip=k).notnull().all("axis")).sum())
     assert sum(RasterSource(store, "WF3", s, seed=1).count() for s in seen) == n_valid
+
+
+def test_classical_features_are_the_detection_in_its_raster(store):
+    """``classical_x``, ``classical_y``: the fit each raster was cut around, px from the raster's
+    central pixel, inside the central pixel; on a simulation the raster's exact target lies within
+    a few hundredths of a pixel of it for well-exposed stars."""
+    import zarr
+
+    from starcenter.model.bridge import read_features
+
+    root = zarr.open_group(str(store), mode="r")
+    ras = xr.open_zarr(store, group="rasters")
+    k = list(ras.chip.values).index("WF3")
+    f = read_features(root, slice(None), k, ("classical_x", "classical_y"))
+    m = ras["mask"].isel(chip=k).values
+    prelim, corner = ras["prelim"].isel(chip=k).values, ras["corner"].isel(chip=k).values
+    np.testing.assert_allclose(f[m], prelim[m] - corner[m] - 3)
+    assert np.abs(f[m]).max() <= 0.5 + 1e-9  # cut around the rounded fit
+    err = ras["target"].isel(chip=k).values[m] - 3 - f[m]
+    bright = ras["mag"].isel(chip=k).values[m] < -9  # > ~4e3 DN
+    assert bright.sum() > 20 and np.nanmedian(np.abs(err[bright])) < 0.03
 
 
 def test_train_resume_and_predict(store, tmp_path):
