@@ -35,8 +35,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 #: The inputs of the shipped generalists (starcenter.generalist.FEATURES; not imported: it needs
-#: zarr, which the GPU host lacks).
-FEATURES = ("mag", "focus", "chip_x", "chip_y")
+#: zarr, which the GPU host lacks), and where the classical centre among them goes to x, y
+#: (model.bridge.skip_indices).
+FEATURES = ("mag", "focus", "chip_x", "chip_y", "classical_x", "classical_y")
+
+
+def skip_of(features) -> tuple[int, ...]:
+    """Indices of the classical centre among ``features`` (() without it): bridge.skip_indices."""
+    features = list(features)
+    return tuple(features.index(f) for f in ("classical_x", "classical_y")) if "classical_x" in features else ()
+
+
+SKIP = skip_of(FEATURES)
 
 
 class FAST:
@@ -87,7 +97,7 @@ def train_variant(npz: str, outdir: str, spec: str, budget_s: float | None, seed
     xv, yv = _join(d, "validation", [k for k in range(len(label["parts"]))])  # every part's
     rc = FAST
     keras.utils.set_random_seed(seed)
-    model = build(arch, 6, len(FEATURES), True, True)
+    model = build(arch, 6, len(FEATURES), True, True, SKIP)
     # as model.train.compile_model (not imported: model.train needs zarr, absent on the GPU host)
     model.compile(optimizer=keras.optimizers.Adam(rc.learning_rate), loss=gaussian_nll,
                   metrics=[centre_mae], steps_per_execution=16)
@@ -136,7 +146,7 @@ def assemble(outdir: str, name: str) -> Path:
 
     out = Path(outdir)
     res = json.loads((out / f"{name}.json").read_text())
-    model = build(res["arch"], 6, len(res["features"]), True, True)
+    model = build(res["arch"], 6, len(res["features"]), True, True, skip_of(res["features"]))
     model.load_weights(out / f"{name}.keras")
     model.save(out / f"{name}.keras")
     return out / f"{name}.keras"

@@ -6,7 +6,8 @@ field-varying PSF on, the chips asked for; ``psf --fit focus``, ``detect --psf f
 exposure's own PSF epoch, so the crowding cut applies), then ``catalog`` over the whole chip
 (``central`` 1: stars anywhere on the chip become rasters). One network per chip: VGG6 V2 with
 sigma and flux outputs (:mod:`starcenter.model.uncertainty`), inputs raster + FEATURES
-(instrumental magnitude, the exposure's fitted focus, the place on the chip), exact targets,
+(instrumental magnitude, the exposure's fitted focus, the place on the chip, the classical fit's
+centre, to which the network adds its correction), exact targets,
 the fast recipe; sigma calibrated on held-out exposures and, with ``calibration_exposures``, again
 on every star of a calibration set of its own (another seed: stars and PSF epochs the networks
 never saw; :func:`starcenter.model.uncertainty.recalibrate`).
@@ -32,8 +33,10 @@ from starcenter.cubes.sim.simulate import make_config
 #: (the secondary mirror was at +16.6 um in 1998); an epoch beyond it is flagged by the fit and the
 #: generalist gives no centre there (``no_feature``). The first models: -10..+15 um.
 FOCUS_RANGE = (PSFFitParams.grid_min, PSFFitParams.grid_max)
-#: The networks' per-star inputs beside the raster (starcenter.model.bridge.FEATURES).
-FEATURES = ("mag", "focus", "chip_x", "chip_y")
+#: The networks' per-star inputs beside the raster (starcenter.model.bridge.FEATURES): Paper II's
+#: magnitude and place on the chip, the fitted PSF epoch and the classical centre, which the
+#: network corrects (bridge.SKIP). The first models (and the F814W ones) took the first four only.
+FEATURES = ("mag", "focus", "chip_x", "chip_y", "classical_x", "classical_y")
 #: Seed of a filter's calibration set = the training seed + this (other stars, other PSF epochs).
 CALIBRATION_SEED_OFFSET = 1000
 #: The recipe of the shipped F555W models, all four chips (``starcenter generalist``'s defaults):

@@ -33,7 +33,7 @@ def _member(dest: Path, seed: int, chip: str = "WF3") -> Path:
 
     keras.utils.set_random_seed(seed)
     build("v1", 6, n_features=4, uncertainty=True, flux=True).save(dest)
-    shipped = json.loads(Path(str(shipped_model("PC1", "F555W")) + ".json").read_text())
+    shipped = json.loads(Path(str(shipped_model("PC1", "F814W")) + ".json").read_text())  # 4 inputs
     meta = {"chip": chip, "filter": "F555W", "raster_size": 6, "normalization": "sum to 1", "target": "exact",
             "outputs": "xy+flux+sigma", "features": ["mag", "focus", "chip_x", "chip_y"], "architecture": "v1",
             "split_seed": seed, "calibration": shipped["calibration"],

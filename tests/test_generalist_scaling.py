@@ -16,14 +16,17 @@ def test_its_recipe_and_inputs_are_the_generalists():
     starcenter.generalist import)."""
     from starcenter import generalist as G
 
-    assert S.FEATURES == G.FEATURES
+    from starcenter.model.bridge import skip_indices
+
+    assert S.FEATURES == G.FEATURES and S.SKIP == skip_indices(G.FEATURES)
     fast = RECIPES["fast"]
     assert (S.FAST.learning_rate, S.FAST.batch_size) == (fast.learning_rate, fast.batch_size)
     assert fast.schedule == "cosine" and fast.restore_best
 
 
 def _npz(path, n_parts=2, n=96, seed=0):
-    """An export's layout with rasters whose centre is their target (a learnable toy)."""
+    """An export's layout with rasters whose centre is their target and a classical centre 0.05 px
+    off it (a learnable toy)."""
     rng = np.random.default_rng(seed)
     arrays, parts = {}, []
     yy, xx = np.mgrid[0:6, 0:6]
@@ -33,7 +36,9 @@ def _npz(path, n_parts=2, n=96, seed=0):
             r = np.exp(-((xx - c[:, 0, None, None]) ** 2 + (yy - c[:, 1, None, None]) ** 2) / 1.5)
             r = (r / r.sum(axis=(1, 2), keepdims=True)).astype(np.float32)
             arrays[f"x_{subset}_{k}"] = r
-            arrays[f"f_{subset}_{k}"] = rng.uniform(-1, 1, (n, 4)).astype(np.float32)
+            f = rng.uniform(-1, 1, (n, len(S.FEATURES))).astype(np.float32)
+            f[:, list(S.SKIP)] = c - 3 + rng.normal(0, 0.05, (n, 2))  # a classical centre, px from the middle
+            arrays[f"f_{subset}_{k}"] = f
             arrays[f"y_{subset}_{k}"] = np.concatenate([c, np.zeros((n, 1), np.float32)], axis=1)
         parts.append({"store": f"toy-{k}", "split_seed": k, "n_train": n, "n_validation": n,
                       "source": "SIMULATION"})
