@@ -279,10 +279,26 @@ def _checked(path: str, model_path: str, chip: str | None, force: bool):
     if shape != (meta.get("raster_size"),) * 2 or shape != (size, size):
         raise BadInputError(model_path, f"the network reads {shape[0]}x{shape[1]} rasters but its metadata "
                                         f"says {meta.get('raster_size')} and the store has {size}x{size}")
-    from starcenter.model.bridge import read_features
+    from starcenter.model.bridge import SKIP, read_features
 
     read_features(st.open_root(path), slice(0, 1), chips.index(chip), meta.get("features", ()))  # inputs exist
+    if set(SKIP) <= set(meta.get("features") or ()) and not force:
+        _require_fitted_detections(path, model_path)
     return meta, chip, chips.index(chip)
+
+
+def _require_fitted_detections(path: str, model_path: str) -> None:
+    """A network that corrects the classical fit learnt the fit with each exposure's fitted ePSF:
+    the rasters' centres (its classical input) must come from ``detect --psf fitted``."""
+    from starcenter.cubes.errors import StoreMismatchError
+    from starcenter.cubes.params import DetectParams
+
+    psf = schema.read_params(st.open_group(path, schema.DETECTIONS), DetectParams).psf
+    if psf != "fitted":
+        raise StoreMismatchError(path, f"its rasters were cut from `detect --psf {psf}` fits, but {model_path} "
+                                       "corrects the fit with each exposure's fitted ePSF: run `starcenter psf`, "
+                                       "`starcenter detect --psf fitted --overwrite` and `starcenter catalog` first "
+                                       "(or --force)")
 
 
 def _template(group: str, sizes: dict, coords: dict, name: str):

@@ -9,7 +9,9 @@
 3. REAL DATA: the ω Cen exposure from the stsci.tools wheel, centred classically and with the
    simulation-trained models; its fractional-pixel histograms are the only truth-free check.
 On every set the shipped generalist networks (``starcenter generalist``, trained on simulations
-over many PSF epochs) centre every chip they exist for, beside the per-epoch VGG6.
+over many PSF epochs) centre every chip they exist for, beside the per-epoch VGG6: they correct the
+classical fit with each exposure's fitted ePSF, so they run on a copy of the set detected with it
+(``NAME-fitted.zarr``), whose classical fit is reported too (``classical-fitted``).
 Re-running reuses what is done (every stage resumes).
 """
 
@@ -55,8 +57,9 @@ def run_demo(outdir="demo-output", progress: bool = True, exposures: int = 48,
     _train_models(store, {k: p for k, p in models.items() if not p.exists()}, epochs, progress)
     for (chip, arch), path in models.items():
         _predict(store, path, f"vgg6-{arch}", chip)
-    _generalist(store, progress)
     main = evaluate(store, out / "report", f"SIMULATION demo set, true focus {cfg.focus_um:+.1f} um")
+    _with_generalist(main, _generalist(store, progress), out / "report-fitted",
+                     f"SIMULATION demo set, true focus {cfg.focus_um:+.1f} um, fitted ePSF")
 
     other_store = out / "other-epoch.zarr"
     other = make_config("demo", n_exposures=max(8, exposures // 2), focus_um=2.0, seed=cfg.seed + 1)
@@ -64,9 +67,10 @@ def run_demo(outdir="demo-output", progress: bool = True, exposures: int = 48,
     _classical(other_store, progress, "simulate", config=other)
     for (chip, arch), path in models.items():
         _predict(other_store, path, f"vgg6-{arch}", chip)
-    _generalist(other_store, progress)
     second = evaluate(other_store, out / "report-other-epoch",
                       f"SIMULATION other epoch, true focus {other.focus_um:+.1f} um, models from the demo set")
+    _with_generalist(second, _generalist(other_store, progress), out / "report-other-epoch-fitted",
+                     f"SIMULATION other epoch, true focus {other.focus_um:+.1f} um, fitted ePSF")
 
     real_metrics = None
     if real:
@@ -102,8 +106,7 @@ def _summary(out: Path, store, cfg, sim, main: dict, second: dict, real_metrics)
     iso = isolated_stars(store)
     lines += ["", "central third of exposure 0 (truth): " + ", ".join(
         f"{c}: {v['central_third']} stars > 1000 e-, {v['isolated']} isolated" for c, v in iso.items()),
-        f"reports: {out / 'report' / 'report.md'}, {out / 'report-other-epoch' / 'report.md'}"
-        + (f", {out / 'report-real' / 'report.md'}" if real_metrics else "")]
+        "reports: " + ", ".join(str(p) for p in sorted(out.glob("report*/report.md")))]
     return "\n".join(lines)
 
 
@@ -128,10 +131,23 @@ def _real(out: Path, models: dict, progress: bool):
         _classical(store, progress, "ingest", inputs=[path])
     for (chip, arch), model in models.items():
         _predict(store, model, f"vgg6-{arch}", chip)
-    _generalist(store, progress)
-    if st.has_group(store, schema.centers_group("generalist")):  # self-calibrated: generalist-phase
-        pipeline.run_stage("phase", store, progress=False, source="generalist")
-    return evaluate(store, out / "report-real", "REAL DATA: ω Cen u40x010hm_c0f, one exposure")
+    metrics = evaluate(store, out / "report-real", "REAL DATA: ω Cen u40x010hm_c0f, one exposure")
+    fitted = _generalist(store, progress)
+    if fitted is not None and st.has_group(fitted, schema.centers_group("generalist")):  # + generalist-phase
+        pipeline.run_stage("phase", fitted, progress=False, source="generalist")
+    _with_generalist(metrics, fitted, out / "report-real-fitted",
+                     "REAL DATA: ω Cen u40x010hm_c0f, one exposure, fitted ePSF")
+    return metrics
+
+
+def _with_generalist(metrics: dict, fitted, report, label: str) -> None:
+    """Add the fitted-ePSF copy's methods to ``metrics`` (its report in ``report``): its classical
+    fit as ``classical-fitted``, and every network's centres (generalist, generalist-phase)."""
+    if fitted is None:
+        return
+    more = evaluate(fitted, report, label)["methods"]
+    metrics["methods"]["classical-fitted"] = more.pop("classical")
+    metrics["methods"].update({m: v for m, v in more.items() if m.startswith("generalist")})
 
 
 def _train_models(store, todo: dict, epochs, progress) -> None:
@@ -151,10 +167,15 @@ def _train_models(store, todo: dict, epochs, progress) -> None:
         plot_loss(path)
 
 
-def _generalist(store, progress: bool) -> None:
+def _generalist(store, progress: bool):
     """The shipped generalist networks (trained on SIMULATIONS over many PSF epochs, whole chip;
-    ``starcenter generalist``) on every chip of ``store`` they exist for, as ``generalist``;
-    each exposure's PSF epoch is fitted first (its focus is one of their inputs)."""
+    ``starcenter generalist``) on every chip of ``store`` they exist for, as ``generalist``. They
+    correct the classical fit made with each exposure's fitted ePSF, so they centre a copy of
+    ``store`` (``NAME-fitted.zarr``: the same exposures, each exposure's PSF epoch fitted, detect
+    --psf fitted, the catalog and rasters again), returned with its classical fit scored too
+    (None: no shipped model for these chips)."""
+    import shutil
+
     from starcenter.model.predict import SHIPPED, store_filter
 
     filt = store_filter(store)
@@ -162,12 +183,21 @@ def _generalist(store, progress: bool) -> None:
     have = [c for c in chips if (SHIPPED / f"generalist-{c}-{filt}.keras").is_file()]
     if not have:
         _say(progress, f"no shipped generalist model for {chips} in {filt}: skipped")
-        return
-    _say(progress, f"generalist networks (shipped, trained on simulations) on {', '.join(have)}")
-    if not st.has_group(store, schema.PSF_FIT):
-        pipeline.run(store, "psf", "psf", {"psf": {"kind": "fitted", "fit": PSFFitParams()}}, progress=progress)
+        return None
+    _say(progress, f"generalist networks (shipped, trained on simulations) on {', '.join(have)}: "
+                   "each exposure's fitted ePSF, its detections and rasters, then the networks")
+    copy = Path(store).with_name(Path(store).stem + "-fitted.zarr")
+    if not st.has_group(copy, schema.RASTERS):  # first run, or an interrupted copy: made again
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(store, copy)
+        for group in (schema.CENTERS, schema.RASTERS, schema.CATALOG, schema.TRANSFORMS, schema.DETECTIONS):
+            st.remove_group(copy, group)
+        if not st.has_group(copy, schema.PSF_FIT):
+            pipeline.run(copy, "psf", "psf", {"psf": {"kind": "fitted", "fit": PSFFitParams()}}, progress=progress)
+        pipeline.run(copy, "detect", "rasters", {"detect": {"params": DetectParams("fitted")}}, progress=progress)
     for chip in have:
-        _predict(store, None, "generalist", chip)
+        _predict(copy, None, "generalist", chip)
+    return copy
 
 
 def _predict(store, model, name: str, chip: str):
