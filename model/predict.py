@@ -281,9 +281,9 @@ def _checked(path: str, model_path: str, chip: str | None, force: bool):
                                         f"says {meta.get('raster_size')} and the store has {size}x{size}")
     from starcenter.model.bridge import SKIP, read_features
 
-    read_features(st.open_root(path), slice(0, 1), chips.index(chip), meta.get("features", ()))  # inputs exist
     if set(SKIP) <= set(meta.get("features") or ()) and not force:
         _require_fitted_detections(path, model_path)
+    read_features(st.open_root(path), slice(0, 1), chips.index(chip), meta.get("features", ()))  # inputs exist
     return meta, chip, chips.index(chip)
 
 

@@ -223,3 +223,24 @@ def test_generalist_features_reach_every_network_and_its_provenance(tmp_path):
     model.with_name("m.keras.json").write_text(json.dumps({"chip": "WF3"}))
     G._add_provenance(model, G.training_config("F555W", ("WF3",), 8, 1), 1, features=args.features)
     assert json.loads(model.with_name("m.keras.json").read_text())["generalist"]["features"] == list(args.features)
+
+
+def test_a_network_correcting_the_fitted_epsf_fit_refuses_other_fits(store, tmp_path):
+    """The shipped WF3 model corrects the classical fit with each exposure's fitted ePSF: on
+    rasters cut from other fits (here the true ePSF's) predict says what to run, and writes
+    nothing; --force goes past that check (and on to the next: no fitted focus here)."""
+    import shutil
+
+    from starcenter.cubes import store as st
+    from starcenter.cubes.errors import StoreMismatchError
+    from starcenter.model.predict import predict
+
+    meta = json.loads(Path(str(shipped_model("WF3", "F555W")) + ".json").read_text())
+    assert meta["features"][-2:] == ["classical_x", "classical_y"]
+    copy = tmp_path / "s.zarr"
+    shutil.copytree(store, copy)
+    with pytest.raises(StoreMismatchError, match="detect --psf true.*detect --psf fitted"):
+        predict(copy, None, "generalist", chip="WF3", progress=False)
+    assert not st.has_group(copy, "centers/generalist")
+    with pytest.raises(StoreMismatchError, match="psf --fit focus"):  # forced: still needs its focus input
+        predict(copy, None, "generalist", chip="WF3", force=True, progress=False)
