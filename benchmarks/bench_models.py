@@ -23,6 +23,11 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
+
+#: The classical methods every network is scored beside (the best of them per flux bin).
+CLASSICAL = ("classical fitted", "classical fitted, 2 neighbour passes")
+
 
 def predicted_copy(store: Path, workdir: Path, models: dict, into: Path | None = None) -> Path:
     """A copy of ``store`` (or ``into`` itself) with ``centers/NAME`` of every model (skipped where
@@ -64,7 +69,6 @@ def passes_input_copy(copy: Path, passes, models: dict) -> Path:
     """A copy of ``copy`` whose rasters' classical centres (``prelim``, the ``classical_x/y`` inputs)
     are the fits with 2 neighbour passes, as ``detect --neighbour-passes 2`` would give, with every
     model's ``centers/NAME`` again (the rasters as cut stay)."""
-    import numpy as np
     import zarr
 
     out = copy.with_name(copy.stem + "-passes.zarr")
@@ -85,8 +89,6 @@ def passes_input_copy(copy: Path, passes, models: dict) -> Path:
 def row(store: Path, workdir: Path, models: dict, passes_input: bool = False) -> dict:
     """bench_generalist.scores of the classical fits and every model on one held-out store (and,
     with ``passes_input``, every model given the 2-pass classical centres)."""
-    import numpy as np
-
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_generalist import scores
     from bench_neighbours import classical_passes
@@ -98,7 +100,7 @@ def row(store: Path, workdir: Path, models: dict, passes_input: bool = False) ->
     if not cached.exists():
         np.save(cached, classical_passes(copy))
     passes = np.load(cached)
-    pos = {"classical fitted": method_positions(copy, "classical"), "classical fitted, 2 neighbour passes": passes}
+    pos = dict(zip(CLASSICAL, (method_positions(copy, "classical"), passes)))
     pos.update({name: method_positions(copy, name) for name in models})
     if passes_input:
         models = {n: p for n, p in models.items() if takes_classical(p, copy)}
@@ -108,24 +110,21 @@ def row(store: Path, workdir: Path, models: dict, passes_input: bool = False) ->
 
 
 def print_row(store: Path, rep: dict) -> None:
+    """bench_neighbours' table, then each network's robust error over the best classical method's."""
+    from bench_neighbours import print_row as table
+
+    table(store, rep)
     for chip, res in rep.items():
         if "no_stars" in res:
-            print(f"\n{store} {chip}: not scored ({res['no_stars']} common raster stars)")
             continue
-        print(f"\n== SIMULATION {store} {chip}: error over the bound (honest) by flux bin (its lower edge, "
-              "e-) ==\n| method | every raster star | isolated | phase p2p x / y mpix |\n|---|---|---|---|")
-        for m, r in res.items():
-            cells = [", ".join(f"{b['flux_e'][0]:.0e}: {b['ratio']:.3f}" for b in r[k])
-                     for k in ("bins", "bins_isolated")]
-            print(f"| {m} | {cells[0]} | {cells[1]} | {r['phase_p2p_mpix'][0]} / {r['phase_p2p_mpix'][1]} |")
         best = {}
-        for m in ("classical fitted", "classical fitted, 2 neighbour passes"):
+        for m in CLASSICAL:
             for b in res[m]["bins"]:
-                best[b["flux_e"][0]] = min(best.get(b["flux_e"][0], 9e9), b["robust_mpix"])
-        for m in (m for m in res if m not in ("classical fitted", "classical fitted, 2 neighbour passes")):
+                best[b["flux_e"][0]] = min(best.get(b["flux_e"][0], np.inf), b["robust_mpix"])
+        for m in (m for m in res if m not in CLASSICAL):
             cells = ", ".join(f"{b['flux_e'][0]:.0e}: {b['robust_mpix'] / best[b['flux_e'][0]]:.3f}"
                               for b in res[m]["bins"] if b["flux_e"][0] in best)
-            print(f"{m} over the best classical (robust error, every raster star): {cells}")
+            print(f"{chip} {m} over the best classical (robust error, every raster star): {cells}")
 
 
 def main(argv=None) -> int:

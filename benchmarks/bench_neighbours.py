@@ -142,7 +142,12 @@ def row(store: Path, workdir: Path, truth_min_flux=()) -> dict:
 
 
 def print_row(store: Path, rep: dict) -> None:
+    """Per chip: each method's error over the bound by flux bin, every raster star and isolated,
+    and its phase bias (bench_generalist.scores of one store)."""
     for chip, res in rep.items():
+        if "no_stars" in res:
+            print(f"\n{store} {chip}: not scored ({res['no_stars']} common raster stars)")
+            continue
         print(f"\n== SIMULATION {store} {chip}: error over the bound (honest) by flux bin (its lower edge, "
               "e-) ==\n| method | every raster star | isolated | phase p2p x / y mpix |\n|---|---|---|---|")
         for m, r in res.items():
