@@ -124,7 +124,9 @@ def print_row(store: Path, rep: dict) -> None:
         for m in (m for m in res if m not in CLASSICAL):
             cells = ", ".join(f"{b['flux_e'][0]:.0e}: {b['robust_mpix'] / best[b['flux_e'][0]]:.3f}"
                               for b in res[m]["bins"] if b["flux_e"][0] in best)
-            print(f"{chip} {m} over the best classical (robust error, every raster star): {cells}")
+            print(f"{chip} {m} over the best classical (robust error, every raster star): {cells}; error in the "
+                  f"outer two thirds over the centre {res[m]['outer_over_centre']} (the bound's "
+                  f"{res[m].get('bound_outer_over_centre')})")
 
 
 def main(argv=None) -> int:
