@@ -56,8 +56,8 @@ def test_shipped_model_centres_an_unseen_epoch(store, tiny_config, chip, limit):
     variation: every star has the chip-centre PSF, which is what chip position (0, 0) means to
     the network. Given each star's magnitude, that position, the true focus and, for a network
     that corrects the classical fit, that fit (here made with the true ePSF), the shipped model
-    centres the bright stars to ``limit`` mpix (measured: PC1's ensemble 5.5 / 5.4; WF3, which
-    corrects the fit, 4.8 / 4.4; the WF3 ensemble before it, reading the raster alone, 15.1 /
+    centres the bright stars to ``limit`` mpix (measured: PC1's ensemble 5.5 / 5.4; WF3's two networks
+    correcting the fit 4.8 / 4.5; the WF3 ensemble before them, reading the raster alone, 15.1 /
     11.3) and its sigma is of the errors' size."""
     ras = xr.open_zarr(store, group="rasters").sel(chip=chip)
     m = ras["mask"].values
