@@ -25,7 +25,7 @@ from starcenter.model import quiet_tensorflow
 
 SPLITS = {"train": (0.0, 0.7), "validation": (0.7, 0.8), "test": (0.8, 1.0)}
 #: Per-star scalar inputs a network may take beside its raster, each scaled to order 1, as
-#: functions (store root, exposure slice, chip index) -> (exposure, star):
+#: functions of a :class:`_Chunk` (the chunk's arrays, each read once) -> (exposure, star):
 #: ``mag``: the classical fit's instrumental magnitude (-2.5 log10 DN), (mag + 8) / 2, so the
 #: 1e3-1e5 e- stars (F555W gain 7) span about -1.2 .. +1.3 -- a raster normalized to sum 1 no
 #: longer says how bright its star is, and its noise (hence sigma) depends on it;
@@ -39,12 +39,12 @@ MAG_SCALE = (8.0, 2.0)
 #: Features a network adds to its x, y outputs through a fixed identity (architectures.build skip).
 SKIP = ("classical_x", "classical_y")
 FEATURES = {
-    "mag": lambda root, sl, c: (_read(root, schema.RASTERS, "mag", sl, c) + MAG_SCALE[0]) / MAG_SCALE[1],
-    "focus": lambda root, sl, c: _per_exposure(root, sl, c, _read(root, schema.PSF_FIT, "focus", sl, c) / 10.0),
-    "chip_x": lambda root, sl, c: (_read(root, schema.RASTERS, "prelim", sl, c)[..., 0] - 399.5) / 399.5,
-    "chip_y": lambda root, sl, c: (_read(root, schema.RASTERS, "prelim", sl, c)[..., 1] - 399.5) / 399.5,
-    "classical_x": lambda root, sl, c: _classical(root, sl, c)[..., 0],
-    "classical_y": lambda root, sl, c: _classical(root, sl, c)[..., 1],
+    "mag": lambda k: (k(schema.RASTERS, "mag") + MAG_SCALE[0]) / MAG_SCALE[1],
+    "focus": lambda k: k.per_exposure(k(schema.PSF_FIT, "focus") / 10.0),
+    "chip_x": lambda k: (k(schema.RASTERS, "prelim")[..., 0] - 399.5) / 399.5,
+    "chip_y": lambda k: (k(schema.RASTERS, "prelim")[..., 1] - 399.5) / 399.5,
+    "classical_x": lambda k: k.classical()[..., 0],
+    "classical_y": lambda k: k.classical()[..., 1],
 }
 
 
@@ -57,24 +57,31 @@ def skip_indices(features) -> tuple[int, ...]:
     return tuple(list(features).index(f) for f in SKIP) if all(have) else ()
 
 
-def _classical(root, sl: slice, c: int) -> np.ndarray:
-    """(exposure, star, 2) the classical centre in the raster, px from its central pixel."""
-    g = root[schema.RASTERS]
-    corner = np.asarray(g["corner"][sl, c], np.float64)
-    return _read(root, schema.RASTERS, "prelim", sl, c) - corner - g["raster"].shape[-1] // 2
+class _Chunk:
+    """The arrays of exposures ``sl`` of chip ``c`` that the features read, each read once
+    (several features share ``rasters/prelim``)."""
 
+    def __init__(self, root, sl: slice, c: int):
+        self.root, self.sl, self.c, self._read = root, sl, c, {}
 
-def _read(root, group: str, name: str, sl: slice, c: int) -> np.ndarray:
-    if group not in root or name not in root[group]:
-        raise StoreMismatchError(str(root.store), f"has no {group}/{name} for the network's inputs"
-                                 + (": run `starcenter psf --fit focus` first" if group == schema.PSF_FIT else ""))
-    return np.asarray(root[group][name][sl, c], np.float64)
+    def __call__(self, group: str, name: str) -> np.ndarray:
+        if (group, name) not in self._read:
+            if group not in self.root or name not in self.root[group]:
+                raise StoreMismatchError(str(self.root.store), f"has no {group}/{name} for the network's inputs"
+                                         + (": run `starcenter psf --fit focus` first"
+                                            if group == schema.PSF_FIT else ""))
+            self._read[group, name] = np.asarray(self.root[group][name][self.sl, self.c], np.float64)
+        return self._read[group, name]
 
+    def classical(self) -> np.ndarray:
+        """(exposure, star, 2) the classical centre in the raster, px from its central pixel."""
+        size = self.root[schema.RASTERS]["raster"].shape[-1]
+        return self(schema.RASTERS, "prelim") - self(schema.RASTERS, "corner") - size // 2
 
-def _per_exposure(root, sl: slice, c: int, values: np.ndarray) -> np.ndarray:
-    """(exposure,) values broadcast over the raster stars: (exposure, star)."""
-    n_star = root[schema.RASTERS]["mask"].shape[2]
-    return np.repeat(values[:, None], n_star, axis=1)
+    def per_exposure(self, values: np.ndarray) -> np.ndarray:
+        """(exposure,) values broadcast over the raster stars: (exposure, star)."""
+        n_star = self.root[schema.RASTERS]["mask"].shape[2]
+        return np.repeat(values[:, None], n_star, axis=1)
 
 
 #: Fraction of the exposures (PSF epochs) a network with sigma outputs never trains on: its sigma
@@ -248,7 +255,7 @@ def classical_flux(root, sl: slice, c: int) -> np.ndarray:
     """(exposure, star) e-: the classical fit's flux of each raster star (rasters mag, the chip's
     gain)."""
     gain = float(np.asarray(root[schema.EXPOSURES]["gain"][c]))
-    return flux_dn(_read(root, schema.RASTERS, "mag", sl, c)) * gain
+    return flux_dn(_Chunk(root, sl, c)(schema.RASTERS, "mag")) * gain
 
 
 def flux_target(root, sl: slice, c: int) -> np.ndarray:
@@ -266,7 +273,8 @@ def read_features(root, sl: slice, c: int, names) -> np.ndarray:
     exposures ``sl`` of the store whose root group is ``root`` (k = 0: an empty last axis)."""
     mask = root[schema.RASTERS]["mask"]
     n_exp = len(range(*sl.indices(mask.shape[0])))
-    cols = [FEATURES[name](root, sl, c) for name in names]
+    chunk = _Chunk(root, sl, c)
+    cols = [FEATURES[name](chunk) for name in names]
     return np.stack(cols, axis=-1) if cols else np.zeros((n_exp, mask.shape[2], 0))
 
 
