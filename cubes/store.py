@@ -204,6 +204,22 @@ def remove_group(store, group: str) -> None:
     consolidate(store)
 
 
+def copy_groups(src, dst, groups) -> None:
+    """A new store ``dst`` holding ``src``'s root attributes and those of its ``groups`` that
+    exist (say the source groups, so the derived ones are made again from them). ``dst`` must
+    not exist (nothing there is touched), and lie on the same filesystem as ``src``."""
+    fs, sp = filesystem(src)
+    _, dp = filesystem(dst)
+    if fs.exists(dp):
+        raise StoreMismatchError(store_path(dst), "exists: a copy is made only into a new store")
+    root = zarr.open_group(store_path(dst), mode="w-")
+    root.attrs.update(read_attrs(src))
+    for group in groups:
+        if has_group(src, group):  # zarr groups are folders of plain files
+            fs.copy(f"{sp}/{group}", f"{dp}/{group}", recursive=True)
+    consolidate(dst)
+
+
 def open_group(store, group: str) -> xr.Dataset:
     """Open a group lazily (dask-backed), exactly as a user would with xarray.open_zarr."""
     if not has_group(store, group):

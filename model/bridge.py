@@ -18,9 +18,10 @@ import numpy as np
 
 from starcenter.cubes import constants as C
 from starcenter.cubes import schema
+from starcenter.cubes import store as st
 from starcenter.cubes.classical.psffit import flux_dn
 from starcenter.cubes.errors import BadArgumentError, StoreMismatchError
-from starcenter.cubes.params import RasterParams
+from starcenter.cubes.params import DetectParams, RasterParams
 from starcenter.model import quiet_tensorflow
 
 SPLITS = {"train": (0.0, 0.7), "validation": (0.7, 0.8), "test": (0.8, 1.0)}
@@ -84,6 +85,52 @@ class _Chunk:
         return np.repeat(values[:, None], n_star, axis=1)
 
 
+def check_inputs(path: str, model_path: str, features, chip: str, c: int, force: bool = False) -> None:
+    """Refuse (or say, where partial) a store that cannot give a network its ``features``: each
+    input's array exists; a network correcting the classical fit (:data:`SKIP`) needs rasters cut
+    from ``detect --psf fitted``; one taking ``focus`` needs a fitted PSF epoch."""
+    if set(SKIP) <= set(features) and not force:
+        _require_fitted_detections(path, model_path)
+    read_features(st.open_root(path), slice(0, 1), c, features)
+    if "focus" in features:
+        _check_focus(path, model_path, chip, c, force)
+
+
+def _check_focus(path: str, model_path: str, chip: str, c: int, force: bool) -> None:
+    """A network taking the exposure's PSF epoch gives no centre (flag no_feature) on exposures
+    whose focus fit was flagged (``detect --psf fitted`` fell back to the library ePSF there):
+    refused where no exposure of the chip has one (unless ``force``), said where some lack it."""
+    import warnings
+
+    from starcenter.cubes.classical.focus import STATUS
+
+    fit = st.open_group(path, schema.PSF_FIT)
+    focus, status = (np.asarray(fit[v].values[:, c]) for v in ("focus", "status"))
+    missing = ~np.isfinite(focus)
+    if not missing.any():
+        return
+    names = {v: k.replace("_", " ") for k, v in STATUS.items()}
+    why = ", ".join(sorted({names.get(int(s), f"status {s}") for s in status[missing]}))
+    if missing.all() and not force:
+        raise StoreMismatchError(path, f"has no fitted PSF epoch for {chip} on any exposure (psf_fit: {why}), "
+                                       f"and {model_path} takes it as an input: centre {chip} with the classical "
+                                       "fit, or fit its PSF epoch again (e.g. with the exposures' data quality "
+                                       "files ingested, so cosmic rays are left out)")
+    warnings.warn(f"{path}: {int(missing.sum())} of {missing.size} exposures of {chip} have no fitted PSF epoch "
+                  f"({why}): their stars get no centre from {model_path} (flag no_feature)", stacklevel=2)
+
+
+def _require_fitted_detections(path: str, model_path: str) -> None:
+    """A network that corrects the classical fit learnt the fit with each exposure's fitted ePSF:
+    the rasters' centres (its classical input) must come from ``detect --psf fitted``."""
+    psf = schema.read_params(st.open_group(path, schema.DETECTIONS), DetectParams).psf
+    if psf != "fitted":
+        raise StoreMismatchError(path, f"its rasters were cut from `detect --psf {psf}` fits, but {model_path} "
+                                       "corrects the fit with each exposure's fitted ePSF: run `starcenter psf`, "
+                                       "`starcenter detect --psf fitted --overwrite` and `starcenter catalog` first "
+                                       "(or --force)")
+
+
 #: Fraction of the exposures (PSF epochs) a network with sigma outputs never trains on: its sigma
 #: is calibrated on the validation stars of these exposures, so the calibration sees epochs the
 #: weights did not (a split by star alone calibrates on the training epochs).
@@ -138,8 +185,6 @@ def training_identity(store, chip: str) -> dict:
     metadata by ``train`` and compared by ``predict`` (honest evaluation: a network is scored
     on the stars it never saw)."""
     import hashlib
-
-    from starcenter.cubes import store as st
 
     root = st.read_attrs(store)
     prov = root.get("starcenter_simulation") or root.get("starcenter_ingest") or st.store_path(store)

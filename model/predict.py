@@ -172,6 +172,7 @@ def centre(model_path: str, rasters, features=None, mag=None, saturated=None, ga
     flag ``sigma_extrapolated``. ``meta``: the model's
     metadata, if already read.
     """
+    from starcenter.model.correction import apply as apply_weight
     from starcenter.model.uncertainty import beyond_calibration, calibrated_sigma, covariates, split_outputs
 
     meta = meta or load_metadata(model_path)
@@ -205,6 +206,8 @@ def centre(model_path: str, rasters, features=None, mag=None, saturated=None, ga
             flags[beyond] |= FLAGS["sigma_extrapolated"]
         else:
             mu[good] = pred
+        if meta.get("correction_weight"):  # model.correction: part of the correction kept
+            mu[good, :2] = apply_weight(mu[good, :2], f[good], np.asarray(mag, float)[good], meta)
     if with_sigma:
         sigma[~good] = np.inf
     out = {"xy": mu[:, :2], "sigma": sigma[:, :2], "flags": flags,
@@ -279,26 +282,10 @@ def _checked(path: str, model_path: str, chip: str | None, force: bool):
     if shape != (meta.get("raster_size"),) * 2 or shape != (size, size):
         raise BadInputError(model_path, f"the network reads {shape[0]}x{shape[1]} rasters but its metadata "
                                         f"says {meta.get('raster_size')} and the store has {size}x{size}")
-    from starcenter.model.bridge import SKIP, read_features
+    from starcenter.model.bridge import check_inputs
 
-    if set(SKIP) <= set(meta.get("features") or ()) and not force:
-        _require_fitted_detections(path, model_path)
-    read_features(st.open_root(path), slice(0, 1), chips.index(chip), meta.get("features", ()))  # inputs exist
+    check_inputs(path, model_path, meta.get("features") or (), chip, chips.index(chip), force)
     return meta, chip, chips.index(chip)
-
-
-def _require_fitted_detections(path: str, model_path: str) -> None:
-    """A network that corrects the classical fit learnt the fit with each exposure's fitted ePSF:
-    the rasters' centres (its classical input) must come from ``detect --psf fitted``."""
-    from starcenter.cubes.errors import StoreMismatchError
-    from starcenter.cubes.params import DetectParams
-
-    psf = schema.read_params(st.open_group(path, schema.DETECTIONS), DetectParams).psf
-    if psf != "fitted":
-        raise StoreMismatchError(path, f"its rasters were cut from `detect --psf {psf}` fits, but {model_path} "
-                                       "corrects the fit with each exposure's fitted ePSF: run `starcenter psf`, "
-                                       "`starcenter detect --psf fitted --overwrite` and `starcenter catalog` first "
-                                       "(or --force)")
 
 
 def _template(group: str, sizes: dict, coords: dict, name: str):

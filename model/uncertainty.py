@@ -254,9 +254,11 @@ def coverage(err: np.ndarray, sigma: np.ndarray, k: float = 1.0) -> float:
     return float(np.mean(np.abs(err[ok]) <= k * sigma[ok])) if ok.any() else float("nan")
 
 
-def errors_on(model, source) -> tuple:
+def errors_on(model, source, meta: dict | None = None) -> tuple:
     """(err (n, k), raw sigma (n, k), covariates (n, p)) of a Keras ``model`` with sigma outputs
-    on the stars of a bridge.RasterSource (read chunk by chunk), against its targets."""
+    on the stars of a bridge.RasterSource (read chunk by chunk), against its targets; with the
+    model's metadata ``meta``, its centres with their correction weight (model.correction)."""
+    from starcenter.model.correction import apply
     from starcenter.model.predict import forward
 
     errs, sigmas, covs = [], [], []
@@ -265,6 +267,8 @@ def errors_on(model, source) -> tuple:
         if len(t) == 0:
             continue
         mu, sigma = split_outputs(forward(model, x))
+        if meta and meta.get("correction_weight"):
+            mu[:, :2] = apply(mu[:, :2], x[1], mag, meta)
         errs.append(mu - t)
         sigmas.append(sigma)
         covs.append(covariates(mag, x[1] if isinstance(x, tuple) else None, source.features))
@@ -304,7 +308,7 @@ def recalibrate(model_path, store, chip: str | None = None, stars: str = "all", 
     features = tuple(meta.get("features") or ())
     src = RasterSource(path, chip, stars, int(meta.get("split_seed", 0)), "exact", features,
                        meta.get("outputs") == "xy+flux+sigma", "all")
-    err, sigma, cov = errors_on(load_model(str(model_path)), src)
+    err, sigma, cov = errors_on(load_model(str(model_path)), src, meta)
     if len(err) < RECALIBRATE_MIN:
         raise BadArgumentError(f"{path}: {len(err)} usable rasters of {chip} with exact truth ({stars} stars); "
                                f"a calibration needs at least {RECALIBRATE_MIN}")

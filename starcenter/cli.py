@@ -238,6 +238,9 @@ def _add_calibrate(sub):
                    help="which stars of every exposure (default all: the set is one the model never saw)")
     p.add_argument("--degree", type=int, choices=(1, 2), default=2,
                    help="polynomial degree of the calibration in magnitude and the model's inputs (default 2)")
+    p.add_argument("--correction-weight", action="store_true",
+                   help="first calibrate how much of its correction to the classical fit a network keeps, per "
+                        "magnitude (model.correction; the store's classical centres: the fit it will correct)")
     p.set_defaults(func=C.cmd_calibrate)
 
 
@@ -272,6 +275,9 @@ def _add_generalist(sub):
     p.add_argument("--neighbours", default="keep", choices=("keep", "subtract"),
                    help="the training and calibration sets' rasters: keep (as cut, the shipped models') "
                         "or subtract (without the other detected stars, `catalog --neighbours`)")
+    p.add_argument("--neighbour-passes", type=A.integer(0, 5), default=0,
+                   help="the sets' detections refitted this many times without their neighbours "
+                        "(`detect --neighbour-passes`; default 0: the shipped models' training)")
     p.add_argument("--features", type=A.feature_list, default=G.FEATURES,
                    help=f"the networks' per-star inputs (default {','.join(G.FEATURES)}; add classical_x,classical_y "
                         "for networks that correct the classical fit's centre)")

@@ -194,6 +194,12 @@ def cmd_phase(args) -> int:
 def cmd_calibrate(args) -> int:
     from starcenter.model.uncertainty import describe, recalibrate
 
+    if args.correction_weight:
+        from starcenter.model.correction import calibrate_weight
+
+        cw = calibrate_weight(args.model, args.store, args.chip)
+        print(f"{args.model}: correction weight {cw['weight']} over magnitudes {cw['mag_edges']}; robust error "
+              f"[mpix] classical {cw['classical_mpix']}, network {cw['network_mpix']}, kept {cw['mixed_mpix']}")
     cal = recalibrate(args.model, args.store, args.chip, args.stars, args.degree)
     print(f"{args.model}: {describe(cal)}, {cal['on']}")
     return 0
@@ -205,7 +211,8 @@ def cmd_generalist(args) -> int:
     paths = run_generalist(args.outdir, args.filters, args.chips, args.exposures, args.epochs, args.arch,
                            install=args.install, calibration_exposures=args.calibration_exposures,
                            members=args.members, cluster_options=cluster_options(args),
-                           progress=not args.quiet, neighbours=args.neighbours, features=args.features)
+                           progress=not args.quiet, neighbours=args.neighbours, features=args.features,
+                           neighbour_passes=args.neighbour_passes)
     print("\n".join(str(p) for p in paths))
     return 0
 

@@ -95,6 +95,7 @@ def _summary(out: Path, store, cfg, sim, main: dict, second: dict, real_metrics)
                 lines.append(f"{name:12} {m:10} {chip:5} {ax['x']['single_measurement_mpix']:>11.1f} / "
                              f"{ax['y']['single_measurement_mpix']:<10.1f} {ax['x']['flatness']:>6.2f} / "
                              f"{ax['y']['flatness']:.2f}")
+        lines += [f"{name:12} {note}" for note in met.get("notes", [])]
     if real_metrics:
         lines += ["", "REAL DATA (u40x010hm, ω Cen F555W, 1997): models trained on SIMULATIONS applied to one "
                       "real exposure; fractional-pixel uniformity (chi-square p, x / y) is the only check",
@@ -103,6 +104,7 @@ def _summary(out: Path, store, cfg, sim, main: dict, second: dict, real_metrics)
         for m, res in real_metrics["methods"].items():
             for chip, h in res.get("fractional_pixel", {}).items():
                 lines.append(f"  {m:10} {chip:5} n={h['n']:5d}  p = {h['p_uniform_x']:.2g} / {h['p_uniform_y']:.2g}")
+        lines += [f"  {note}" for note in real_metrics.get("notes", [])]
     iso = isolated_stars(store)
     lines += ["", "central third of exposure 0 (truth): " + ", ".join(
         f"{c}: {v['central_third']} stars > 1000 e-, {v['isolated']} isolated" for c, v in iso.items()),
@@ -115,9 +117,10 @@ def _real(out: Path, models: dict, progress: bool):
     from starcenter.cubes.archive.wfpc2 import real_omega_cen_path
     from starcenter.cubes.errors import StarcenterError
 
-    # without its c1f data quality (benchmarks/bench_generalist.py reads it): the WF chips' PSF-epoch
-    # fit then converges, and its field-dependent ePSFs at their focus (cold cache) push the demo
-    # past 10 minutes on 2 cores
+    # ingested without its c1f data quality: with it (benchmarks/bench_generalist.py) the WF chips'
+    # PSF-epoch fit converges, but their field-dependent ePSFs at the fitted focus (cold cache) push
+    # the demo past 10 minutes on 2 cores; without it the WF fits are flagged, and the WF chips get
+    # no generalist centres (the summary says why)
     try:
         path = real_omega_cen_path()
     except StarcenterError as err:
@@ -142,12 +145,34 @@ def _real(out: Path, models: dict, progress: bool):
 
 def _with_generalist(metrics: dict, fitted, report, label: str) -> None:
     """Add the fitted-ePSF copy's methods to ``metrics`` (its report in ``report``): its classical
-    fit as ``classical-fitted``, and every network's centres (generalist, generalist-phase)."""
+    fit as ``classical-fitted``, and every network's centres (generalist, generalist-phase). A chip
+    whose PSF-epoch fit failed on every exposure has the library fit there: no classical-fitted
+    rows, and a note saying why."""
     if fitted is None:
         return
     more = evaluate(fitted, report, label)["methods"]
+    failed = _fit_failed(fitted)
+    for res in more.values():
+        for per_chip in res.values():
+            for chip in failed:
+                if isinstance(per_chip, dict):
+                    per_chip.pop(chip, None)
     metrics["methods"]["classical-fitted"] = more.pop("classical")
     metrics["methods"].update({m: v for m, v in more.items() if m.startswith("generalist")})
+    metrics.setdefault("notes", []).extend(
+        f"{chip}: PSF-epoch fit flagged on every exposure ({why}; the library ePSF was used instead): "
+        "no classical-fitted or generalist centres" for chip, why in failed.items())
+
+
+def _fit_failed(store) -> dict[str, str]:
+    """Chips whose PSF-epoch fit (psf_fit) was flagged on every exposure -> the reasons."""
+    from starcenter.cubes.classical.focus import STATUS
+
+    names = {v: k.replace("_", " ") for k, v in STATUS.items()}
+    fit = st.open_group(store, schema.PSF_FIT)
+    status = fit["status"].values
+    return {str(chip): ", ".join(sorted({names.get(int(s), str(s)) for s in status[:, c]}))
+            for c, chip in enumerate(fit[schema.CHIP].values) if (status[:, c] != 0).all()}
 
 
 def _train_models(store, todo: dict, epochs, progress) -> None:
@@ -171,9 +196,9 @@ def _generalist(store, progress: bool):
     """The shipped generalist networks (trained on SIMULATIONS over many PSF epochs, whole chip;
     ``starcenter generalist``) on every chip of ``store`` they exist for, as ``generalist``. They
     correct the classical fit made with each exposure's fitted ePSF, so they centre a copy of
-    ``store`` (``NAME-fitted.zarr``: the same exposures, each exposure's PSF epoch fitted, detect
-    --psf fitted, the catalog and rasters again), returned with its classical fit scored too
-    (None: no shipped model for these chips)."""
+    ``store`` (``NAME-fitted.zarr``: its source groups, each exposure's PSF epoch fitted, detect
+    --psf fitted, the catalog and rasters again); returns the copy (None: no shipped model for
+    these chips). A chip whose PSF-epoch fit failed on every exposure gets no network centre."""
     import shutil
 
     from starcenter.model.predict import SHIPPED, store_filter
@@ -189,14 +214,16 @@ def _generalist(store, progress: bool):
     copy = Path(store).with_name(Path(store).stem + "-fitted.zarr")
     if not st.has_group(copy, schema.RASTERS):  # first run, or an interrupted copy: made again
         shutil.rmtree(copy, ignore_errors=True)
-        shutil.copytree(store, copy)
-        for group in (schema.CENTERS, schema.RASTERS, schema.CATALOG, schema.TRANSFORMS, schema.DETECTIONS):
-            st.remove_group(copy, group)
+        st.copy_groups(store, copy, (schema.EXPOSURES, schema.TRUTH, schema.PSF, schema.PSF_FIT))
         if not st.has_group(copy, schema.PSF_FIT):
             pipeline.run(copy, "psf", "psf", {"psf": {"kind": "fitted", "fit": PSFFitParams()}}, progress=progress)
         pipeline.run(copy, "detect", "rasters", {"detect": {"params": DetectParams("fitted")}}, progress=progress)
+    failed = _fit_failed(copy)
     for chip in have:
-        _predict(copy, None, "generalist", chip)
+        if chip in failed:
+            _say(progress, f"generalist {chip} skipped: its PSF-epoch fit failed on every exposure ({failed[chip]})")
+        else:
+            _predict(copy, None, "generalist", chip)
     return copy
 
 

@@ -10,7 +10,8 @@ sigma and flux outputs (:mod:`starcenter.model.uncertainty`), inputs raster + FE
 centre, to which the network adds its correction), exact targets,
 the fast recipe; sigma calibrated on held-out exposures and, with ``calibration_exposures``, again
 on every star of a calibration set of its own (another seed: stars and PSF epochs the networks
-never saw; :func:`starcenter.model.uncertainty.recalibrate`).
+never saw; :func:`starcenter.model.uncertainty.recalibrate`), where a network that corrects the
+classical fit first gets the weight of its correction (:mod:`starcenter.model.correction`).
 
 ``--install`` copies the models, without their optimizer state, into the package
 (:data:`starcenter.model.predict.SHIPPED`), each with its training provenance in its metadata:
@@ -56,13 +57,16 @@ def training_config(filt: str, chips, exposures: int, seed: int):
                        focus_sweep_range=True, breathing_um=1.0, field_varying=True, seed=seed)
 
 
-def build_set(path, cfg, cluster_options=None, progress: bool = True, neighbours: str = "keep") -> Path:
-    """Simulate, fit each exposure's PSF epoch, detect with it and catalog the whole chip (rasters
-    with their ``neighbours`` kept or subtracted: RasterParams.neighbours)."""
+def build_set(path, cfg, cluster_options=None, progress: bool = True, neighbours: str = "keep",
+              neighbour_passes: int = 0) -> Path:
+    """Simulate, fit each exposure's PSF epoch, detect with it (``neighbour_passes``: refits on
+    the image minus the neighbours, DetectParams) and catalog the whole chip (rasters with their
+    ``neighbours`` kept or subtracted: RasterParams.neighbours)."""
     path = Path(path)
+    detect = DetectParams("fitted", neighbour_passes=neighbour_passes)
     pipeline.run(path, "simulate", "simulate", {"simulate": {"config": cfg}}, cluster_options, progress)
     pipeline.run(path, "psf", "psf", {"psf": {"kind": "fitted", "fit": PSFFitParams()}}, cluster_options, progress)
-    pipeline.run(path, "detect", "detect", {"detect": {"params": DetectParams("fitted")}}, cluster_options, progress)
+    pipeline.run(path, "detect", "detect", {"detect": {"params": detect}}, cluster_options, progress)
     pipeline.run_catalog(path, transform_params=TransformParams(central=1.0), cluster_options=cluster_options,
                          progress=progress, raster_params=RasterParams(neighbours=neighbours))
     return path
@@ -113,7 +117,8 @@ def _adopt_single(out: Path, filt: str, chips) -> None:
 def run_generalist(outdir, filters=("F555W",), chips=("PC1", "WF2", "WF3", "WF4"), exposures: int = EXPOSURES,
                    epochs: int = EPOCHS, arch: str = "v2", seed: int = 1, install: bool = False,
                    calibration_exposures: int = CALIBRATION_EXPOSURES, members: int = 1, cluster_options=None,
-                   progress: bool = True, neighbours: str = "keep", features=FEATURES) -> list[Path]:
+                   progress: bool = True, neighbours: str = "keep", features=FEATURES,
+                   neighbour_passes: int = 0) -> list[Path]:
     """Build the training set of every filter (only where a model is still to train), train one
     network per chip (two at a time) or, with ``members`` > 1, that many per chip combined into
     an ensemble (:mod:`starcenter.model.ensemble`; :func:`_jobs` says on what each trains), with
@@ -121,8 +126,9 @@ def run_generalist(outdir, filters=("F555W",), chips=("PC1", "WF2", "WF3", "WF4"
     and return the model paths; ``install``: also copy them into the package (SHIPPED);
     ``neighbours``: the rasters of every set keep or subtract their neighbours (start a new
     ``outdir`` to change it: trained models are kept); ``features``: the networks' per-star inputs
-    (with ``classical_x``, ``classical_y`` a network corrects the classical fit: model.bridge.SKIP).
-    Resumable: trained models and done calibrations are kept."""
+    (with ``classical_x``, ``classical_y`` a network corrects the classical fit: model.bridge.SKIP);
+    ``neighbour_passes``: every set's detections refitted that many times without their neighbours
+    (the classical centres such a network corrects; ``detect --neighbour-passes``). Resumable: trained models and done calibrations are kept."""
     from starcenter.model.ensemble import combine, is_current
     from starcenter.model.parallel import train_many
 
@@ -136,12 +142,12 @@ def run_generalist(outdir, filters=("F555W",), chips=("PC1", "WF2", "WF3", "WF4"
         todo = [j for cfg, store, jobs in sets.values() for j in jobs if not Path(j["out"] + ".json").exists()]
         for cfg, store, jobs in sets.values():
             if any(j in todo for j in jobs):
-                build_set(store, cfg, cluster_options, progress, neighbours)
+                build_set(store, cfg, cluster_options, progress, neighbours, neighbour_passes)
         train_many(todo, workers=2, progress=(lambda job: print(f"== trained {Path(job['out']).name}", flush=True))
                    if progress else None)
         for cfg, store, jobs in sets.values():
             for job in jobs:
-                _add_provenance(Path(job["out"]), cfg, epochs, neighbours, job["features"])
+                _add_provenance(Path(job["out"]), cfg, epochs, neighbours, job["features"], neighbour_passes)
         paths = [out / model_name(chip, filt) for chip in chips]
         if members > 1:
             for chip, path in zip(chips, paths):
@@ -150,7 +156,7 @@ def run_generalist(outdir, filters=("F555W",), chips=("PC1", "WF2", "WF3", "WF4"
                     combine(parts, path)
         if calibration_exposures:
             calibrate_on_own_set(out, filt, chips, calibration_exposures, seed, paths, cluster_options,
-                                 progress, neighbours)
+                                 progress, neighbours, neighbour_passes)
         done += paths
     if install:
         for path in done:
@@ -159,11 +165,14 @@ def run_generalist(outdir, filters=("F555W",), chips=("PC1", "WF2", "WF3", "WF4"
 
 
 def calibrate_on_own_set(out: Path, filt: str, chips, exposures: int, seed: int, paths, cluster_options=None,
-                         progress: bool = True, neighbours: str = "keep") -> None:
+                         progress: bool = True, neighbours: str = "keep", neighbour_passes: int = 0) -> None:
     """Recalibrate the sigma of each model in ``paths`` (one per chip of ``chips``) on every star
-    of a calibration set (SIMULATION, the training recipe with seed + CALIBRATION_SEED_OFFSET);
+    of a calibration set (SIMULATION, the training recipe with seed + CALIBRATION_SEED_OFFSET),
+    after the correction weight of a model that corrects the classical fit (model.correction);
     the set is recorded in the metadata ("generalist" / "calibration_set"), a model already
     calibrated on it is skipped."""
+    from starcenter.model.bridge import SKIP
+    from starcenter.model.correction import calibrate_weight
     from starcenter.model.train import _write_atomic, load_metadata, metadata_path
     from starcenter.model.uncertainty import recalibrate
 
@@ -172,22 +181,32 @@ def calibrate_on_own_set(out: Path, filt: str, chips, exposures: int, seed: int,
               "method": CALIBRATION_METHOD}
     if neighbours != "keep":  # the record of models calibrated on rasters as cut stays as it was
         record["rasters"] = neighbours
+    if neighbour_passes:
+        record["neighbour_passes"] = neighbour_passes
     store = None
     for path, chip in zip(paths, chips):
         meta = load_metadata(path)
-        if meta.get("generalist", {}).get("calibration_set") == record:
+        weighted = set(SKIP) <= set(meta.get("features") or ())
+        mine = {**record, "correction_weight": True} if weighted else record
+        if meta.get("generalist", {}).get("calibration_set") == mine:
             continue
-        store = store or build_set(out / f"calib-{filt}.zarr", cfg, cluster_options, progress, neighbours)
+        store = store or build_set(out / f"calib-{filt}.zarr", cfg, cluster_options, progress, neighbours,
+                                   neighbour_passes)
+        if weighted:
+            cw = calibrate_weight(path, store, chip)
+            if progress:
+                print(f"== {path.name}: correction weight {cw['weight']} (magnitudes {cw['mag_edges']})", flush=True)
         cal = recalibrate(path, store, chip, stars=record["stars"], degree=record["degree"],
                           sigma_covariate=record["sigma_covariate"])
         meta = load_metadata(path)
-        meta["generalist"]["calibration_set"] = record
+        meta["generalist"]["calibration_set"] = mine
         _write_atomic(metadata_path(path), json.dumps(meta, indent=1))
         if progress:
             print(f"== {path.name}: sigma calibrated on {cal['n']} rasters of {store.name}", flush=True)
 
 
-def _add_provenance(path: Path, cfg, epochs: int, neighbours: str = "keep", features=FEATURES) -> None:
+def _add_provenance(path: Path, cfg, epochs: int, neighbours: str = "keep", features=FEATURES,
+                    neighbour_passes: int = 0) -> None:
     meta_path = path.with_name(path.name + ".json")
     meta = json.loads(meta_path.read_text())
     if "generalist" in meta:  # written when it was trained: a rerun keeps it
@@ -195,7 +214,8 @@ def _add_provenance(path: Path, cfg, epochs: int, neighbours: str = "keep", feat
     meta["generalist"] = {
         "label": "trained on SIMULATIONS only (starcenter generalist)",
         "simulation": json.loads(cfg.to_json()), "focus_range_um": list(FOCUS_RANGE),
-        "detect": "fitted ePSF (psf --fit focus)", "catalog_central": 1.0, "epochs": epochs,
+        "detect": "fitted ePSF (psf --fit focus)" + (f", {neighbour_passes} neighbour passes" if neighbour_passes
+                                                      else ""), "catalog_central": 1.0, "epochs": epochs,
         "features": list(features), "rasters": f"neighbours {neighbours}"}
     meta_path.write_text(json.dumps(meta, indent=1))
 

@@ -64,11 +64,11 @@ def test_demo_end_to_end(tmp_path):
     assert {"classical", "classical-test-stars", "vgg6-v1", "vgg6-v2"} <= set(metrics["methods"])
     for m, res in metrics["methods"].items():  # flatness is max / min of the binned curve
         for chip, axes in res.get("transforms", {}).items():
-            for ax, r in axes.items():
-                curve = [v for v in r["curve_mpix"] if v == v]
+            for ax, res_ax in axes.items():
+                curve = [v for v in res_ax["curve_mpix"] if v == v]
                 # the stored curve is rounded to 0.01 mpix: max/min carries 0.005/min + 0.005/max
                 rel = 0.005 / min(curve) + 0.005 / max(curve) + 1e-3
-                assert r["flatness"] == pytest.approx(max(curve) / min(curve), rel=rel, abs=2e-3), (m, chip, ax)
+                assert res_ax["flatness"] == pytest.approx(max(curve) / min(curve), rel=rel, abs=2e-3), (m, chip, ax)
     # the networks are scored on their test stars only; on another store, on every star
     for chip in ("PC1", "WF3"):
         assert metrics["scoring"]["vgg6-v2"][chip].startswith("test stars only")
@@ -82,6 +82,13 @@ def test_demo_end_to_end(tmp_path):
         assert all(0 < r["efficiency"] < 1.5 and r["bound_mpix"] > 0 for r in rows)
     real = json.loads((out / "report-real" / "metrics.json").read_text())
     assert real["kind"] == "REAL DATA" and "WF3" in real["methods"]["vgg6-v2"]["fractional_pixel"]
+    # the shipped generalists: on every chip of the fitted-ePSF copies, or a note saying why not
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"classical-fitted", "generalist"} <= set(summary["demo"]["methods"])
+    centred = set(summary["real"]["methods"].get("generalist", {}).get("fractional_pixel", {}))
+    said = {note.split(":")[0] for note in summary["real"].get("notes", [])}
+    assert centred | said == {"PC1", "WF2", "WF3", "WF4"} and not centred & said, (centred, said)
+    assert all(f"{chip}: PSF-epoch fit flagged" in r.stdout for chip in said)
     model = out / "models" / "WF3_v2.keras"
     stamp = model.stat().st_mtime_ns
     again = run_cli("demo", str(out), "--exposures", "6", "--epochs", "1", "--scheduler", "synchronous")
