@@ -56,9 +56,10 @@ def test_shipped_model_centres_an_unseen_epoch(store, tiny_config, chip, limit):
     variation: every star has the chip-centre PSF, which is what chip position (0, 0) means to
     the network. Given each star's magnitude, that position, the true focus and, for a network
     that corrects the classical fit, that fit (here made with the true ePSF), the shipped model
-    centres the bright stars to ``limit`` mpix (measured: PC1's ensemble 5.5 / 5.4; WF3's two networks
-    correcting the fit 4.8 / 4.5; the WF3 ensemble before them, reading the raster alone, 15.1 /
-    11.3) and its sigma is of the errors' size."""
+    centres the bright stars to ``limit`` mpix (measured, with each model's correction weight:
+    PC1's network 5.9 / 5.9, WF3's two 4.9 / 4.7; unweighted, WF3 4.8 / 4.5 and the PC1 ensemble
+    before, reading the raster alone, 5.5 / 5.4; the WF3 ensemble before, 15.1 / 11.3) and its
+    sigma is of the errors' size."""
     ras = xr.open_zarr(store, group="rasters").sel(chip=chip)
     m = ras["mask"].values
     mag = ras["mag"].values[m]
@@ -118,7 +119,7 @@ def test_generalist_recalibrates_on_a_calibration_set_of_its_own(fitted_store, t
     assert meta["calibration_before"] == before["calibration"] and str(calib) in meta["calibration"]["on"]
     assert meta["calibration"]["n"] >= 100 and np.all(np.isfinite(meta["calibration"]["coef"]))
     rec = meta["generalist"]["calibration_set"]["simulation"]
-    assert rec["seed"] == before["generalist"]["simulation"]["seed"] + G.CALIBRATION_SEED_OFFSET
+    assert rec["seed"] == 1 + G.CALIBRATION_SEED_OFFSET  # run_generalist's seed (1) + the offset
     assert rec["n_exposures"] == 16 and rec["field_varying"]
     training = lambda g: {k: v for k, v in g.items() if k != "calibration_set"}  # noqa: E731
     assert training(meta["generalist"]) == training(before["generalist"])  # its provenance kept
@@ -180,30 +181,39 @@ def test_the_benchmark_verdict_names_the_worst_case_of_each_floor():
     assert all(line.startswith("FAIL") and "not measured" in line for line in lines[4:]), lines
 
 
-def test_generalist_builds_and_records_sets_without_neighbours(tmp_path, monkeypatch):
-    """`starcenter generalist --neighbours subtract`: the calibration set is built with rasters
-    without neighbours and that is recorded, so a model calibrated on rasters as cut is calibrated
-    again (the set building and the calibration itself are stubbed: this is the plumbing)."""
+@pytest.mark.parametrize("chip, filt", [("PC1", "F814W"), ("WF3", "F555W")])
+def test_generalist_builds_and_records_sets_without_neighbours(tmp_path, monkeypatch, chip, filt):
+    """`starcenter generalist --neighbours subtract --neighbour-passes 2`: the calibration set is
+    built that way and that is recorded, so a model calibrated on other sets is calibrated again;
+    a network correcting the classical fit (WF3 F555W) gets its correction weight first, then its
+    sigma; one reading the raster alone (PC1 F814W) its sigma only
+    (the set building and the calibrations themselves are stubbed: this is the plumbing)."""
     import shutil
 
     from starcenter import generalist as G
-    from starcenter.model import uncertainty
+    from starcenter.model import correction, uncertainty
 
-    built = []
-    monkeypatch.setattr(G, "build_set",
-                        lambda path, cfg, opts, progress, nb: built.append((path.name, nb)) or path)
-    monkeypatch.setattr(uncertainty, "recalibrate", lambda *a, **k: {"n": 0})
+    built, calls = [], []
+    monkeypatch.setattr(G, "build_set", lambda path, cfg, opts, progress, nb, passes:
+                        built.append((path.name, nb, passes)) or path)
+    monkeypatch.setattr(uncertainty, "recalibrate", lambda *a, **k: calls.append("sigma") or {"n": 0})
+    monkeypatch.setattr(correction, "calibrate_weight", lambda *a, **k: calls.append("weight") or
+                        {"weight": [0.5], "mag_edges": [-12, -6]})
     out = tmp_path / "gen"
     out.mkdir()
-    src = shipped_model("PC1", "F555W")
+    src = shipped_model(chip, filt)
     for p in (src, src.with_name(src.name + ".json")):
         shutil.copyfile(p, out / p.name)
-    G.run_generalist(out, chips=("PC1",), calibration_exposures=16, progress=False, neighbours="subtract")
-    assert built == [("calib-F555W.zarr", "subtract")]
+    run = lambda: G.run_generalist(out, filters=(filt,), chips=(chip,), calibration_exposures=16,  # noqa: E731
+                                   progress=False, neighbours="subtract", neighbour_passes=2)
+    run()
+    assert built == [(f"calib-{filt}.zarr", "subtract", 2)]
+    assert calls == (["weight", "sigma"] if filt == "F555W" else ["sigma"])
     record = json.loads((out / (src.name + ".json")).read_text())["generalist"]["calibration_set"]
-    assert record["rasters"] == "subtract"
-    G.run_generalist(out, chips=("PC1",), calibration_exposures=16, progress=False, neighbours="subtract")
-    assert len(built) == 1  # calibrated on that set already
+    assert record["rasters"] == "subtract" and record["neighbour_passes"] == 2
+    assert record.get("correction_weight") == (True if filt == "F555W" else None)
+    run()
+    assert len(built) == 1 and len(calls) <= 2  # calibrated on that set already
 
 
 def test_generalist_features_reach_every_network_and_its_provenance(tmp_path):
@@ -244,3 +254,43 @@ def test_a_network_correcting_the_fitted_epsf_fit_refuses_other_fits(store, tmp_
     assert not st.has_group(copy, "centers/generalist")
     with pytest.raises(StoreMismatchError, match="psf --fit focus"):  # forced: still needs its focus input
         predict(copy, None, "generalist", chip="WF3", force=True, progress=False)
+
+
+def test_a_network_taking_the_psf_epoch_says_where_its_fit_failed(fitted_store, tmp_path):
+    """Where the PSF-epoch fit of a chip was flagged on every exposure (detect fell back to the
+    library ePSF: no focus input) predict refuses with the reason and writes nothing; where only
+    some exposures lack it, it warns and those stars get no centre (flag no_feature), never a
+    silent NaN."""
+    import shutil
+    import warnings
+
+    import dask
+    import zarr
+
+    from starcenter.cubes import pipeline
+    from starcenter.cubes import store as st
+    from starcenter.cubes.errors import StoreMismatchError
+    from starcenter.cubes.params import TransformParams
+    from starcenter.model.predict import FLAGS, predict
+
+    copy = tmp_path / "s.zarr"
+    shutil.copytree(fitted_store, copy)
+    with dask.config.set(scheduler="synchronous"):
+        pipeline.run_catalog(copy, transform_params=TransformParams(central=1.0), progress=False)
+    c = list(xr.open_zarr(copy, group="psf_fit")["chip"].values).index("WF3")
+    fit = zarr.open_group(str(copy), mode="r+", path="psf_fit")
+    focus, status = fit["focus"][:], fit["status"][:]
+    fit["focus"][:, c], fit["status"][:, c] = np.nan, 2  # outside_grid
+    with pytest.raises(StoreMismatchError, match="no fitted PSF epoch for WF3 on any exposure.*outside grid"):
+        predict(copy, None, "generalist", chip="WF3", progress=False)
+    assert not st.has_group(copy, "centers/generalist")
+    fit["focus"][:, c], fit["status"][:, c] = focus[:, c], status[:, c]
+    fit["focus"][0, c], fit["status"][0, c] = np.nan, 2
+    with dask.config.set(scheduler="synchronous"), warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        out = predict(copy, None, "generalist", chip="WF3", progress=False).sel(chip="WF3")
+    assert any("1 of 3 exposures of WF3 have no fitted PSF epoch (outside grid)" in str(w.message) for w in said)
+    mask = xr.open_zarr(copy, group="rasters")["mask"].sel(chip="WF3").values
+    xy, flags = out["xy"].values, out["flags"].values
+    assert np.isnan(xy[0][mask[0]]).all() and (flags[0][mask[0]] & FLAGS["no_feature"]).all()
+    assert np.isfinite(xy[1:][mask[1:]]).mean() > 0.9
