@@ -40,8 +40,9 @@ FOCUS_RANGE = (PSFFitParams.grid_min, PSFFitParams.grid_max)
 FEATURES = ("mag", "focus", "chip_x", "chip_y", "classical_x", "classical_y")
 #: Seed of a filter's calibration set = the training seed + this (other stars, other PSF epochs).
 CALIBRATION_SEED_OFFSET = 1000
-#: The recipe of the shipped F555W models, all four chips (``starcenter generalist``'s defaults):
-#: training exposures per filter, epochs, calibration-set exposures. On 2 CPU cores a chip takes
+#: The defaults (the first shipped F555W models' recipe; the models shipped now trained on other
+#: sets and epochs: each model's metadata and the README say which): training exposures per
+#: filter, epochs, calibration-set exposures. On 2 CPU cores a chip takes
 #: 30-60 min to train (70,000-100,000 rasters), two side by side. Measured (SIMULATION,
 #: bench_generalist, unseen +4.5 um epoch, robust error over the bound at 1e4-3e4 / 3e4-1e5 e-,
 #: -10..+15 um): 32 exposures and 30 epochs gave WF3 1.24 / 1.68x, 128 and 100 give 1.06 / 1.21x.
