@@ -10,13 +10,14 @@ model with a ``correction_weight`` returns is therefore
     classical + w(mag) (network - classical)        (px)
 
 with w, per instrumental-magnitude bin, the value on a grid in [0, 1] that gives the least error
-(clipped rms) against exact truth on a calibration set the network never saw (0: the classical fit, 1:
-the network as trained; a stacking of the two estimators), kept only where its gain over the
-classical fit exceeds SIGNIFICANCE times its standard error (a paired bootstrap over the stars):
-a gain within the calibration set's noise is none, and w is 0 there. :func:`calibrate_weight` writes it into
-the model's metadata; ``predict`` and the sigma calibration (``uncertainty.recalibrate``, to be
-run after it) apply it. The calibration set's classical centres must come from the fit the model
-will correct in use (e.g. ``detect --psf fitted --neighbour-passes 2``).
+(clipped rms) against exact truth on a calibration set the network never saw (0: the classical
+fit, 1: the network as trained; a stacking of the two estimators), kept only where its gain over
+the classical fit exceeds SIGNIFICANCE times its standard error (a paired bootstrap over the
+stars): a gain within the calibration set's noise is none, and w is 0 there.
+:func:`calibrate_weight` writes it into the model's metadata; ``predict`` and the sigma
+calibration (``uncertainty.recalibrate``, to be run after it) apply it. The calibration set's
+classical centres must come from the fit the model will correct in use (e.g. ``detect --psf
+fitted --neighbour-passes 2``).
 """
 
 from __future__ import annotations
