@@ -350,7 +350,7 @@ def real(outdir: Path, opts) -> dict | None:
             pipeline.run(store, "detect", "detect", {"detect": {"params": DetectParams(psf)}}, opts)
             pipeline.run_catalog(store, transform_params=TransformParams(central=1.0), cluster_options=opts)
             store.with_suffix(".complete").touch()
-        out[f"classical-{psf}"] = fractional_histograms(store, "classical-rasters")
+        out[f"classical-{psf}"] = fractional_histograms(store, "classical-kept")
         if psf == "fitted":
             from starcenter.cubes import store as st
 

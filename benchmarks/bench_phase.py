@@ -191,7 +191,7 @@ def control(store: Path) -> None:
 
     if not st.has_group(store, "rasters"):
         process_set(store, ClusterOptions(scheduler="local", workers=1, quiet=True))
-    hist = fractional_histograms(store, "classical-rasters")
+    hist = fractional_histograms(store, "classical-kept")
     ras = st.open_group(store, "rasters")
     pos = {"classical fitted": method_positions(store, "classical"),
            "truth": (ras["corner"] + ras["target_exact"]).values}

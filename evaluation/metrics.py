@@ -17,7 +17,10 @@ from starcenter.cubes.store import open_group, open_root
 #: Classical centres on exactly the stars a network trained on this store is scored on (its
 #: test stars): the like-for-like comparison beside that network.
 CLASSICAL_TEST = "classical-test-stars"
-CLASSICAL = ("classical", "classical-kept", CLASSICAL_TEST)
+#: The classical centres of the raster stars alone: like for like with a network trained on other
+#: data, which is scored on every raster star ("classical"'s transformations use every star).
+CLASSICAL_KEPT = "classical-kept"
+CLASSICAL = ("classical", CLASSICAL_KEPT, CLASSICAL_TEST)
 
 
 def _identity(offset):
@@ -73,7 +76,7 @@ def scopes(store, method: str) -> dict[str, Scope]:
     ras = open_group(store, schema.RASTERS)
     keys = ras["star_key"].values
     chips = [str(c) for c in ras[schema.CHIP].values]
-    if method in ("classical", "classical-kept"):
+    if method in ("classical", CLASSICAL_KEPT):
         return {ch: Scope(np.ones(keys[c].shape, bool), None, "all raster stars (not trained)")
                 for c, ch in enumerate(chips)}
     if method == CLASSICAL_TEST:
@@ -93,11 +96,6 @@ def network_methods(store) -> list[str]:
     """Names of the centers/NAME groups."""
     root = open_root(store)
     return sorted(root[schema.CENTERS].group_keys()) if schema.CENTERS in root else []
-
-
-def trained_here(store) -> bool:
-    """Whether any network of the store was trained on its own stars (on any chip)."""
-    return any(s.seen is not None for m in network_methods(store) for s in scopes(store, m).values())
 
 
 def method_positions(store, method: str, stars: str = "scored") -> np.ndarray:
@@ -302,13 +300,13 @@ def fractional_histograms(store, method: str = "classical", nbins: int = 10) -> 
                 ys.append(d["y"].values[:n][ok])
             out[chip] = _hist(np.concatenate(xs), np.concatenate(ys), nbins, chisquare)
     else:
-        # network centres exist only for raster stars; "classical-rasters" gives the classical
+        # network centres exist only for raster stars; CLASSICAL_KEPT gives the classical
         # centres of exactly those stars, the fair comparison (networks: their scored stars)
         ras = st.open_group(store, schema.RASTERS)
         xy_all = _self_calibrated_check(store, method)
         halves = xy_all is not None  # cross-validated
         if xy_all is None:
-            xy_all = method_positions(store, "classical" if method == "classical-rasters" else method)
+            xy_all = method_positions(store, method)
         for k, chip in enumerate(str(c) for c in ras[schema.CHIP].values):
             xy = xy_all[:, k].reshape(-1, 2)
             xy = xy[np.all(np.isfinite(xy), axis=1)]
@@ -327,7 +325,7 @@ def _self_calibrated_check(store, method: str):
 
     from starcenter.cubes.classical.phase import cross_validated, usable
 
-    if method in CLASSICAL or method == "classical-rasters":
+    if method in CLASSICAL:
         return None
     attrs = open_group(store, schema.centers_group(method)).attrs
     if "phase_source" not in attrs:

@@ -17,6 +17,7 @@ from starcenter.cubes import schema
 from starcenter.cubes import store as st
 from starcenter.evaluation.metrics import (
     CLASSICAL,
+    CLASSICAL_KEPT,
     CLASSICAL_TEST,
     flatness,
     fractional_histograms,
@@ -26,7 +27,6 @@ from starcenter.evaluation.metrics import (
     phase_data,
     scopes,
     single_measurement_mpix,
-    trained_here,
     truth_vs_magnitude,
 )
 from starcenter.evaluation.plots import (
@@ -48,11 +48,17 @@ PAPER = {
 
 def methods_in(store) -> list[str]:
     """Centring methods present: 'classical', every centers/NAME group and, where a network was
-    trained on this store, the classical centres of its test stars (:data:`CLASSICAL_TEST`)."""
+    trained on this store, the classical centres of its test stars (:data:`CLASSICAL_TEST`);
+    where one was trained on other data (scored on every raster star), the classical centres of
+    the raster stars (:data:`CLASSICAL_KEPT`): each network beside the classical fit of its stars."""
     out = ["classical"] if st.has_group(store, schema.TRANSFORMS) else []
     nets = network_methods(store)
-    if out and nets and trained_here(store):
-        out.append(CLASSICAL_TEST)
+    if out and nets:
+        seen = [[s.seen is not None for s in scopes(store, m).values()] for m in nets]
+        if any(map(any, seen)):
+            out.append(CLASSICAL_TEST)
+        if not all(map(any, seen)):
+            out.append(CLASSICAL_KEPT)
     return out + nets
 
 
@@ -112,7 +118,8 @@ def evaluate(store, report_dir, title: str | None = None) -> dict:
         metrics["cramer_rao"] = efficiency(store, methods)
         metrics["uncertainty"] = coverage_tables(store, methods)
     if ex.sizes[schema.EXPOSURE] <= 2 and st.has_group(store, schema.DETECTIONS):
-        extra = ["classical-rasters"] if st.has_group(store, schema.RASTERS) and len(methods) > 1 else []
+        extra = [CLASSICAL_KEPT] if st.has_group(store, schema.RASTERS) and len(methods) > 1 \
+            and CLASSICAL_KEPT not in methods else []
         for m in (methods or ["classical"]) + extra:
             metrics["methods"].setdefault(m, {})["fractional_pixel"] = fractional_histograms(store, m)
     (report_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -179,7 +186,9 @@ def _scoring(metrics: dict) -> list[str]:
         lines += ["## What each method is scored on", "",
                   "A network is judged only on stars it never saw: on the store it was trained on, "
                   "its figures below use its test stars alone; "
-                  f"`{CLASSICAL_TEST}` is the classical centring of those same stars.", "",
+                  f"`{CLASSICAL_TEST}` is the classical centring of those same stars, `{CLASSICAL_KEPT}` that "
+                  "of every raster star (the stars of a network trained on other data; `classical`'s "
+                  "transformations use every detected star).", "",
                   "| method | chip | stars scored |", "|---|---|---|"]
         lines += [f"| {m} | {chip} | {label} |" for m, per in metrics["scoring"].items()
                   for chip, label in per.items()]

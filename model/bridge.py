@@ -85,12 +85,14 @@ class _Chunk:
         return np.repeat(values[:, None], n_star, axis=1)
 
 
-def check_inputs(path: str, model_path: str, features, chip: str, c: int, force: bool = False) -> None:
-    """Refuse (or say, where partial) a store that cannot give a network its ``features``: each
-    input's array exists; a network correcting the classical fit (:data:`SKIP`) needs rasters cut
-    from ``detect --psf fitted``; one taking ``focus`` needs a fitted PSF epoch."""
+def check_inputs(path: str, model_path: str, meta: dict, chip: str, c: int, force: bool = False) -> None:
+    """Refuse (or say, where partial) a store that cannot give a network (metadata ``meta``) its
+    features: each input's array exists; a network correcting the classical fit (:data:`SKIP`)
+    needs rasters cut from ``detect --psf fitted`` (and is told where its correction weight was
+    calibrated on other neighbour passes); one taking ``focus`` needs a fitted PSF epoch."""
+    features = tuple(meta.get("features") or ())
     if set(SKIP) <= set(features) and not force:
-        _require_fitted_detections(path, model_path)
+        _require_fitted_detections(path, model_path, meta)
     read_features(st.open_root(path), slice(0, 1), c, features)
     if "focus" in features:
         _check_focus(path, model_path, chip, c, force)
@@ -120,10 +122,21 @@ def _check_focus(path: str, model_path: str, chip: str, c: int, force: bool) -> 
                   f"({why}): their stars get no centre from {model_path} (flag no_feature)", stacklevel=2)
 
 
-def _require_fitted_detections(path: str, model_path: str) -> None:
+def _require_fitted_detections(path: str, model_path: str, meta: dict) -> None:
     """A network that corrects the classical fit learnt the fit with each exposure's fitted ePSF:
-    the rasters' centres (its classical input) must come from ``detect --psf fitted``."""
-    psf = schema.read_params(st.open_group(path, schema.DETECTIONS), DetectParams).psf
+    the rasters' centres (its classical input) must come from ``detect --psf fitted``; with
+    other neighbour passes than its correction weight's calibration set, a warning."""
+    import warnings
+
+    params = schema.read_params(st.open_group(path, schema.DETECTIONS), DetectParams)
+    psf = params.psf
+    calibrated = (meta.get("generalist") or {}).get("calibration_set", {}).get("neighbour_passes", 0)
+    if meta.get("correction_weight") and psf == "fitted" and params.neighbour_passes != calibrated:
+        warnings.warn(f"{path}: detections with {params.neighbour_passes} neighbour passes, but the correction "
+                      f"weight and sigma of {model_path} were calibrated on classical centres with {calibrated}: "
+                      f"run `starcenter detect --psf fitted --neighbour-passes {calibrated} --overwrite` and "
+                      "`starcenter catalog` for the centres its figures are for (crowded stars gain most)",
+                      stacklevel=2)
     if psf != "fitted":
         raise StoreMismatchError(path, f"its rasters were cut from `detect --psf {psf}` fits, but {model_path} "
                                        "corrects the fit with each exposure's fitted ePSF: run `starcenter psf`, "

@@ -284,7 +284,7 @@ def _checked(path: str, model_path: str, chip: str | None, force: bool):
                                         f"says {meta.get('raster_size')} and the store has {size}x{size}")
     from starcenter.model.bridge import check_inputs
 
-    check_inputs(path, model_path, meta.get("features") or (), chip, chips.index(chip), force)
+    check_inputs(path, model_path, meta, chip, chips.index(chip), force)
     return meta, chip, chips.index(chip)
 
 

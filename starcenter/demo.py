@@ -145,12 +145,16 @@ def _real(out: Path, models: dict, progress: bool):
 
 def _with_generalist(metrics: dict, fitted, report, label: str) -> None:
     """Add the fitted-ePSF copy's methods to ``metrics`` (its report in ``report``): its classical
-    fit as ``classical-fitted``, and every network's centres (generalist, generalist-phase). A chip
-    whose PSF-epoch fit failed on every exposure has the library fit there: no classical-fitted
-    rows, and a note saying why."""
+    fit on the networks' stars (the raster stars, ``classical-kept``) as ``classical-fitted``, and
+    every network's centres (generalist, generalist-phase). A chip whose PSF-epoch fit failed on
+    every exposure has the library fit there: no classical-fitted rows, and a note saying why."""
+    from starcenter.evaluation.metrics import CLASSICAL_KEPT
+
     if fitted is None:
         return
     more = evaluate(fitted, report, label)["methods"]
+    if CLASSICAL_KEPT in more:  # like for like with the networks (transformations of the same stars)
+        more["classical"] = {**more.pop("classical"), **more.pop(CLASSICAL_KEPT)}
     failed = _fit_failed(fitted)
     for res in more.values():
         for per_chip in res.values():

@@ -101,7 +101,7 @@ def test_a_network_is_scored_only_on_the_stars_it_never_saw(store):
     """A 'memoriser' exact on the stars a model would have trained on and 50 mpix off on its
     test stars: on its own store the report must say 50 mpix (a report mixing in the training
     stars says ~22), the in-sample table 0; trained on other data, every star is scored."""
-    from starcenter.evaluation.metrics import CLASSICAL_TEST, transforms_from_centers
+    from starcenter.evaluation.metrics import CLASSICAL_KEPT, CLASSICAL_TEST, transforms_from_centers
     from starcenter.evaluation.report import methods_in, truth_errors
     from starcenter.model.bridge import star_subset, training_identity
     from starcenter.model.predict import split_record
@@ -133,6 +133,11 @@ def test_a_network_is_scored_only_on_the_stars_it_never_saw(store):
     for c, ch in enumerate(chips):
         frac = (mask[:, c] & test[c][None]).sum() / mask[:, c].sum()
         assert out["elsewhere"][ch]["rms_mpix"][0] == pytest.approx(50 * np.sqrt(frac), abs=0.01)
+    # beside a network trained elsewhere (scored on every raster star), the classical fit of the
+    # raster stars alone: its transformations use no other star
+    assert CLASSICAL_KEPT in methods_in(store)
+    _, _, n_kept = transforms_from_centers(store, CLASSICAL_KEPT, reference=0)
+    assert np.all(n_kept[1:] <= mask.sum(axis=2)[1:]) and n_kept[1:].min() > 0
     import shutil
 
     for name in ("memoriser", "elsewhere"):

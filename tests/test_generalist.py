@@ -260,7 +260,8 @@ def test_a_network_taking_the_psf_epoch_says_where_its_fit_failed(fitted_store, 
     """Where the PSF-epoch fit of a chip was flagged on every exposure (detect fell back to the
     library ePSF: no focus input) predict refuses with the reason and writes nothing; where only
     some exposures lack it, it warns and those stars get no centre (flag no_feature), never a
-    silent NaN."""
+    silent NaN. Detections without the neighbour passes its correction weight was calibrated on
+    are said too."""
     import shutil
     import warnings
 
@@ -290,6 +291,9 @@ def test_a_network_taking_the_psf_epoch_says_where_its_fit_failed(fitted_store, 
         warnings.simplefilter("always")
         out = predict(copy, None, "generalist", chip="WF3", progress=False).sel(chip="WF3")
     assert any("1 of 3 exposures of WF3 have no fitted PSF epoch (outside grid)" in str(w.message) for w in said)
+    # its correction weight was calibrated on 2-pass fits; these detections have none: said too
+    assert any("detections with 0 neighbour passes" in str(w.message) and "--neighbour-passes 2" in str(w.message)
+               for w in said)
     mask = xr.open_zarr(copy, group="rasters")["mask"].sel(chip="WF3").values
     xy, flags = out["xy"].values, out["flags"].values
     assert np.isnan(xy[0][mask[0]]).all() and (flags[0][mask[0]] & FLAGS["no_feature"]).all()
