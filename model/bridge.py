@@ -104,15 +104,14 @@ def _check_focus(path: str, model_path: str, chip: str, c: int, force: bool) -> 
     refused where no exposure of the chip has one (unless ``force``), said where some lack it."""
     import warnings
 
-    from starcenter.cubes.classical.focus import STATUS
+    from starcenter.cubes.classical.focus import status_reasons
 
     fit = st.open_group(path, schema.PSF_FIT)
     focus, status = (np.asarray(fit[v].values[:, c]) for v in ("focus", "status"))
     missing = ~np.isfinite(focus)
     if not missing.any():
         return
-    names = {v: k.replace("_", " ") for k, v in STATUS.items()}
-    why = ", ".join(sorted({names.get(int(s), f"status {s}") for s in status[missing]}))
+    why = status_reasons(status[missing])
     if missing.all() and not force:
         raise StoreMismatchError(path, f"has no fitted PSF epoch for {chip} on any exposure (psf_fit: {why}), "
                                        f"and {model_path} takes it as an input: centre {chip} with the classical "

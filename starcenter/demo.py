@@ -170,12 +170,11 @@ def _with_generalist(metrics: dict, fitted, report, label: str) -> None:
 
 def _fit_failed(store) -> dict[str, str]:
     """Chips whose PSF-epoch fit (psf_fit) was flagged on every exposure -> the reasons."""
-    from starcenter.cubes.classical.focus import STATUS
+    from starcenter.cubes.classical.focus import status_reasons
 
-    names = {v: k.replace("_", " ") for k, v in STATUS.items()}
     fit = st.open_group(store, schema.PSF_FIT)
     status = fit["status"].values
-    return {str(chip): ", ".join(sorted({names.get(int(s), str(s)) for s in status[:, c]}))
+    return {str(chip): status_reasons(status[:, c])
             for c, chip in enumerate(fit[schema.CHIP].values) if (status[:, c] != 0).all()}
 
 

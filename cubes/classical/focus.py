@@ -36,6 +36,12 @@ SYSTEMATIC_UM = 0.07
 STATUS = {"ok": 0, "too_few_stars": 1, "outside_grid": 2, "no_minimum": 3}
 
 
+def status_reasons(codes) -> str:
+    """The reasons of focus-fit status ``codes`` in words, each once ("outside grid, too few stars")."""
+    names = {v: k.replace("_", " ") for k, v in STATUS.items()}
+    return ", ".join(sorted({names.get(int(c), f"status {int(c)}") for c in np.atleast_1d(codes)}))
+
+
 @dataclass
 class FocusStars:
     """Peak pixels (px) of the stars chosen for the focus fit and their peak S/N."""
